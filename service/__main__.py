@@ -1,0 +1,5 @@
+"""``python -m service`` runs the calhooks command line."""
+
+from service.cli.main import main
+
+main()

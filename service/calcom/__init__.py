@@ -1,0 +1,37 @@
+"""Cal.com API v2 organization tools: the registry, the async client and their errors."""
+
+from service.calcom.backoff import Backoff, server_wait
+from service.calcom.client import CalcomClient, CalcomResponse, Credentials, RequestGate
+from service.calcom.errors import (
+    CalcomError,
+    CalcomTransportError,
+    ParameterProblem,
+    ToolError,
+    ToolValidationError,
+    UnknownToolError,
+)
+from service.calcom.tools import TOOLS, Parameter, Tool, get_tool, tool_name
+from service.calcom.validation import PreparedRequest, prepare_request, validate_params
+
+__all__ = [
+    "TOOLS",
+    "Backoff",
+    "CalcomClient",
+    "CalcomError",
+    "CalcomResponse",
+    "CalcomTransportError",
+    "Credentials",
+    "Parameter",
+    "ParameterProblem",
+    "PreparedRequest",
+    "RequestGate",
+    "Tool",
+    "ToolError",
+    "ToolValidationError",
+    "UnknownToolError",
+    "get_tool",
+    "prepare_request",
+    "server_wait",
+    "tool_name",
+    "validate_params",
+]

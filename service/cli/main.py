@@ -1,0 +1,19 @@
+"""The ``calhooks`` entry point: assembles the command groups into one Typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from service.cli import tools
+
+app = typer.Typer(
+    name="calhooks",
+    help="Webhook receiver and event processor for Cal.com organizations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(tools.app, name="tools")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,122 @@
+"""``calhooks tools``: list, describe and call the 37 Cal.com organization tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from service.calcom import TOOLS, CalcomClient, Parameter, Tool, ToolError, get_tool
+from service.cli.output import fail, print_json
+from service.settings import get_settings
+
+app = typer.Typer(help="The 37 Cal.com organization tools.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_tools() -> None:
+    """Print every tool: name, method, path and summary."""
+    width = max(len(name) for name in TOOLS)
+    for tool in TOOLS.values():
+        typer.echo(f"{tool.name:<{width}}  {tool.method:<6} {tool.path}  {tool.summary}")
+
+
+def _describe(tool: Tool) -> str:
+    lines = [
+        tool.name,
+        f"  {tool.method} {tool.path}  -> {tool.success_status}",
+        f"  {tool.summary}",
+    ]
+    lines.append("  parameters:")
+    for p in tool.parameters:
+        flags = "required" if p.required else "optional"
+        extra = []
+        if p.enum:
+            extra.append("one of " + ", ".join(json.dumps(v) for v in p.enum))
+        for key in ("minimum", "maximum", "minLength", "pattern", "default"):
+            if key in p.schema:
+                extra.append(f"{key} {p.schema[key]}")
+        detail = f" ({'; '.join(extra)})" if extra else ""
+        lines.append(f"    {p.name:<24} {p.type:<16} {p.location:<6} {flags}{detail}")
+        if p.description:
+            lines.append(f"      {p.description.splitlines()[0]}")
+    return "\n".join(lines)
+
+
+@app.command()
+def describe(name: str) -> None:
+    """Print one tool's parameters: type, where it goes, required, enums and constraints."""
+    try:
+        tool = get_tool(name)
+    except ToolError as exc:
+        fail(str(exc))
+    typer.echo(_describe(tool))
+
+
+def coerce(parameter: Parameter, text: str) -> Any:
+    """Turn a ``--param`` string into the JSON type the parameter's schema asks for."""
+    kinds = parameter.schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if text == "null" and "null" in kinds:
+        return None
+    if text[:1] in "[{":
+        return json.loads(text)
+    if "integer" in kinds:
+        return int(text)
+    if "number" in kinds:
+        return float(text)
+    if "boolean" in kinds:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() == "true"
+    if "array" in kinds:
+        item = Parameter(
+            parameter.name, parameter.location, parameter.schema.get("items", {}), False
+        )
+        return [coerce(item, part) for part in text.split(",") if part]
+    return text
+
+
+def parse_params(tool: Tool, pairs: list[str], raw_json: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if raw_json:
+        loaded = json.loads(raw_json)
+        if not isinstance(loaded, dict):
+            raise ValueError("--json must be a JSON object")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--param {pair!r} is not key=value")
+        parameter = tool.by_name.get(key)
+        try:
+            params[key] = coerce(parameter, text) if parameter else text
+        except ValueError as exc:
+            raise ValueError(f"{tool.name}: {key}: {exc}") from None
+    return params
+
+
+@app.command()
+def call(
+    name: str,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value")] = None,
+    raw_json: Annotated[str | None, typer.Option("--json", help="All parameters as JSON.")] = None,
+) -> None:
+    """Call a tool against Cal.com (CALHOOKS_API_URL) and print the JSON result."""
+    try:
+        tool = get_tool(name)
+        params = parse_params(tool, param or [], raw_json)
+    except (ToolError, ValueError) as exc:
+        fail(str(exc))
+
+    async def run() -> Any:
+        async with CalcomClient.from_settings(get_settings()) as client:
+            return await client.call(tool, **params)
+
+    try:
+        result = asyncio.run(run())
+    except ToolError as exc:
+        fail(str(exc))
+    print_json(result)

@@ -1,0 +1,86 @@
+"""calhooks' settings: every environment variable in one place.
+
+All variables carry the ``CALHOOKS_`` prefix and are read once per process by
+``get_settings()``. ``python -m service.settings`` prints the Markdown table that the README
+embeds; ``tests/test_settings.py`` fails when the two drift apart.
+
+Groups (by field-name prefix): Cal.com API access, logging, Redis, intake, workers, MCP.
+Secrets are ``SecretStr`` so a stray ``repr`` never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CALHOOKS_"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, from the environment (and an optional ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Cal.com API access.
+    api_url: str = Field(
+        "https://api.cal.com", description="Base URL of Cal.com's API (no /v2 suffix)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Cal.com API key (`cal_live_...`), sent as `Authorization: Bearer`."
+    )
+    client_id: str | None = Field(
+        None, description="Platform OAuth client id (`x-cal-client-id`), instead of an API key."
+    )
+    client_secret: SecretStr | None = Field(
+        None, description="Platform OAuth client secret (`x-cal-secret-key`), with client_id."
+    )
+    org_id: int | None = Field(
+        None, description="Default `orgId` for tools that take one when a call omits it."
+    )
+    api_timeout: float = Field(10.0, gt=0, description="Seconds to wait for each Cal.com request.")
+    api_connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait to connect.")
+    api_retries: int = Field(
+        3, ge=0, description="Retries of a failed Cal.com request (429, 5xx, timeouts)."
+    )
+    api_retry_base_delay: float = Field(
+        0.5, ge=0, description="First back-off delay in seconds; doubles on each retry."
+    )
+    api_retry_max_delay: float = Field(
+        30.0, ge=0, description="Longest single wait between retries, in seconds."
+    )
+    api_max_connections: int = Field(
+        20, ge=1, description="Connection pool size toward Cal.com per process."
+    )
+
+    # Logging.
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest log level written."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`json` lines, human `console`, or `auto` (console on a terminal)."
+    )
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
+
+
+def settings_table() -> str:
+    """The Markdown table of every variable, as embedded in the README."""
+    rows = ["| variable | default | description |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = "—" if default is None else f"`{default}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {info.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

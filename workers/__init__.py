@@ -1,0 +1,1 @@
+"""calhooks reactions: arq workers that run the rules against Cal.com."""
