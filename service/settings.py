@@ -11,9 +11,10 @@ Secrets are ``SecretStr`` so a stray ``repr`` never shows them.
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CALHOOKS_"
@@ -57,6 +58,28 @@ class Settings(BaseSettings):
         20, ge=1, description="Connection pool size toward Cal.com per process."
     )
 
+    # Redis (queue, dedupe, shared state). Unset: an embedded redis-server under data_dir.
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (`redis://`, `rediss://`, `unix://`); unset: an embedded Redis.",
+    )
+    redis_sentinels: str | None = Field(
+        default=None,
+        description="Sentinel `host:port,host:port`; with it, redis_url's host is ignored.",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="Sentinel master name (with redis_sentinels)."
+    )
+    data_dir: Path = Field(
+        default=Path("~/.local/share/calhooks"),
+        description="Local state: the embedded Redis (when redis_url is unset).",
+    )
+    queue_name: str = Field(default="arq:queue", description="arq queue the intake fills.")
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key encrypting secrets kept in Redis (`calhooks keygen` makes one).",
+    )
+
     # Logging.
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest log level written."
@@ -64,6 +87,11 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="`json` lines, human `console`, or `auto` (console on a terminal)."
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
 
 
 @cache

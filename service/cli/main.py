@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from service.cli import tools
+from service.secretbox import generate_key
 
 app = typer.Typer(
     name="calhooks",
@@ -13,6 +14,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(tools.app, name="tools")
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new CALHOOKS_ENCRYPTION_KEY (Fernet) for secrets kept in Redis."""
+    typer.echo(generate_key())
 
 
 def main() -> None:
