@@ -55,9 +55,15 @@ def create_redis(settings: Settings, *, url: str | None = None) -> aioredis.Redi
     """A ``redis.asyncio`` client (``decode_responses=False``: payloads are bytes)."""
     if settings.redis_sentinels:
         password, database = _credentials(settings)
-        sentinel = Sentinel(_sentinel_hosts(settings), password=password, db=database)
-        return sentinel.master_for(settings.redis_sentinel_master)
-    return aioredis.Redis.from_url(url or redis_url(settings), health_check_interval=30)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _sentinel_hosts(settings), password=password, db=database
+        )
+        master: aioredis.Redis = sentinel.master_for(settings.redis_sentinel_master)
+        return master
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url or redis_url(settings), health_check_interval=30
+    )
+    return client
 
 
 def arq_redis_settings(settings: Settings, *, url: str | None = None) -> RedisSettings:
