@@ -4,8 +4,11 @@ Two sources, the server's word first:
 
 * ``server_wait(headers)`` - what Cal.com asks for: ``Retry-After`` (seconds or an HTTP
   date) or, when a ``X-RateLimit-Remaining-<name>`` header is at 0, the matching
-  ``X-RateLimit-Reset-<name>``. Cal.com documents the reset as seconds until the window
-  resets; values that look like epoch seconds or milliseconds are read as such.
+  ``X-RateLimit-Reset-<name>``. Cal.com's ``CustomThrottlerGuard`` sets the reset to
+  ``timeToBlockExpire || timeToExpire`` from its throttler storage, which NestJS's
+  ``ThrottlerStorageRecord`` contract gives in seconds (rounded up), and sets no
+  ``Retry-After``; values that look like epoch seconds or milliseconds are read as such in
+  case a proxy in front rewrites them.
 * ``Backoff.delay(attempt)`` - exponential back-off with full jitter
   (``uniform(0, min(cap, base * 2**attempt))``), so many clients retrying after one outage
   spread out instead of arriving together.
