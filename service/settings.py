@@ -88,6 +88,52 @@ class Settings(BaseSettings):
         "auto", description="`json` lines, human `console`, or `auto` (console on a terminal)."
     )
 
+    # Workers (workers/, `calhooks worker`).
+    worker_http_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - probes and Prometheus reach the pod's address
+        description="Address of the worker's `/livez`, `/readyz`, `/metrics` server.",
+    )
+    worker_http_port: int = Field(
+        9091, ge=0, le=65535, description="Port of the worker's probe server (0: no server)."
+    )
+    worker_name: str | None = Field(
+        None, description="Name of this worker in its health key and logs; unset: host-pid."
+    )
+    worker_max_jobs: int = Field(10, ge=1, description="Events one worker process runs at once.")
+    worker_poll_delay: float = Field(
+        0.5, gt=0, description="Seconds between queue polls when no wake-up comes (fallback)."
+    )
+    worker_job_timeout: float = Field(
+        300.0, gt=0, description="Seconds one attempt at an event may run before it is retried."
+    )
+    worker_job_completion_wait: int = Field(
+        25, ge=0, description="On SIGTERM, seconds running events get to finish before requeue."
+    )
+    worker_max_tries: int = Field(
+        16, ge=1, description="Attempts at a failing rule before it is dead-lettered."
+    )
+    worker_retry_base_delay: float = Field(
+        10.0, gt=0, description="First retry delay in seconds; doubles each try, with jitter."
+    )
+    worker_retry_max_delay: float = Field(
+        3600.0, gt=0, description="Longest delay between two tries (defaults span ~4-7 h)."
+    )
+    worker_rate_limit_per_minute: int = Field(
+        120, ge=0, description="Cal.com requests per minute across all workers (0: no limit)."
+    )
+    worker_rate_limit_burst: int = Field(
+        2, ge=1, description="Requests the shared rate limit lets through at once after a lull."
+    )
+    worker_ordering_wait: float = Field(
+        30.0, ge=0, description="Seconds a cancellation waits for its booking's creation."
+    )
+    worker_record_ttl: int = Field(
+        7 * 24 * 3600, ge=60, description="Seconds step records and delivery logs are kept."
+    )
+    worker_health_interval: float = Field(
+        10.0, gt=0, description="Seconds between writes of the worker's own health key."
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

@@ -1,0 +1,165 @@
+"""The shared Cal.com rate limit: one bucket in Redis for every worker, fed by Cal.com's headers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.calcom.client import Credentials
+from service.embedded_redis import EmbeddedRedis
+from workers.ratelimit import SharedRateLimit, advertised_limit, bucket_name
+from workers.redistyped import hgetall
+from workers.retries import Defer
+
+
+class FakeSleep:
+    """Records waits instead of sleeping, so reservations can be checked without a clock."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+async def grant_times(limiter: SharedRateLimit, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        now = time.time()
+        times.append(now + await limiter.acquire())
+    return times
+
+
+def most_in_any_window(times: list[float], window: float = 60.0) -> int:
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, at in enumerate(ordered):
+        while at - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_workers_sharing_a_bucket_never_exceed_the_limit_in_any_minute(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+) -> None:
+    """Four limiters on one bucket keep every 60 s window under 120 while pacing near it."""
+    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(4)]
+    try:
+        limiters = [
+            SharedRateLimit(c, "acct", per_minute=120, burst=2, max_wait=1000, sleep=FakeSleep())
+            for c in clients
+        ]
+        batches = await asyncio.gather(*(grant_times(lim, 60) for lim in limiters))
+    finally:
+        for c in clients:
+            await c.aclose()
+    times = [t for batch in batches for t in batch]
+    assert most_in_any_window(times) <= 119
+    span = max(times) - min(times)
+    achieved_per_minute = (len(times) - 1) / span * 60
+    assert achieved_per_minute >= 0.95 * 120
+
+
+async def test_a_reservation_beyond_max_wait_defers_without_taking_a_token(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Past max_wait the caller gets Defer (give the slot back) and the bucket is unchanged."""
+    limiter = SharedRateLimit(
+        redis_client, "acct", per_minute=60, burst=1, max_wait=2.5, sleep=FakeSleep()
+    )
+    waits = [await limiter.acquire() for _ in range(3)]
+    assert waits[0] == 0
+    assert max(waits) <= 2.5
+    with pytest.raises(Defer) as deferred:
+        await limiter.acquire()
+    assert deferred.value.delay > 2.5
+    state = await hgetall(redis_client, "calhooks:ratelimit:acct")
+    tat_before = float(state[b"tat"])
+    with pytest.raises(Defer):
+        await limiter.acquire()
+    assert float((await hgetall(redis_client, "calhooks:ratelimit:acct"))[b"tat"]) == tat_before
+
+
+async def test_a_429_blocks_every_worker_until_cal_com_says(redis_client: aioredis.Redis) -> None:
+    """After a 429 with Retry-After, other limiters on the bucket wait at least that long."""
+    first = SharedRateLimit(redis_client, "acct", max_wait=100, sleep=FakeSleep())
+    sleep = FakeSleep()
+    second = SharedRateLimit(redis_client, "acct", max_wait=100, sleep=sleep)
+    blocked = await first.report(429, {"Retry-After": "20"})
+    assert 19 < blocked <= 20
+    waited = await second.acquire()
+    assert waited >= 19
+    impatient = SharedRateLimit(redis_client, "acct", max_wait=5, sleep=FakeSleep())
+    with pytest.raises(Defer):
+        await impatient.acquire()
+
+
+async def test_an_exhausted_remaining_header_blocks_until_its_reset(
+    redis_client: aioredis.Redis,
+) -> None:
+    """X-RateLimit-Remaining-Default: 0 blocks the bucket for X-RateLimit-Reset-Default seconds."""
+    limiter = SharedRateLimit(redis_client, "acct", max_wait=100, sleep=FakeSleep())
+    headers = {"X-RateLimit-Remaining-Default": "0", "X-RateLimit-Reset-Default": "8"}
+    assert 7 < await limiter.report(200, headers) <= 8
+    assert await limiter.acquire() >= 7
+    untouched = {"X-RateLimit-Remaining-Default": "57", "X-RateLimit-Reset-Default": "8"}
+    other = SharedRateLimit(redis_client, "other", max_wait=100, sleep=FakeSleep())
+    assert await other.report(200, untouched) == 0
+    assert await other.acquire() == 0
+
+
+async def test_a_lower_advertised_limit_slows_the_pace(redis_client: aioredis.Redis) -> None:
+    """A key with a custom limit of 30/min paces at that limit, not the configured 120."""
+    limiter = SharedRateLimit(
+        redis_client, "acct", per_minute=120, max_wait=1000, sleep=FakeSleep()
+    )
+    await limiter.report(200, {"X-RateLimit-Limit-Default": "30"})
+    times = await grant_times(limiter, 40)
+    assert most_in_any_window(times) <= 29
+
+
+async def test_a_zero_limit_turns_the_bucket_off(redis_client: aioredis.Redis) -> None:
+    """per_minute=0 never waits and never touches Redis."""
+    limiter = SharedRateLimit(redis_client, "acct", per_minute=0)
+    assert [await limiter.acquire() for _ in range(500)] == [0.0] * 500
+    assert await redis_client.exists("calhooks:ratelimit:acct") == 0
+
+
+def test_buckets_are_per_account_and_limits_are_read_from_headers() -> None:
+    """Two API keys get two buckets; the lowest X-RateLimit-Limit-* is the advertised limit."""
+    one = bucket_name("https://api.cal.com", Credentials(api_key="cal_live_one"))
+    two = bucket_name("https://api.cal.com", Credentials(api_key="cal_live_two"))
+    assert one != two
+    assert "cal_live" not in one
+    assert (
+        advertised_limit({"x-ratelimit-limit-default": "120", "X-RateLimit-Limit-Burst": "20"})
+        == 20
+    )
+    assert advertised_limit({"content-type": "application/json"}) is None
+
+
+async def test_a_block_arriving_while_waiting_extends_the_wait(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A limiter sleeping on its reservation also honours a 429 another worker saw meanwhile."""
+    other = SharedRateLimit(redis_client, "acct", max_wait=100)
+
+    class SleepThrough429(FakeSleep):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            if len(self.waits) == 1:
+                await other.report(429, {"Retry-After": "30"})
+
+    sleep = SleepThrough429()
+    limiter = SharedRateLimit(
+        redis_client, "acct", per_minute=60, burst=1, max_wait=100, sleep=sleep
+    )
+    await limiter.acquire()
+    waited = await limiter.acquire()
+    assert len(sleep.waits) == 2
+    assert 29 < sleep.waits[1] <= 30
+    assert waited == pytest.approx(sum(sleep.waits))

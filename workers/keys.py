@@ -1,0 +1,72 @@
+"""Every Redis key the workers own, in one place (all under the ``calhooks:`` prefix).
+
+arq's own keys (``arq:job:<id>``, ``arq:result:<id>``, the queue sorted set) and the intake's
+keys are not listed here; the workers touch arq's only where arq has no API for it.
+"""
+
+from __future__ import annotations
+
+PREFIX = "calhooks:"
+
+
+def ledger(event_id: str) -> str:
+    """Hash of an event's step records, rule states and attempt counters."""
+    return f"{PREFIX}ledger:{event_id}"
+
+
+def eventlog(event_id: str) -> str:
+    """List of JSON records: what happened to an event, in order."""
+    return f"{PREFIX}eventlog:{event_id}"
+
+
+def dead_letters() -> str:
+    """Hash of dead-letter entries by id."""
+    return f"{PREFIX}dlq"
+
+
+def dead_letter_index() -> str:
+    """Sorted set of dead-letter ids scored by when they were dead-lettered."""
+    return f"{PREFIX}dlq:index"
+
+
+def rate_limit(bucket: str) -> str:
+    """Hash holding one token bucket shared by every worker."""
+    return f"{PREFIX}ratelimit:{bucket}"
+
+
+def booking(uid: str) -> str:
+    """Hash of what the workers have processed about one booking (created, cancelled...)."""
+    return f"{PREFIX}booking:{uid}"
+
+
+def booking_lock(uid: str) -> str:
+    """Lock serializing the events of one booking."""
+    return f"{PREFIX}booking:{uid}:lock"
+
+
+def booking_pending(uid: str) -> str:
+    """Sorted set of a booking's events being processed, scored by arrival time."""
+    return f"{PREFIX}booking:{uid}:pending"
+
+
+def worker_health(name: str) -> str:
+    """One worker's own health key (arq's shared one is deleted when any worker stops)."""
+    return f"{PREFIX}worker:{name}:health"
+
+
+def workers() -> str:
+    """Sorted set of worker names scored by their last heartbeat."""
+    return f"{PREFIX}workers"
+
+
+def wake(queue_name: str) -> str:
+    """The list an enqueuer pushes to so an idle worker polls at once (the intake contract)."""
+    return f"{queue_name}:wake"
+
+
+def arq_job(job_id: str) -> str:
+    return f"arq:job:{job_id}"
+
+
+def arq_result(job_id: str) -> str:
+    return f"arq:result:{job_id}"
