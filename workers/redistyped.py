@@ -36,3 +36,7 @@ async def blpop(redis: aioredis.Redis, key: str, seconds: float) -> list[bytes] 
     """BLPOP with a fractional timeout (Redis >= 6), which redis-py types as an int."""
     reply = redis.blpop([key], timeout=seconds)  # type: ignore[arg-type]
     return await cast(Awaitable[list[bytes] | None], reply)
+
+
+async def hincrby(redis: aioredis.Redis, key: str, field: str, amount: int = 1) -> int:
+    return await cast(Awaitable[int], redis.hincrby(key, field, amount))

@@ -1,0 +1,139 @@
+"""Per-booking ordering: one event at a time, arrival order, and cancel-before-create ends right."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from workers.ordering import BookingOrder, booking_uid
+from workers.retries import Defer
+
+BOOKING = {"uid": "bk-1", "title": "Time off"}
+
+
+def order(redis: aioredis.Redis, **options: float) -> BookingOrder:
+    settings = {"wait": 30.0, "lock_wait": 0.05, "lease": 60.0} | options
+    return BookingOrder(redis, **settings)  # type: ignore[arg-type]
+
+
+async def test_events_of_one_booking_never_run_together(redis_client: aioredis.Redis) -> None:
+    """While one event holds its booking's turn, another event of that booking defers."""
+    first, second = order(redis_client), order(redis_client)
+    now = time.time()
+    async with first.turn("e1", "BOOKING_CREATED", BOOKING, now) as turn:
+        with pytest.raises(Defer, match="another event of this booking is running"):
+            async with second.turn("e2", "BOOKING_RESCHEDULED", BOOKING, now + 1):
+                pass
+        await first.finish(turn, "e1", "BOOKING_CREATED", now)
+    async with second.turn("e2", "BOOKING_RESCHEDULED", BOOKING, now + 1) as turn:
+        assert turn.uid == "bk-1"
+        assert turn.skip_reason is None
+
+
+async def test_a_later_event_waits_for_an_earlier_one_still_pending(
+    redis_client: aioredis.Redis,
+) -> None:
+    """An event that arrived earlier and is still being retried goes first."""
+    booking = order(redis_client)
+    now = time.time()
+    with pytest.raises(Defer):  # e1 registers, then fails and waits for its retry
+        async with booking.turn("e1", "BOOKING_CREATED", BOOKING, now):
+            raise Defer(60, "Cal.com answered 503")
+    with pytest.raises(Defer, match="an earlier event of this booking is pending"):
+        async with booking.turn("e2", "BOOKING_NO_SHOW_UPDATED", BOOKING, now + 1):
+            pass
+
+
+async def test_a_long_pending_event_stops_blocking_after_the_wait(
+    redis_client: aioredis.Redis,
+) -> None:
+    """An earlier event pending for longer than the ordering wait no longer holds the booking."""
+    booking = order(redis_client, wait=5.0)
+    old = time.time() - 10
+    with pytest.raises(Defer):
+        async with booking.turn("e1", "BOOKING_CREATED", BOOKING, old):
+            raise Defer(1, "failing for hours")
+    async with booking.turn("e2", "BOOKING_NO_SHOW_UPDATED", BOOKING, old + 1) as turn:
+        assert turn.skip_reason is None
+
+
+async def test_a_cancellation_waits_for_its_creation(redis_client: aioredis.Redis) -> None:
+    """A BOOKING_CANCELLED that overtook its BOOKING_CREATED defers until the create is done."""
+    booking = order(redis_client)
+    created_at = time.time()
+    cancelled_at = created_at - 0.5  # the cancel reached the intake first
+    with pytest.raises(Defer, match="waiting for the booking's creation"):
+        async with booking.turn("cancel", "BOOKING_CANCELLED", BOOKING, cancelled_at):
+            pass
+    async with booking.turn("create", "BOOKING_CREATED", BOOKING, created_at) as turn:
+        # The cancel is registered earlier, but it is waiting for this very create.
+        await booking.finish(turn, "create", "BOOKING_CREATED", created_at)
+    async with booking.turn("cancel", "BOOKING_CANCELLED", BOOKING, cancelled_at) as turn:
+        assert turn.skip_reason is None
+        assert turn.late
+        await booking.finish(turn, "cancel", "BOOKING_CANCELLED", cancelled_at)
+
+
+async def test_a_creation_after_its_cancellation_is_skipped(redis_client: aioredis.Redis) -> None:
+    """Once a cancellation was processed, a late BOOKING_CREATED of that booking is skipped."""
+    booking = order(redis_client, wait=0.0)
+    now = time.time()
+    async with booking.turn("cancel", "BOOKING_CANCELLED", BOOKING, now) as turn:
+        await booking.finish(turn, "cancel", "BOOKING_CANCELLED", now)
+    async with booking.turn("create", "BOOKING_CREATED", BOOKING, now + 1) as turn:
+        assert turn.skip_reason == "booking bk-1 was already cancelled"
+
+
+async def test_a_crashed_event_takes_its_own_lock_back(redis_client: aioredis.Redis) -> None:
+    """The lock is re-entrant for the event that held it when its worker died."""
+    booking = order(redis_client)
+    now = time.time()
+    await redis_client.set("calhooks:booking:bk-1:lock", "e1", px=60_000)
+    async with booking.turn("e1", "BOOKING_CREATED", BOOKING, now) as turn:
+        assert turn.uid == "bk-1"
+    assert await redis_client.get("calhooks:booking:bk-1:lock") is None
+
+
+async def test_events_about_no_booking_are_not_ordered(redis_client: aioredis.Redis) -> None:
+    """FORM_SUBMITTED and the like run at once and touch nothing in Redis."""
+    booking = order(redis_client)
+    async with booking.turn("f1", "FORM_SUBMITTED", {"formId": "x"}, time.time()) as turn:
+        assert turn.uid is None
+    assert await redis_client.dbsize() == 0
+
+
+async def test_concurrent_events_of_one_booking_run_in_arrival_order(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Five events of one booking started together all run, one at a time, oldest first."""
+    booking = order(redis_client, lock_wait=5.0)
+    base = time.time()
+    ran: list[str] = []
+    running = 0
+
+    async def process(event_id: str, received_at: float) -> None:
+        nonlocal running
+        async with booking.turn(event_id, "BOOKING_NO_SHOW_UPDATED", BOOKING, received_at) as t:
+            running += 1
+            assert running == 1
+            ran.append(event_id)
+            await asyncio.sleep(0.01)
+            running -= 1
+            await booking.finish(t, event_id, "BOOKING_NO_SHOW_UPDATED", received_at)
+
+    ids = [f"e{i}" for i in range(5)]
+    # Register all first (as workers picking them up would), then race them in reverse.
+    for i, event_id in enumerate(ids):
+        await redis_client.zadd("calhooks:booking:bk-1:pending", {event_id: base + i})
+    await asyncio.gather(*(process(e, base + i) for i, e in reversed(list(enumerate(ids)))))
+    assert ran == ids
+
+
+def test_the_booking_is_read_from_uid_or_booking_uid() -> None:
+    """Booking events carry ``uid``; no-show updates carry ``bookingUid``."""
+    assert booking_uid({"uid": "a"}) == "a"
+    assert booking_uid({"bookingUid": "b", "attendees": []}) == "b"
+    assert booking_uid({"oooEntry": {"uuid": "c"}}) is None

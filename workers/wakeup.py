@@ -1,0 +1,138 @@
+"""Wake a worker the moment a job is queued, instead of waiting for its next poll.
+
+arq's ``Worker`` looks for due jobs every ``poll_delay`` seconds: the default (0.5 s) puts up to
+half a second between the intake accepting an event and a worker starting it, and a tiny
+poll delay burns CPU on an idle worker. The intake therefore pushes a token to
+``<queue_name>:wake`` after each enqueue (``LPUSH`` + ``LTRIM 0 63``), and ``WakeableWorker``:
+
+* keeps one ``BLPOP`` on that list outstanding (on its own pooled connection) while it has a
+  free slot, and polls as soon as a token arrives;
+* polls as soon as a running job finishes if it was full (due jobs may be waiting);
+* hands a token back when it woke but was full, so another worker can take the job;
+* still polls every ``poll_delay`` seconds, which catches deferred jobs (retries) coming due
+  and any token lost to a trim or a crash.
+
+Everything else - how jobs are picked, run, retried, and the shutdown signals - is arq's own
+code: only the loop of ``Worker.main`` is replaced (its body follows arq 0.28's).
+
+``arq workers.WorkerSettings`` (arq's own CLI) builds a plain ``arq.Worker`` and so polls
+without waking; ``calhooks worker`` runs this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.exceptions
+from arq.connections import create_pool, log_redis_info
+from arq.worker import Worker
+
+from workers import keys
+from workers.redistyped import blpop
+
+logger = logging.getLogger("calhooks.worker")
+
+WAKE_LIST_LENGTH = 64
+
+
+class WakeableWorker(Worker):
+    """An arq ``Worker`` that waits on the wake list, with its poll delay as a fallback."""
+
+    def __init__(self, *args: Any, listen_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake_key = keys.wake(self.queue_name)
+        self.listen_timeout = listen_timeout
+        self.last_iteration: float = 0.0
+        self.wakeups = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._woken_by_token = False
+
+    @property
+    def full(self) -> bool:
+        return self.job_counter >= self.max_jobs
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        was_full = self.full
+        super()._release_sem_dec_counter_on_complete()
+        self._room.set()
+        if was_full:
+            self._wake.set()
+
+    async def _listen(self) -> None:
+        """Wait on the wake list while there is room for another job."""
+        while True:
+            await self._room.wait()
+            try:
+                token = await blpop(self.pool, self.wake_key, self.listen_timeout)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                logger.warning("wake list unavailable; polling every %.3fs", self.poll_delay_s)
+                await asyncio.sleep(max(self.poll_delay_s, 1.0))
+                continue
+            if token is not None:
+                self.wakeups += 1
+                self._woken_by_token = True
+                self._wake.set()
+
+    async def _give_back_token(self) -> None:
+        async with self.pool.pipeline(transaction=False) as pipe:
+            pipe.lpush(self.wake_key, 1)
+            pipe.ltrim(self.wake_key, 0, WAKE_LIST_LENGTH - 1)
+            await pipe.execute()
+
+    async def _idle(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.poll_delay_s):
+                await self._wake.wait()
+
+    async def main(self) -> None:
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        logger.info(
+            "Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions)
+        )
+        await log_redis_info(self.pool, logger.info)
+        self.ctx["redis"] = self.pool
+        self.ctx["worker"] = self
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        listener = asyncio.create_task(self._listen(), name="calhooks-wake-listener")
+        try:
+            while True:
+                self.last_iteration = asyncio.get_running_loop().time()
+                self._wake.clear()
+                woken, self._woken_by_token = self._woken_by_token, False
+                await self._poll_iteration()
+                if self.full:
+                    self._room.clear()
+                    if woken:
+                        await self._give_back_token()
+                else:
+                    self._room.set()
+                if self.burst and await self._burst_done():
+                    return
+                await self._idle()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _burst_done(self) -> bool:
+        """arq's burst-mode exit test: stop once the queue is empty and jobs have finished."""
+        if 0 <= self.max_burst_jobs <= self._jobs_started():
+            await asyncio.gather(*self.tasks.values())
+            return True
+        if await self.pool.zcard(self.queue_name) == 0:
+            await asyncio.gather(*self.tasks.values())
+            return True
+        return False
