@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from typing import Any
 
 import redis.exceptions
@@ -126,6 +127,20 @@ class WakeableWorker(Worker):
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    async def close(self) -> None:
+        """arq's ``Worker.close``, closing the pool with ``aclose`` (``close`` is deprecated)."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        # Jobs cancelled by the shutdown end in CancelledError; arq re-runs them elsewhere.
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
 
     async def _burst_done(self) -> bool:
         """arq's burst-mode exit test: stop once the queue is empty and jobs have finished."""

@@ -1,0 +1,141 @@
+"""Wake-on-enqueue: a worker starts a queued job at once, with its poll delay only a fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from service.embedded_redis import EmbeddedRedis
+from workers.wakeup import WakeableWorker
+
+
+async def record(ctx: dict[str, Any], name: str) -> str:
+    await ctx["started"].put(name)
+    return name
+
+
+async def slow(ctx: dict[str, Any], name: str) -> str:
+    await ctx["started"].put(name)
+    await asyncio.sleep(0.3)
+    return name
+
+
+@pytest.fixture
+def started() -> asyncio.Queue[str]:
+    return asyncio.Queue()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    redis_server: EmbeddedRedis, started: asyncio.Queue[str], **options: Any
+) -> AsyncIterator[WakeableWorker]:
+    worker = WakeableWorker(
+        functions=[record, slow],
+        redis_settings=RedisSettings.from_dsn(redis_server.url),
+        handle_signals=False,
+        ctx={"started": started},
+        **options,
+    )
+    task = asyncio.create_task(worker.main())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+
+
+async def enqueue_and_wake(pool: ArqRedis, function: str, name: str) -> None:
+    await pool.enqueue_job(function, name, _job_id=name)
+    async with pool.pipeline(transaction=False) as pipe:
+        pipe.lpush("arq:queue:wake", 1)
+        pipe.ltrim("arq:queue:wake", 0, 63)
+        await pipe.execute()
+
+
+@pytest.fixture
+async def pool(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+) -> AsyncIterator[ArqRedis]:
+    arq = await create_pool(RedisSettings.from_dsn(redis_server.url))
+    yield arq
+    await arq.aclose()
+
+
+async def test_a_woken_worker_starts_the_job_long_before_its_next_poll(
+    redis_server: EmbeddedRedis, pool: ArqRedis, started: asyncio.Queue[str]
+) -> None:
+    """With a 60 s poll delay, a job pushed with a wake token still starts right away."""
+    async with running(redis_server, started, poll_delay=60) as worker:
+        await asyncio.sleep(0.1)  # the worker has polled once and is waiting
+        await enqueue_and_wake(pool, "record", "a")
+        async with asyncio.timeout(10):
+            assert await started.get() == "a"
+        assert worker.wakeups == 1
+
+
+async def test_a_full_worker_polls_again_when_a_slot_frees(
+    redis_server: EmbeddedRedis, pool: ArqRedis, started: asyncio.Queue[str]
+) -> None:
+    """Jobs queued while every slot was busy start when one finishes, not at the next poll."""
+    async with running(redis_server, started, poll_delay=60, max_jobs=1):
+        await asyncio.sleep(0.1)
+        await enqueue_and_wake(pool, "slow", "first")
+        await enqueue_and_wake(pool, "slow", "second")
+        async with asyncio.timeout(10):
+            assert [await started.get(), await started.get()] == ["first", "second"]
+
+
+async def test_a_full_worker_hands_its_token_to_another(
+    redis_server: EmbeddedRedis, pool: ArqRedis, started: asyncio.Queue[str]
+) -> None:
+    """A token that woke a full worker goes back on the list for a worker with room."""
+    async with running(redis_server, started, poll_delay=60, max_jobs=1) as busy:
+        await asyncio.sleep(0.1)
+        await enqueue_and_wake(pool, "slow", "first")
+        async with asyncio.timeout(10):
+            await started.get()
+        async with running(redis_server, started, poll_delay=60, max_jobs=1) as idle:
+            await asyncio.sleep(0.1)
+            await enqueue_and_wake(pool, "record", "second")
+            async with asyncio.timeout(10):
+                assert await started.get() == "second"
+            assert busy.wakeups + idle.wakeups >= 2
+
+
+async def test_without_a_token_the_poll_delay_still_finds_jobs(
+    redis_server: EmbeddedRedis, pool: ArqRedis, started: asyncio.Queue[str]
+) -> None:
+    """A job queued with no wake token (a deferred retry coming due) is found by polling."""
+    async with running(redis_server, started, poll_delay=0.05) as worker:
+        await pool.enqueue_job("record", "quiet", _job_id="quiet")
+        async with asyncio.timeout(10):
+            assert await started.get() == "quiet"
+        assert worker.wakeups == 0
+
+
+async def test_burst_mode_returns_once_the_queue_is_empty(
+    redis_server: EmbeddedRedis, pool: ArqRedis, started: asyncio.Queue[str]
+) -> None:
+    """--burst drains the queue and returns, as with arq's own worker."""
+    for name in ("x", "y"):
+        await pool.enqueue_job("record", name, _job_id=name)
+    worker = WakeableWorker(
+        functions=[record],
+        redis_settings=RedisSettings.from_dsn(redis_server.url),
+        handle_signals=False,
+        burst=True,
+        poll_delay=0.01,
+        ctx={"started": started},
+    )
+    async with asyncio.timeout(10):
+        await worker.main()
+    await worker.close()
+    assert worker.jobs_complete == 2
