@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from service.calcom.sandbox import create_app
 from service.embedded_redis import EmbeddedRedis
+from tests.calcom.sandbox.server import RunningSandbox
+from tests.servers import serve_app
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +27,18 @@ async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Re
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[RunningSandbox]:
+    """The suite's sandbox Cal.com, served by uvicorn on a loopback port for the session."""
+    app = create_app()
+    with serve_app(app) as url:
+        yield RunningSandbox(url, app, app.state.sandbox)
+
+
+@pytest.fixture
+def sandbox(sandbox_server: RunningSandbox) -> RunningSandbox:
+    """The sandbox Cal.com reset to its seed: fresh data, logs, faults; Cal.com's rate limit."""
+    sandbox_server.sandbox.reset(seeded=True)
+    return sandbox_server

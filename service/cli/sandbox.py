@@ -1,0 +1,137 @@
+"""``calhooks sandbox``: run the sandbox Cal.com, and make a running one emit events.
+
+``calhooks sandbox --port 8788`` serves the fake API (``/v2/...``) and its admin surface
+(``/_sandbox/...``) until interrupted. ``calhooks sandbox emit TRIGGER`` asks a running
+sandbox to deliver a realistic event to its subscribed webhooks and prints what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import httpx
+import typer
+import uvicorn
+
+from service.calcom.sandbox import (
+    SANDBOX_API_KEY,
+    SANDBOX_ORG_ID,
+    SECOND_API_KEY,
+    SECOND_ORG_ID,
+    SUPPORTED_TRIGGERS,
+    FaultRule,
+    RateLimit,
+    create_app,
+)
+from service.cli.output import fail, print_json
+from service.logs import configure_logging
+
+app = typer.Typer(
+    help="A local fake of Cal.com's organization API that also sends signed webhooks.",
+    invoke_without_command=True,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8788"
+
+
+def _faults(latency: float, specs: list[str]) -> list[FaultRule]:
+    rules = [FaultRule(latency=latency)] if latency else []
+    for spec in specs:
+        try:
+            rules.append(FaultRule.model_validate(json.loads(spec)))
+        except ValueError as exc:
+            raise typer.BadParameter(f"--fault {spec!r}: {exc}") from None
+    return rules
+
+
+@app.callback()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (admin routes need no key).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8788,
+    empty: Annotated[
+        bool, typer.Option("--empty", help="Start with organizations and keys only.")
+    ] = False,
+    no_rate_limit: Annotated[
+        bool, typer.Option("--no-rate-limit", help="Do not throttle (Cal.com: 120 requests/min).")
+    ] = False,
+    rate_limit: Annotated[int, typer.Option(help="Requests per window per API key.")] = 120,
+    window: Annotated[float, typer.Option(help="Rate-limit window in seconds.")] = 60.0,
+    latency: Annotated[float, typer.Option(help="Seconds added to every API call.")] = 0.0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help='A fault rule as JSON, e.g. \'{"status": 503, "rate": 0.1}\'.'),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the sandbox Cal.com (API under /v2, admin under /_sandbox)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    configure_logging(log_level)
+    throttle = None if no_rate_limit else RateLimit(limit=rate_limit, window=window)
+    sandbox_app = create_app(
+        seeded=not empty, rate_limit=throttle, faults=_faults(latency, fault or [])
+    )
+    base = f"http://{host}:{port}"
+    typer.echo(f"Sandbox Cal.com on {base} (admin: {base}/_sandbox/state)", err=True)
+    typer.echo(f"  CALHOOKS_API_URL={base}", err=True)
+    typer.echo(f"  CALHOOKS_API_KEY={SANDBOX_API_KEY}  CALHOOKS_ORG_ID={SANDBOX_ORG_ID}", err=True)
+    typer.echo(f"  second org: key {SECOND_API_KEY}, orgId {SECOND_ORG_ID}", err=True)
+    uvicorn.run(sandbox_app, host=host, port=port, log_config=None, log_level=log_level.lower())
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--set {pair!r} is not key=value")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        overrides[key] = value
+    return overrides
+
+
+@app.command()
+def emit(
+    trigger: Annotated[str, typer.Argument(help=f"One of: {', '.join(SUPPORTED_TRIGGERS)}.")],
+    user: Annotated[
+        str | None, typer.Option(help="Username, email or id (default: first user).")
+    ] = None,
+    event_type: Annotated[str, typer.Option(help="Event type slug of the booking.")] = "30min",
+    org_id: Annotated[int | None, typer.Option(help="Organization of the user.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="payload override key=JSON value (repeatable)")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the deliveries and print them.")] = True,
+    url: Annotated[str, typer.Option(help="Base URL of the running sandbox.")] = DEFAULT_URL,
+) -> None:
+    """Make a running sandbox deliver TRIGGER to its subscribed webhooks."""
+    request: dict[str, Any] = {
+        **_overrides(set_ or []),
+        "trigger": trigger,
+        "eventType": event_type,
+        "wait": wait,
+    }
+    if user is not None:
+        request["user"] = user
+    if org_id is not None:
+        request["orgId"] = org_id
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/_sandbox/events", json=request, timeout=30)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the sandbox at {url}: {exc}")
+    try:
+        answer = response.json()
+    except ValueError:
+        fail(f"the sandbox answered {response.status_code}: {response.text[:200]}")
+    if response.is_error:
+        fail(str(answer.get("error", answer)) if isinstance(answer, dict) else str(answer))
+    print_json(answer)
+    if not answer.get("webhooks"):
+        typer.echo(f"note: no active webhook is subscribed to {trigger}", err=True)
