@@ -1,0 +1,244 @@
+"""The production overlay's web and worker containers, started on this machine as rendered.
+
+Each container's argv is the image's ENTRYPOINT plus the rendered ``args``; its environment
+is the image's ENV plus the rendered ``envFrom``/``env`` with ConfigMaps resolved; its mounted
+ConfigMap and Secret files and emptyDirs become temporary directories. Only what cannot exist
+here is substituted, and nothing else:
+
+* Secret values (the real Secret is never in the repository) -> test values: the suite's
+  Redis, the sandbox Cal.com's seeded API key and organization, a fresh Fernet key;
+* mount paths -> their temporary directories, wherever a value names them;
+* ``CALHOOKS_API_URL`` (Cal.com) -> the sandbox Cal.com;
+* listening ports -> free loopback ports (8080 and 9091 may be taken on a developer machine).
+
+Then the probes' paths must answer as the kubelet expects, and SIGTERM must end each process
+cleanly within the pod's grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+from service.cli.main import app
+from service.embedded_redis import EmbeddedRedis, free_port
+from service.secretbox import generate_key
+from tests.calcom.sandbox.server import RunningSandbox
+from tests.deploy.kustomize import Invocation, Manifest, find, invocation, pod_spec, render
+
+OVERLAY = "overlays/production"
+MCP_TOKEN = "test-mcp-token-from-the-deploy-test"
+STARTUP_SECONDS = 60  # the startup probes allow 2 s x 30 failures
+
+
+def _calhooks_has(command: str) -> bool:
+    """Whether this checkout's ``calhooks`` CLI registers ``command`` (written in parallel)."""
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    names |= {g.name or "" for g in app.registered_groups}
+    return command in names
+
+
+def _secrets(redis_url: str) -> dict[str, dict[str, str]]:
+    return {
+        "calhooks": {
+            "redis-url": redis_url,
+            "api-key": SANDBOX_API_KEY,
+            "org-id": str(SANDBOX_ORG_ID),
+            "encryption-key": generate_key(),
+            "mcp-token": MCP_TOKEN,
+            "webhook-secrets.json": json.dumps({}),
+        }
+    }
+
+
+@dataclass
+class Container:
+    """One container of the rendered overlay, running as a local process."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+    grace_seconds: int
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.base_url + path, timeout=10)
+
+    def wait_until_live(self, path: str) -> None:
+        """Poll ``path`` as the startup probe would, until 200 or the probe would give up."""
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert self.process.poll() is None, f"{self.name} exited:\n{self.output()}"
+            try:
+                if self.get(path).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"{self.name} never live:\n{self.output()}"
+            time.sleep(0.2)
+
+    def terminate(self) -> int:
+        """SIGTERM, as the kubelet sends after preStop; the exit code within the grace period."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=self.grace_seconds)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"{self.name} outlived its {self.grace_seconds} s grace period:\n{self.output()}"
+            ) from None
+
+
+def _localize(run: Invocation, root: Path) -> tuple[list[str], dict[str, str]]:
+    """Materialize the mounts under ``root`` and point argv and env at them."""
+    mounts: dict[str, Path] = {}
+    for index, mount in enumerate([*run.files, *run.scratch]):
+        mounts[mount] = root / f"mount{index}"
+        mounts[mount].mkdir(parents=True)
+    for mount, files in run.files.items():
+        for name, content in files.items():
+            (mounts[mount] / name).write_text(content)
+    pattern = re.compile(
+        "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True)) + r"(?=/|$)"
+    )
+
+    def localize(value: str) -> str:
+        return pattern.sub(lambda match: str(mounts[match[0]]), value)
+
+    env = {key: localize(value) for key, value in run.env.items()}
+    return [localize(arg) for arg in run.argv], env
+
+
+def _start(
+    name: str,
+    run: Invocation,
+    workload: Manifest,
+    tmp_path: Path,
+    *,
+    sandbox_url: str,
+    port: int,
+    probe_path: str,
+) -> Container:
+    argv, env = _localize(run, tmp_path / name)
+    # The image's PATH puts the venv's bin first; here that venv is this interpreter's.
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    env["CALHOOKS_API_URL"] = sandbox_url
+    resolved = shutil.which(argv[0], path=env["PATH"])
+    assert resolved, f"{argv[0]} not found on {env['PATH']}"
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [resolved, *argv[1:]],
+            env=env,
+            cwd=env.get("HOME", str(tmp_path)),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    container = Container(
+        name=name,
+        process=process,
+        base_url=f"http://127.0.0.1:{port}",
+        log=log,
+        grace_seconds=pod_spec(workload)["terminationGracePeriodSeconds"],
+    )
+    container.wait_until_live(probe_path)
+    return container
+
+
+@pytest.fixture
+def containers() -> Iterator[list[Container]]:
+    """Started containers, killed at the end if a test left one running."""
+    started: list[Container] = []
+    yield started
+    for container in started:
+        if container.process.poll() is None:
+            container.process.kill()
+            container.process.wait()
+
+
+def _probe_paths(workload: Manifest, name: str) -> dict[str, str]:
+    (spec,) = [c for c in pod_spec(workload)["containers"] if c["name"] == name]
+    return {kind: spec[f"{kind}Probe"]["httpGet"]["path"] for kind in ("liveness", "readiness")}
+
+
+@pytest.mark.skipif(not _calhooks_has("serve"), reason="`calhooks serve` is not written yet")
+def test_web_container_runs_and_answers_its_probes(
+    redis_server: EmbeddedRedis,
+    sandbox: RunningSandbox,
+    tmp_path: Path,
+    containers: list[Container],
+) -> None:
+    """`calhooks serve` as rendered: live, ready against Redis, metrics, clean SIGTERM."""
+    manifests = render(OVERLAY)
+    workload = find(manifests, "Deployment", "calhooks-web")
+    run = invocation(
+        manifests, workload, "web", secrets=_secrets(redis_server.url), pod_name="calhooks-web-0"
+    )
+    port = free_port()
+    run.argv[run.argv.index("--port") + 1] = str(port)
+    paths = _probe_paths(workload, "web")
+    web = _start(
+        "web", run, workload, tmp_path, sandbox_url=sandbox.url, port=port,
+        probe_path=paths["liveness"],
+    )  # fmt: skip
+    containers.append(web)
+    assert web.get(paths["liveness"]).status_code == 200
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while (ready := web.get(paths["readiness"])).status_code != 200:
+        assert time.monotonic() < deadline, f"never ready: {ready.text}\n{web.output()}"
+        time.sleep(0.2)
+    metrics = web.get("/metrics")
+    assert metrics.status_code == 200
+    assert "calhooks_" in metrics.text
+    assert web.terminate() == 0, web.output()
+
+
+@pytest.mark.skipif(not _calhooks_has("worker"), reason="`calhooks worker` is not written yet")
+def test_worker_container_runs_and_answers_its_probes(
+    redis_server: EmbeddedRedis,
+    sandbox: RunningSandbox,
+    tmp_path: Path,
+    containers: list[Container],
+) -> None:
+    """`calhooks worker` as rendered: live, ready, exports KEDA's gauge, clean SIGTERM."""
+    manifests = render(OVERLAY)
+    workload = find(manifests, "Deployment", "calhooks-worker")
+    run = invocation(
+        manifests, workload, "worker", secrets=_secrets(redis_server.url),
+        pod_name="calhooks-worker-0",
+    )  # fmt: skip
+    port = free_port()
+    run.env["CALHOOKS_WORKER_HTTP_PORT"] = str(port)
+    paths = _probe_paths(workload, "worker")
+    worker = _start(
+        "worker", run, workload, tmp_path, sandbox_url=sandbox.url, port=port,
+        probe_path=paths["liveness"],
+    )  # fmt: skip
+    containers.append(worker)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while (ready := worker.get(paths["readiness"])).status_code != 200:
+        assert time.monotonic() < deadline, f"never ready: {ready.text}\n{worker.output()}"
+        time.sleep(0.2)
+    metrics = worker.get("/metrics")
+    assert metrics.status_code == 200
+    query = find(manifests, "ScaledObject", "calhooks-worker")["spec"]["triggers"][0]
+    gauge = re.search(r"calhooks_\w+", query["metadata"]["query"])
+    assert gauge, "the KEDA query names no calhooks metric"
+    assert re.search(rf"^{gauge[0]} ", metrics.text, re.MULTILINE), metrics.text
+    assert worker.terminate() == 0, worker.output()
