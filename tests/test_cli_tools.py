@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from service.calcom import TOOLS
+from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, SECOND_ORG_ID
 from service.cli.main import app
 from service.settings import get_settings
-from tests.calcom.scripted import Answer, ScriptedCalcom
-from tests.servers import serve_app
+from tests.calcom.sandbox.server import RunningSandbox
 
 runner = CliRunner()
 
@@ -43,21 +43,16 @@ def test_describe_unknown_tool_fails_with_one_line() -> None:
 
 
 @pytest.fixture
-def calcom(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedCalcom]:
-    fake = ScriptedCalcom()
-    with serve_app(fake.app) as url:
-        monkeypatch.setenv("CALHOOKS_API_URL", url)
-        monkeypatch.setenv("CALHOOKS_API_KEY", "cal_test_cli0000000")
-        monkeypatch.setenv("CALHOOKS_ORG_ID", "12")
-        get_settings.cache_clear()
-        yield fake
+def calcom(sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSandbox]:
+    monkeypatch.setenv("CALHOOKS_API_URL", sandbox.url)
+    monkeypatch.setenv("CALHOOKS_API_KEY", SANDBOX_API_KEY)
+    monkeypatch.setenv("CALHOOKS_ORG_ID", str(SANDBOX_ORG_ID))
+    get_settings.cache_clear()
+    yield sandbox
     get_settings.cache_clear()
 
 
-def test_call_coerces_params_and_prints_json(calcom: ScriptedCalcom) -> None:
-    calcom.answer(
-        "/v2/organizations/12/users", Answer(body={"status": "success", "data": [{"id": 3}]})
-    )
+def test_call_coerces_params_and_prints_json(calcom: RunningSandbox) -> None:
     result = runner.invoke(
         app,
         [
@@ -67,20 +62,21 @@ def test_call_coerces_params_and_prints_json(calcom: ScriptedCalcom) -> None:
             "-p",
             "take=5",
             "-p",
-            "emails=a@x.io,b@x.io",
+            "emails=alice@acme.example,bob@acme.example",
         ],
     )
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == [{"id": 3}]
-    assert calcom.requests[0].query == [("take", "5"), ("emails", "a@x.io"), ("emails", "b@x.io")]
+    assert [user["username"] for user in json.loads(result.stdout)] == ["alice", "bob"]
+    assert calcom.requests()[0].query == [
+        ("take", "5"),
+        ("emails", "alice@acme.example"),
+        ("emails", "bob@acme.example"),
+    ]
 
 
-def test_call_with_json_params(calcom: ScriptedCalcom) -> None:
-    calcom.answer(
-        "/v2/organizations/12/users/4/ooo", Answer(201, {"status": "success", "data": {"id": 1}})
-    )
+def test_call_with_json_params(calcom: RunningSandbox) -> None:
     payload = {
-        "userId": 4,
+        "userId": 101,
         "start": "2025-01-01T00:00:00Z",
         "end": "2025-01-02T00:00:00Z",
         "reason": "sick",
@@ -96,10 +92,11 @@ def test_call_with_json_params(calcom: ScriptedCalcom) -> None:
         ],
     )
     assert result.exit_code == 0, result.stderr
-    assert calcom.requests[0].body == {k: v for k, v in payload.items() if k != "userId"}
+    assert json.loads(result.stdout)["reason"] == "sick"
+    assert calcom.requests()[0].body == {k: v for k, v in payload.items() if k != "userId"}
 
 
-def test_call_validation_error_sends_nothing(calcom: ScriptedCalcom) -> None:
+def test_call_validation_error_sends_nothing(calcom: RunningSandbox) -> None:
     result = runner.invoke(
         app,
         [
@@ -114,26 +111,27 @@ def test_call_validation_error_sends_nothing(calcom: ScriptedCalcom) -> None:
     )
     assert result.exit_code == 1
     assert "reason: 'party' is not one of" in result.stderr
-    assert calcom.requests == []
+    assert calcom.requests() == []
 
 
-def test_call_api_error_is_one_line(calcom: ScriptedCalcom) -> None:
-    calcom.answer(
-        "/v2/organizations/12/users",
-        Answer(
-            403,
-            {"status": "error", "error": {"code": "ForbiddenException", "message": "not an admin"}},
-        ),
-    )
+def test_call_api_error_is_one_line(calcom: RunningSandbox) -> None:
     result = runner.invoke(
-        app, ["tools", "call", "cal_organizations_users_controller_get_organizations_users"]
+        app,
+        [
+            "tools",
+            "call",
+            "cal_organizations_users_controller_get_organizations_users",
+            "-p",
+            f"orgId={SECOND_ORG_ID}",
+        ],
     )
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "error: cal_organizations_users_controller_get_organizations_users: "
-        "Cal.com answered 403 ForbiddenException: not an admin"
+        "Cal.com answered 403 ForbiddenException: "
+        f"IsOrgGuard - you are not a member of organization {SECOND_ORG_ID}"
     )
-    assert "cal_test_cli" not in result.stdout + result.stderr
+    assert SANDBOX_API_KEY not in result.stdout + result.stderr
 
 
 def test_bad_param_value_names_the_parameter() -> None:

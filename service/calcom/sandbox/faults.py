@@ -183,10 +183,11 @@ class FaultInjector:
         effect = Effect()
         with self._lock:
             for rule in matching:
-                if not rule._try_fire():
-                    continue
+                answers = rule.drop or rule.status is not None
+                if (answers and effect.answers) or not rule._try_fire():
+                    continue  # an answering rule after the decided one keeps its turn
                 effect.latency += rule.latency
-                if not effect.answers and (rule.drop or rule.status is not None):
+                if answers:
                     effect.status, effect.drop = rule.status, rule.drop
                     effect.retry_after, effect.reset = rule.retry_after, rule.reset
         return effect
