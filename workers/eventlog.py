@@ -54,6 +54,8 @@ class EventRecorder:
         self.redis = redis
         self.event_id = event_id
         self.ttl = ttl
+        #: Keep the log without expiry (the event has a rule in the dead-letter queue).
+        self.kept = False
         self._pending: list[dict[str, Any]] = []
 
     def add(self, kind: str, **fields: Any) -> None:
@@ -68,7 +70,10 @@ class EventRecorder:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.rpush(key, *encoded)
             pipe.ltrim(key, -MAX_RECORDS, -1)
-            pipe.expire(key, self.ttl)
+            if self.kept:
+                pipe.persist(key)
+            else:
+                pipe.expire(key, self.ttl)
             await pipe.execute()
 
     def activate(self) -> object:
@@ -93,10 +98,6 @@ class EventLog:
     async def read(self, event_id: str) -> list[dict[str, Any]]:
         raw = await lrange(self.redis, keys.eventlog(event_id), 0, -1)
         return [json.loads(item) for item in raw]
-
-    async def keep(self, event_id: str) -> None:
-        """Keep this log as long as the event sits in the dead-letter queue."""
-        await self.redis.persist(keys.eventlog(event_id))
 
     async def expire(self, event_id: str) -> None:
         await self.redis.expire(keys.eventlog(event_id), self.ttl)

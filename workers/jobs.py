@@ -1,0 +1,403 @@
+"""``process_event``: the arq job that runs every matching rule for one event.
+
+One job per event (the intake queues ``process_event(event_dict)`` with the event id as the
+job id). An attempt:
+
+1. counts the run in the event's ledger (``workers.ledger``) - runs that never ended were
+   crashes, and an event that keeps killing its worker is dead-lettered, not retried forever;
+2. takes the event's turn with its booking (``workers.ordering``), or is skipped as stale;
+3. matches the rules (once: the first attempt's match is recorded, so a rule added later
+   does not run for an old event, and a rule since changed to no longer match is skipped);
+4. runs each matched rule not yet done; each tool step goes through the ledger
+   (``ExactlyOnce``), so steps that succeeded on an earlier attempt are not repeated;
+5. sorts failures: a transient one (429, 5xx, Cal.com unreachable) is retried with
+   ``arq.Retry`` after a back-off (``workers.retries``) up to ``CALHOOKS_WORKER_MAX_TRIES``;
+   a permanent one, or the last transient one, sends the rule to the dead-letter queue
+   (``workers.deadletter``). Other rules of the event are unaffected.
+
+Waiting for something outside the event (its booking's earlier events, the shared rate
+limit) raises ``Defer`` and re-queues the job without counting an attempt. Each attempt has
+its own deadline (``CALHOOKS_WORKER_JOB_TIMEOUT``), shorter than arq's own timeout - which
+would fail the job without a dead letter - and expiring into a transient failure.
+
+Everything that happens is written to the event's delivery log (``workers.eventlog``) and
+counted in ``workers.metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import structlog
+from arq import Retry
+
+from service.calcom.client import CalcomClient
+from service.calcom.tools import get_tool
+from workers import metrics
+from workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
+from workers.eventlog import EventLog, EventRecorder
+from workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
+from workers.ordering import BookingOrder, Turn
+from workers.retries import Defer, RetryPolicy, is_transient
+
+logger = structlog.get_logger(__name__)
+
+
+class EventLike(Protocol):
+    """What the workers read of ``service.events.Event``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def received_at(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class NamedRule(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call a rule step asks for, with its parameters evaluated."""
+
+    rule: str
+    step: str
+    index: int | None
+    tool: str
+    params: Mapping[str, Any]
+
+
+Invoke = Callable[[ToolCall], Awaitable[Any]]
+R = TypeVar("R", bound=NamedRule)
+
+
+class Rules(Protocol[R]):
+    """The rules as the processor uses them (``workers.rulesource`` binds the real ones)."""
+
+    def matching(self, event: EventLike) -> Sequence[R]: ...
+
+    def named(self, name: str) -> R | None: ...
+
+    async def run(self, rule: R, event: EventLike, invoke: Invoke) -> None: ...
+
+
+class StepFailure(Exception):
+    """A tool step failed; carries the step so a dead letter can name it."""
+
+    def __init__(self, call: ToolCall, error: BaseException) -> None:
+        self.call = call
+        self.error = error
+        super().__init__(f"{call.rule}/{call.step}: {error}")
+
+
+def _cause(exc: BaseException) -> tuple[BaseException, ToolCall | None]:
+    """The error that decides retry or not, and the step it happened in if it was a call."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, StepFailure):
+            return seen.error, seen.call
+        seen = seen.__cause__ or seen.__context__
+    return exc, None
+
+
+@dataclass
+class Attempt:
+    """What one run of one event carries around."""
+
+    event: EventLike
+    state: EventState
+    recorder: EventRecorder
+    deadline: float
+
+
+class Processor:
+    """Runs events through the rules; one per worker process (see ``workers.settings``)."""
+
+    def __init__(
+        self,
+        *,
+        rules: Callable[[], Rules[Any]],
+        client: CalcomClient,
+        ledger: Ledger,
+        dead_letters: DeadLetterQueue,
+        eventlog: EventLog,
+        order: BookingOrder,
+        policy: RetryPolicy,
+        job_timeout: float,
+        worker_name: str,
+    ) -> None:
+        self.rules = rules
+        self.client = client
+        self.ledger = ledger
+        self.once = ExactlyOnce(ledger, client)
+        self.dead_letters = dead_letters
+        self.eventlog = eventlog
+        self.order = order
+        self.policy = policy
+        self.job_timeout = job_timeout
+        self.worker_name = worker_name
+
+    async def process(self, event: EventLike) -> dict[str, Any]:
+        """One attempt at an event; raises ``arq.Retry`` to be run again."""
+        recorder = self.eventlog.recorder(event.id)
+        token = recorder.activate()
+        structlog.contextvars.bind_contextvars(event_id=event.id, trigger=event.trigger)
+        state = await self.ledger.begin(event.id)
+        if state.runs == 1:
+            metrics.PICKUP_SECONDS.observe(max(0.0, time.time() - event.received_at))
+        recorder.add(
+            "attempt",
+            attempt=state.runs,
+            worker=self.worker_name,
+            trigger=event.trigger,
+            received_at=event.received_at,
+        )
+        recorder.kept = state.kept
+        attempt = Attempt(event, state, recorder, time.monotonic() + self.job_timeout)
+        metrics.JOBS_RUNNING.inc()
+        try:
+            return await self._process(attempt)
+        except Defer as deferred:
+            recorder.add("deferred", delay=round(deferred.delay, 3), reason=deferred.reason)
+            metrics.EVENTS.labels(outcome="deferred").inc()
+            logger.info("event.deferred", delay=deferred.delay, reason=deferred.reason)
+            raise Retry(defer=deferred.delay) from None
+        finally:
+            metrics.JOBS_RUNNING.dec()
+            await asyncio.shield(self._end(attempt))
+            recorder.deactivate(token)
+            structlog.contextvars.unbind_contextvars("event_id", "trigger")
+
+    async def _end(self, attempt: Attempt) -> None:
+        try:
+            await self.ledger.end(attempt.state)
+        finally:
+            await attempt.recorder.flush()
+
+    async def _process(self, attempt: Attempt) -> dict[str, Any]:
+        event, state, recorder = attempt.event, attempt.state, attempt.recorder
+        if state.crashes >= self.policy.max_tries:
+            return await self._give_up_crashing(attempt)
+        async with self.order.turn(
+            event.id, event.trigger, event.payload, event.received_at
+        ) as turn:
+            if turn.skip_reason is not None:
+                return await self._skip(attempt, turn, turn.skip_reason)
+            rules = self.rules()
+            current = {rule.name: rule for rule in rules.matching(event)}
+            if state.matched is None:
+                await self.ledger.record_matched(state, list(current))
+                recorder.add("matched", rules=list(current))
+            dead_at_start = [n for n in state.matched or [] if state.rules.get(n) == "dead"]
+            retries: list[tuple[str, BaseException]] = []
+            for name in state.matched or []:
+                if name in state.rules:
+                    continue
+                rule = current.get(name)
+                if rule is None:
+                    reason = (
+                        "no longer defined" if rules.named(name) is None else "no longer matches"
+                    )
+                    await self._rule_skipped(attempt, name, reason)
+                    continue
+                failure = await self._run_rule(attempt, rules, rule)
+                if failure is not None:
+                    retries.append((name, failure))
+            if retries:
+                delay = max(self.policy.delay(state.failures[n], exc) for n, exc in retries)
+                reason = "; ".join(f"{n}: {describe_error(exc)['message']}" for n, exc in retries)
+                recorder.add("retry", delay=round(delay, 3), reason=reason)
+                metrics.EVENTS.labels(outcome="retried").inc()
+                logger.info("event.retry", delay=delay, rules=[n for n, _ in retries])
+                raise Retry(defer=delay)
+            if dead_at_start and await self._reopened_meanwhile(event.id, dead_at_start):
+                raise Defer(0.0, "a dead-lettered rule was replayed during this attempt")
+            return await self._complete(attempt, turn)
+
+    async def _run_rule(
+        self, attempt: Attempt, rules: Rules[Any], rule: NamedRule
+    ) -> BaseException | None:
+        """Run one rule; returns the error if it should be retried."""
+        state, recorder = attempt.state, attempt.recorder
+        log = logger.bind(rule=rule.name)
+
+        async def invoke(call: ToolCall) -> Any:
+            return await self._step(attempt, call)
+
+        try:
+            async with asyncio.timeout_at(self._loop_deadline(attempt)):
+                await rules.run(rule, attempt.event, invoke)
+        except Defer:
+            raise
+        except Exception as exc:
+            error, call = _cause(exc)
+            if isinstance(error, TimeoutError) and call is None:
+                error = TimeoutError(
+                    f"attempt ran past CALHOOKS_WORKER_JOB_TIMEOUT ({self.job_timeout}s)"
+                )
+            metrics.RULES.labels(outcome="failed").inc()
+            if is_transient(error):
+                failures = await self.ledger.add_failure(state, rule.name)
+                if not self.policy.gives_up_after(failures):
+                    recorder.add(
+                        "rule", rule=rule.name, outcome="retry", error=describe_error(error)
+                    )
+                    metrics.RULES.labels(outcome="retried").inc()
+                    log.warning("rule.retry", failures=failures, error=str(error))
+                    return error
+                attempts = failures
+            else:
+                attempts = state.failures.get(rule.name, 0) + 1
+            await self._dead_letter(attempt, rule.name, error, call, attempts)
+            return None
+        await self.ledger.set_rule(state, rule.name, "done")
+        recorder.add("rule", rule=rule.name, outcome="done")
+        metrics.RULES.labels(outcome="done").inc()
+        if state.kept:
+            await self.dead_letters.remove(entry_id(attempt.event.id, rule.name))
+        return None
+
+    def _loop_deadline(self, attempt: Attempt) -> float:
+        loop = asyncio.get_running_loop()
+        return loop.time() + (attempt.deadline - time.monotonic())
+
+    async def _step(self, attempt: Attempt, call: ToolCall) -> Any:
+        tool = get_tool(call.tool)
+        key = StepKey(call.rule, call.step, call.index)
+        started = time.perf_counter()
+        try:
+            output, how = await self.once.run(
+                attempt.state, key, tool, call.params, lambda: self.client.call(tool, **call.params)
+            )
+        except Defer:
+            raise
+        except Exception as exc:
+            elapsed = time.perf_counter() - started
+            metrics.STEP_SECONDS.labels(tool=tool.name, outcome="error").observe(elapsed)
+            attempt.recorder.add(
+                "step",
+                rule=call.rule,
+                step=call.step,
+                index=call.index,
+                tool=tool.name,
+                ms=round(elapsed * 1000, 2),
+                error=describe_error(exc),
+            )
+            raise StepFailure(call, exc) from exc
+        elapsed = time.perf_counter() - started
+        metrics.STEP_SECONDS.labels(tool=tool.name, outcome=how).observe(elapsed)
+        attempt.recorder.add(
+            "step",
+            rule=call.rule,
+            step=call.step,
+            index=call.index,
+            tool=tool.name,
+            how=how,
+            ms=round(elapsed * 1000, 2),
+        )
+        await attempt.recorder.flush()
+        return output
+
+    async def _dead_letter(
+        self,
+        attempt: Attempt,
+        rule: str,
+        error: BaseException,
+        call: ToolCall | None,
+        attempts: int,
+    ) -> None:
+        event, state = attempt.event, attempt.state
+        entry = await self.dead_letters.add(
+            DeadLetter(
+                event_id=event.id,
+                trigger=event.trigger,
+                rule=rule,
+                error=describe_error(error),
+                attempts=attempts,
+                event=event.to_dict(),
+                step=call.step if call else None,
+                index=call.index if call else None,
+                tool=call.tool if call else None,
+                params=dict(call.params) if call else None,
+            )
+        )
+        await self.ledger.set_rule(state, rule, "dead")
+        if not state.kept:
+            await self.ledger.keep(event.id)
+            state.kept = True
+        attempt.recorder.kept = True
+        attempt.recorder.add(
+            "rule", rule=rule, outcome="dead_lettered", error=describe_error(error)
+        )
+        attempt.recorder.add("dead_lettered", rule=rule, dead_letter=entry.id)
+        metrics.RULES.labels(outcome="dead_lettered").inc()
+        logger.warning("rule.dead_lettered", rule=rule, dead_letter=entry.id, error=str(error))
+
+    async def _rule_skipped(self, attempt: Attempt, rule: str, reason: str) -> None:
+        await self.ledger.set_rule(attempt.state, rule, "skipped")
+        attempt.recorder.add("rule", rule=rule, outcome="skipped", reason=reason)
+        if attempt.state.kept:
+            await self.dead_letters.remove(entry_id(attempt.event.id, rule))
+
+    async def _reopened_meanwhile(self, event_id: str, dead: list[str]) -> bool:
+        fresh = await self.ledger.load(event_id)
+        return any(fresh.rules.get(rule) != "dead" for rule in dead)
+
+    async def _complete(self, attempt: Attempt, turn: Turn) -> dict[str, Any]:
+        event, state = attempt.event, attempt.state
+        await self.order.finish(turn, event.id, event.trigger, event.received_at)
+        dead = [rule for rule, outcome in state.rules.items() if outcome == "dead"]
+        if state.kept and not await self.dead_letters.event_entries(event.id, dead):
+            await self.ledger.release(event.id)
+            attempt.recorder.kept = False
+        outcome = "dead_lettered" if dead else "processed"
+        attempt.recorder.add("done")
+        metrics.EVENTS.labels(outcome=outcome).inc()
+        logger.info("event.done", rules=state.rules)
+        return {"rules": dict(state.rules)}
+
+    async def _skip(self, attempt: Attempt, turn: Turn, reason: str) -> dict[str, Any]:
+        event, state = attempt.event, attempt.state
+        for name in state.matched or []:
+            if name not in state.rules:
+                await self._rule_skipped(attempt, name, reason)
+        await self.order.finish(turn, event.id, event.trigger, event.received_at)
+        attempt.recorder.add("skipped", reason=reason)
+        metrics.EVENTS.labels(outcome="skipped").inc()
+        logger.info("event.skipped", reason=reason)
+        return {"skipped": reason}
+
+    async def _give_up_crashing(self, attempt: Attempt) -> dict[str, Any]:
+        """The worker died ``max_tries`` times in this event: dead-letter what is left."""
+        event, state = attempt.event, attempt.state
+        error = RuntimeError(
+            f"a worker died {state.crashes} times while running this event (killed, out of "
+            "memory?); not retried again"
+        )
+        pending = [n for n in (state.matched or []) if n not in state.rules]
+        if state.matched is None:
+            pending = [rule.name for rule in self.rules().matching(event)]
+            await self.ledger.record_matched(state, pending)
+        for name in pending:
+            await self._dead_letter(attempt, name, error, None, state.runs)
+        attempt.recorder.add("done")
+        metrics.EVENTS.labels(outcome="dead_lettered").inc()
+        return {"rules": dict(state.rules)}
+
+
+async def process_event(ctx: dict[str, Any], event_data: dict[str, Any]) -> dict[str, Any]:
+    """The arq job: ``ctx["calhooks"]`` is the worker's ``Runtime`` (``workers.settings``)."""
+    runtime = ctx["calhooks"]
+    event = runtime.parse_event(event_data)
+    result: dict[str, Any] = await runtime.processor.process(event)
+    return result
