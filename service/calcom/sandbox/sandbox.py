@@ -136,8 +136,10 @@ class Sandbox:
         return person
 
     def _time_off(self, person: User, now: datetime) -> OutOfOffice:
-        """A real OOO entry for an OOO_CREATED event, as if made in Cal.com's settings."""
+        """A real OOO entry for an OOO_CREATED event, as if made in Cal.com's settings
+        (three days from tomorrow, covered by a colleague when there is one)."""
         tomorrow = utc_timestamp(now.replace(microsecond=0) + _DAY)
+        colleagues = sorted(u.id for u in self.store.org_users(person.org_id) if u.id != person.id)
         entry = OutOfOffice(
             id=self.store.next_id("ooo"),
             uuid=new_uuid(),
@@ -147,6 +149,7 @@ class Sandbox:
             created_at=now,
             updated_at=now,
             reason="vacation",
+            to_user_id=colleagues[0] if colleagues else None,
         )
         self.store.ooo[entry.id] = entry
         return entry
