@@ -134,6 +134,16 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds between writes of the worker's own health key."
     )
 
+    # MCP server (service/mcp/: `/cal-organizations`, `calhooks mcp`, `calhooks connections`).
+    mcp_token: SecretStr | None = Field(
+        None,
+        description="Bearer token MCP clients send to `/cal-organizations` (tenant `default`).",
+    )
+    mcp_tokens: SecretStr | None = Field(
+        None,
+        description="More tokens as `tenant:token,...`; each sees only its tenant's connections.",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

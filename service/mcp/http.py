@@ -1,0 +1,116 @@
+"""The MCP server over streamable HTTP at ``/cal-organizations``, behind bearer tokens.
+
+Stateless and JSON: every POST is a whole exchange (no ``Mcp-Session-Id``, no SSE), so a
+plain JSON-RPC ``tools/list`` or ``tools/call`` with ``Accept: application/json`` gets a JSON
+answer without an ``initialize`` first - what the catalog's clients send - and any web
+replica can take any request. SDK clients (Claude Desktop, Cursor, the MCP Inspector)
+work unchanged: they are answered in JSON too.
+
+Auth: ``Authorization: Bearer <token>`` must match ``CALHOOKS_MCP_TOKEN`` or one of
+``CALHOOKS_MCP_TOKENS`` (401 otherwise); the token's tenant travels to the tool handlers in
+the ASGI scope. With no token configured the endpoint answers 503 rather than serving
+anyone. The SDK's Host/Origin (DNS rebinding) check is off: it guards unauthenticated
+local servers, and a page in a browser cannot present a bearer token it does not know.
+
+Composition: ``create_mcp_app(settings)`` returns an ASGI app whose ``lifespan()`` must be
+entered by the hosting app's lifespan (the SDK's session manager runs a task group there);
+``mcp_routes(app)`` gives the routes to add. ``create_standalone_app`` does both for
+``calhooks mcp serve``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from service.logs import register_secret
+from service.mcp.server import create_mcp_server
+from service.mcp.tenants import TENANT_SCOPE_KEY, TokenTable
+from service.settings import Settings
+
+MCP_PATH = "/cal-organizations"
+
+_UNAUTHORIZED = -32001  # JSON-RPC server error range, as other MCP servers use for auth
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": _UNAUTHORIZED, "message": message}}
+    return Response(
+        json.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+class McpHttpApp:
+    """ASGI app answering MCP at one path; enter ``lifespan()`` before serving requests."""
+
+    def __init__(self, settings: Settings, *, redis: aioredis.Redis | None = None) -> None:
+        self.tokens = TokenTable.from_settings(settings)
+        for token in self.tokens.tenants_by_token:
+            register_secret(token)
+        self.server = create_mcp_server(settings, transport="http", redis=redis)
+        self.session_manager = StreamableHTTPSessionManager(
+            app=self.server, json_response=True, stateless=True, security_settings=None
+        )
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Run the SDK's session manager (and with it the server's lifespan) meanwhile."""
+        async with self.session_manager.run():
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if not self.tokens.configured:
+            response = _error(
+                503, "MCP over HTTP is disabled: the server has no CALHOOKS_MCP_TOKEN"
+            )
+            await response(scope, receive, send)
+            return
+        tenant = self.tokens.tenant_for(Request(scope).headers.get("authorization"))
+        if tenant is None:
+            response = _error(
+                401,
+                "Unauthorized: send Authorization: Bearer <CALHOOKS_MCP_TOKEN>",
+                {"WWW-Authenticate": 'Bearer realm="calhooks"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.session_manager.handle_request(
+            {**scope, TENANT_SCOPE_KEY: tenant}, receive, send
+        )
+
+
+def create_mcp_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> McpHttpApp:
+    """The MCP endpoint as an ASGI app (mount it with ``mcp_routes``, run its lifespan)."""
+    return McpHttpApp(settings, redis=redis)
+
+
+def mcp_routes(app: McpHttpApp, path: str = MCP_PATH) -> list[BaseRoute]:
+    """Routes serving ``app`` at ``path``, with or without a trailing slash (no redirect)."""
+    return [Route(path, endpoint=app), Route(path + "/", endpoint=app)]
+
+
+async def _livez(_: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def create_standalone_app(settings: Settings) -> Starlette:
+    """The MCP endpoint alone (``calhooks mcp serve``), with ``/livez``."""
+    mcp = create_mcp_app(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with mcp.lifespan():
+            yield
+
+    return Starlette(routes=[*mcp_routes(mcp), Route("/livez", _livez)], lifespan=lifespan)
