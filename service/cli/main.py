@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import connections, mcp, sandbox, tools
+from service.cli import connections, dlq, events, mcp, sandbox, tools
 from service.secretbox import generate_key
 
 app = typer.Typer(
@@ -17,6 +17,8 @@ app.add_typer(tools.app, name="tools")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(mcp.app, name="mcp")
 app.add_typer(connections.app, name="connections")
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(events.app, name="events")
 
 
 @app.command()

@@ -1,0 +1,206 @@
+"""``calhooks dlq``: look at, replay and drop the rules that failed for good.
+
+``list`` shows entries newest first; ``show ID`` prints one (parameters with secrets
+redacted); ``replay ID`` or ``replay --all`` reopens the rule and queues its event again - the
+steps that succeeded before are not repeated; ``drop ID`` (or ``drop --all --yes``) forgets
+entries. IDs may be shortened to any unique prefix of four characters or more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, TypeVar
+
+import typer
+from arq.connections import ArqRedis, create_pool
+
+from service.cli.output import fail, print_json
+from service.redisconn import arq_redis_settings
+from service.settings import Settings, get_settings
+from workers.deadletter import DeadLetter, DeadLetterQueue, replay
+from workers.eventlog import EventLog
+from workers.ledger import Ledger
+
+app = typer.Typer(help="The dead-letter queue: rules that failed for good.", no_args_is_help=True)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Stores:
+    arq: ArqRedis
+    dlq: DeadLetterQueue
+    ledger: Ledger
+    eventlog: EventLog
+    settings: Settings
+
+
+@asynccontextmanager
+async def open_stores() -> AsyncIterator[Stores]:
+    from service.queue import deserialize_job, serialize_job
+
+    settings = get_settings()
+    arq = await create_pool(
+        arq_redis_settings(settings),
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=settings.queue_name,
+    )
+    try:
+        yield Stores(
+            arq,
+            DeadLetterQueue(arq),
+            Ledger(arq, ttl=settings.worker_record_ttl),
+            EventLog(arq, ttl=settings.worker_record_ttl),
+            settings,
+        )
+    finally:
+        await arq.aclose()
+
+
+def run(work: Callable[[Stores], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_stores() as stores:
+            return await work(stores)
+
+    return asyncio.run(main())
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short_error(entry: DeadLetter) -> str:
+    error = entry.error
+    if "status" in error:
+        text = f"{error['status']} {error.get('code', '')}: {error.get('message', '')}"
+    else:
+        text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def _entry(stores: Stores, entry_id: str) -> DeadLetter:
+    entry = await stores.dlq.get(entry_id)
+    if entry is None:
+        fail(f"no dead-letter entry {entry_id!r} (ids may be shortened to a unique prefix)")
+    return entry
+
+
+@app.command("list")
+def list_entries(
+    limit: Annotated[int, typer.Option(help="Entries to show, newest first.")] = 50,
+    offset: Annotated[int, typer.Option(help="Entries to skip.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List dead-lettered rules, newest first."""
+
+    async def work(stores: Stores) -> tuple[int, list[DeadLetter]]:
+        return await stores.dlq.count(), await stores.dlq.page(offset=offset, limit=limit)
+
+    total, entries = run(work)
+    if as_json:
+        print_json([entry.to_dict() for entry in entries])
+        return
+    if not entries:
+        typer.echo("The dead-letter queue is empty.")
+        return
+    for entry in entries:
+        step = f"{entry.step}[{entry.index}]" if entry.index is not None else entry.step or "-"
+        typer.echo(
+            f"{entry.id}  {_when(entry.dead_at)}  {entry.status:<9} {entry.trigger:<18} "
+            f"{entry.rule} / {step}  tries={entry.attempts}  {_short_error(entry)}"
+        )
+    shown = offset + len(entries)
+    if shown < total:
+        typer.echo(f"... {total - shown} more (--offset {shown})")
+
+
+@app.command()
+def show(entry_id: Annotated[str, typer.Argument(help="Entry id or a unique prefix.")]) -> None:
+    """Print one entry: event, rule, failing step, parameters (secrets redacted), error."""
+
+    async def work(stores: Stores) -> DeadLetter:
+        return await _entry(stores, entry_id)
+
+    print_json(run(work).to_dict())
+
+
+@app.command("replay")
+def replay_entries(
+    entry_id: Annotated[str | None, typer.Argument(help="Entry id or a unique prefix.")] = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Replay every entry.")] = False,
+) -> None:
+    """Queue the event again for its dead-lettered rule; steps that succeeded are not repeated."""
+    if (entry_id is None) == (not all_entries):
+        fail("give one entry id, or --all")
+
+    async def work(stores: Stores) -> tuple[int, int]:
+        if entry_id is not None:
+            targets = [await _entry(stores, entry_id)]
+        else:
+            targets = []
+            for id_ in await stores.dlq.ids():
+                found = await stores.dlq.get(id_)
+                if found is not None:
+                    targets.append(found)
+        queued = already = 0
+        started = time.monotonic()
+        show_progress = len(targets) > 1
+        for done, entry in enumerate(targets, start=1):
+            fresh = await replay(
+                entry,
+                dlq=stores.dlq,
+                ledger=stores.ledger,
+                arq=stores.arq,
+                queue_name=stores.settings.queue_name,
+            )
+            queued += fresh
+            already += not fresh
+            if show_progress and (done % 50 == 0 or done == len(targets)):
+                rate = done / max(time.monotonic() - started, 1e-6)
+                typer.echo(f"replayed {done}/{len(targets)} ({rate:.0f}/s)", err=True)
+        return queued, already
+
+    queued, already = run(work)
+    if queued + already == 0:
+        typer.echo("Nothing to replay.")
+        return
+    message = f"Queued {queued} event(s) again"
+    if already:
+        message += f"; {already} already queued or running (the rule runs on their next attempt)"
+    typer.echo(message + ". Follow one with `calhooks events show EVENT_ID`.")
+
+
+@app.command()
+def drop(
+    entry_id: Annotated[str | None, typer.Argument(help="Entry id or a unique prefix.")] = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Drop every entry.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --all.")] = False,
+) -> None:
+    """Forget entries: their rules are not retried again."""
+    if (entry_id is None) == (not all_entries):
+        fail("give one entry id, or --all --yes")
+    if all_entries and not yes:
+        fail("--all drops every entry; add --yes to confirm")
+
+    async def work(stores: Stores) -> int:
+        if entry_id is not None:
+            targets = [await _entry(stores, entry_id)]
+        else:
+            targets = [e for i in await stores.dlq.ids() if (e := await stores.dlq.get(i))]
+        dropped = 0
+        for entry in targets:
+            dropped += await stores.dlq.remove(entry.id)
+            state = await stores.ledger.load(entry.event_id)
+            dead = [rule for rule, outcome in state.rules.items() if outcome == "dead"]
+            if not await stores.dlq.event_entries(entry.event_id, dead):
+                await stores.ledger.release(entry.event_id)
+                await stores.eventlog.expire(entry.event_id)
+        return dropped
+
+    typer.echo(f"Dropped {run(work)} entr{'y' if entry_id else 'ies'}.")

@@ -1,0 +1,156 @@
+"""``calhooks events show ID``: what happened to one event (its delivery log and ledger).
+
+Prints each attempt, the rules that matched, every Cal.com call and step with its result or
+error, retries, dead letters, and the final state of each rule. The id is the one the
+intake answered with (``202 {"id": ...}``); a unique prefix of eight characters or more
+will do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.output import fail, print_json
+from service.redisconn import create_redis
+from service.settings import get_settings
+from workers import keys
+from workers.deadletter import DeadLetterQueue, entry_id
+from workers.eventlog import EventLog
+from workers.ledger import Ledger
+
+app = typer.Typer(help="What happened to the events calhooks received.", no_args_is_help=True)
+
+_PREFIX_MIN = 8
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _error_text(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    if "status" in error:
+        return f"{error['status']} {error.get('code', '')}: {error.get('message', '')}"
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One delivery-log record as a line of text."""
+    kind = record.get("kind")
+    if kind == "attempt":
+        return f"attempt {record.get('attempt')} on {record.get('worker')}"
+    if kind == "matched":
+        rules = record.get("rules") or []
+        return "matched " + (", ".join(rules) if rules else "no rule")
+    if kind == "call":
+        status = record.get("status") or "no answer"
+        return f"  call {record.get('tool')} -> {status} ({record.get('ms')} ms)"
+    if kind == "step":
+        where = f"{record.get('rule')}/{record.get('step')}"
+        if record.get("index") is not None:
+            where += f"[{record['index']}]"
+        if "error" in record:
+            return f"  step {where} failed: {_error_text(record['error'])}"
+        return f"  step {where} {record.get('how')} ({record.get('ms')} ms)"
+    if kind == "rule":
+        text = f"rule {record.get('rule')}: {record.get('outcome')}"
+        if record.get("reason"):
+            text += f" ({record['reason']})"
+        if record.get("error"):
+            text += f" - {_error_text(record['error'])}"
+        return text
+    if kind in ("retry", "deferred"):
+        return f"{kind} in {record.get('delay')} s: {record.get('reason', '')}".rstrip(": ")
+    if kind == "dead_lettered":
+        return f"rule {record.get('rule')} dead-lettered as {record.get('dead_letter')}"
+    if kind == "skipped":
+        return f"skipped: {record.get('reason')}"
+    if kind == "done":
+        return "done"
+    return str(kind)
+
+
+async def _resolve(event_id: str) -> str | None:
+    settings = get_settings()
+    redis = create_redis(settings)
+    try:
+        if await redis.exists(keys.eventlog(event_id), keys.ledger(event_id)):
+            return event_id
+        if len(event_id) < _PREFIX_MIN:
+            return None
+        found: set[str] = set()
+        for pattern in (keys.eventlog(event_id) + "*", keys.ledger(event_id) + "*"):
+            async for key in redis.scan_iter(match=pattern, count=1000):
+                found.add(key.decode().rsplit(":", 1)[-1])
+        return found.pop() if len(found) == 1 else None
+    finally:
+        await redis.aclose()
+
+
+async def _gather(event_id: str) -> dict[str, Any]:
+    settings = get_settings()
+    redis = create_redis(settings)
+    try:
+        log = await EventLog(redis, ttl=settings.worker_record_ttl).read(event_id)
+        state = await Ledger(redis, ttl=settings.worker_record_ttl).load(event_id)
+        dead = [rule for rule, outcome in state.rules.items() if outcome == "dead"]
+        present = await DeadLetterQueue(redis).event_entries(event_id, dead)
+        steps = {
+            field.removeprefix("step:"): {"state": r.state, "how": r.how, "output": r.output}
+            for field, r in state.steps.items()
+        }
+        return {
+            "id": event_id,
+            "log": log,
+            "matched": state.matched,
+            "rules": state.rules,
+            "steps": steps,
+            "runs": state.runs,
+            "dead_letters": {
+                rule: entry_id(event_id, rule)
+                for rule in dead
+                if entry_id(event_id, rule) in present
+            },
+        }
+    finally:
+        await redis.aclose()
+
+
+@app.command()
+def show(
+    event_id: Annotated[str, typer.Argument(help="Event id (or a unique prefix of 8+).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Say what happened to one event: rules matched, steps, calls, results, errors."""
+    resolved = asyncio.run(_resolve(event_id))
+    if resolved is None:
+        fail(
+            f"no record of event {event_id!r}: not processed yet, expired "
+            "(CALHOOKS_WORKER_RECORD_TTL), or the prefix is ambiguous"
+        )
+    report = asyncio.run(_gather(resolved))
+    if as_json:
+        print_json(report)
+        return
+    first: dict[str, Any] = next((r for r in report["log"] if r.get("kind") == "attempt"), {})
+    trigger = first.get("trigger", "?")
+    typer.echo(f"event {resolved}  {trigger}")
+    if first.get("received_at"):
+        received = datetime.fromtimestamp(float(first["received_at"]))
+        typer.echo(f"received {received:%Y-%m-%d %H:%M:%S.%f}"[:-3])
+    for record in report["log"]:
+        typer.echo(f"{_clock(float(record.get('at', 0)))}  {describe(record)}")
+    if report["rules"]:
+        typer.echo("rules:")
+        for rule, outcome in report["rules"].items():
+            typer.echo(f"  {rule}: {outcome}")
+    pending = [r for r in report["matched"] or [] if r not in report["rules"]]
+    for rule in pending:
+        typer.echo(f"  {rule}: in progress")
+    for rule, dead_id in report["dead_letters"].items():
+        typer.echo(f"dead letter {dead_id} ({rule}): `calhooks dlq show {dead_id}`")
