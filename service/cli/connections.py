@@ -149,7 +149,8 @@ def list_connections(
     ]
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo("  ".join(cells).rstrip())
 
 
 @app.command()

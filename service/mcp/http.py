@@ -21,6 +21,7 @@ entered by the hosting app's lifespan (the SDK's session manager runs a task gro
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -49,10 +50,20 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     )
 
 
+def _quiet_sdk_request_logs() -> None:
+    """The SDK logs every stateless request at info ("Terminating session: None"); our own
+    ``mcp.call`` line says more. Its warnings and errors still come through."""
+    for name in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
+        sdk_logger = logging.getLogger(name)
+        if sdk_logger.level == logging.NOTSET:
+            sdk_logger.setLevel(logging.WARNING)
+
+
 class McpHttpApp:
     """ASGI app answering MCP at one path; enter ``lifespan()`` before serving requests."""
 
     def __init__(self, settings: Settings, *, redis: aioredis.Redis | None = None) -> None:
+        _quiet_sdk_request_logs()
         self.tokens = TokenTable.from_settings(settings)
         for token in self.tokens.tenants_by_token:
             register_secret(token)
