@@ -55,6 +55,8 @@ logger = structlog.get_logger(__name__)
 
 Transport = Literal["http", "stdio"]
 
+_MAX_PCID = 128  # PCIDs are 36 characters; longer input is not worth a Redis lookup
+
 SERVER_NAME = "calhooks"
 INSTRUCTIONS = (
     "The 37 Cal.com organization API tools (attributes, attribute options, memberships, "
@@ -199,6 +201,8 @@ class ToolHandlers:
             )
         if not isinstance(pcid, str):
             raise _Refused(f"PCID must be a string, got {type(pcid).__name__}")
+        if len(pcid) > _MAX_PCID:
+            raise _Refused(f"unknown PCID: no connection id is {len(pcid)} characters long")
         if self.transport == "http" and tenant is None:
             raise _Refused("this request carries no tenant")
         try:

@@ -178,6 +178,8 @@ async def check_missing_and_unknown_pcid(client: Client, sandbox: RunningSandbox
     assert "unknown PCID 'not-a-pcid'" in unknown["message"]
     typed = error_of(await client.call_tool(LIST_USERS, {**arguments, PCID: 42}))
     assert "PCID must be a string" in typed["message"]
+    huge = error_of(await client.call_tool(LIST_USERS, {**arguments, PCID: "x" * 5000}))
+    assert huge["message"] == "unknown PCID: no connection id is 5000 characters long"
     assert len(sandbox.requests()) == sent_before
 
 

@@ -9,8 +9,11 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from service.calcom.client import Credentials
 from service.calcom.sandbox import SANDBOX_API_KEY
+from service.embedded_redis import free_port
 from service.mcp.catalog import PCID
+from service.mcp.connections import ConnectionStore
 from service.mcp.http import MCP_PATH, create_standalone_app
 from service.settings import Settings
 from tests.calcom.sandbox.server import RunningSandbox
@@ -194,3 +197,20 @@ async def test_keys_never_reach_results_or_logs(
     ]
     assert all(entry["connection"] == "acme" for entry in calls)
     assert SANDBOX_API_KEY not in repr(logs)
+
+
+async def test_unreachable_calcom_is_a_tool_error(mcp_url: str, store: ConnectionStore) -> None:
+    """A connection whose Cal.com does not answer gets an `unreachable` tool error."""
+    dead = await store.add(
+        "dead",
+        Credentials(api_key=SANDBOX_API_KEY),
+        org_id=1,
+        base_url=f"http://127.0.0.1:{free_port()}",
+    )
+    async with scenarios.http_client(mcp_url) as client:
+        result = await client.call_tool(scenarios.LIST_USERS, {PCID: dead.pcid})
+    error = scenarios.error_of(result)
+    assert error["kind"] == "unreachable"
+    assert error["tool"] == scenarios.LIST_USERS
+    assert "ConnectError" in error["message"]
+    scenarios.assert_no_keys(result)
