@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +31,8 @@ from service.calcom.sandbox.faults import FaultRule
 from service.calcom.sandbox.payloads import Attendee
 from service.calcom.sandbox.ratelimit import RateLimit
 from service.calcom.sandbox.sandbox import Sandbox, rate_limit_dict
+
+AdminHandler = Callable[[Request], Awaitable[JSONResponse]]
 
 
 class AttendeeInput(BaseModel):
@@ -114,10 +117,12 @@ class Admin:
         ]
 
     @staticmethod
-    def _guarded(handler: Any) -> Any:
+    def _guarded(handler: AdminHandler) -> AdminHandler:
+        """``handler`` with sandbox and validation errors answered as JSON problems."""
+
         async def endpoint(request: Request) -> JSONResponse:
             try:
-                response: JSONResponse = await handler(request)
+                response = await handler(request)
             except ApiError as error:
                 return _problem(error.status, error.message)
             except ValidationError as error:

@@ -304,3 +304,44 @@ async def test_unknown_route_and_method(sandbox: RunningSandbox) -> None:
     assert missing.json()["error"]["message"] == "Cannot GET /v2/organizations/1/bookings"
     assert wrong_method.json()["error"]["code"] == "NotFoundException"
     assert "x-request-id" in missing.headers
+
+
+@pytest.mark.parametrize(
+    ("tool", "params", "message"),
+    [
+        (
+            CREATE_USER,
+            {"orgId": 1, "email": "x@acme.example", "timeZone": "Mars/Olympus_Mons"},
+            "timeZone must be a valid IANA time zone",
+        ),
+        (
+            CREATE_OOO,
+            {
+                "orgId": 1,
+                "userId": 101,
+                "start": "2025-07-01T00:00:00Z",
+                "end": "2025-07-02T00:00:00Z",
+                "toUserId": 101,
+            },
+            "Cannot redirect to yourself",
+        ),
+        (
+            TOOLS[
+                "cal_organizations_attributes_options_controller_"
+                "assign_organization_attribute_option_to_user"
+            ],
+            {"orgId": 1, "userId": 101, "attributeId": "cdepartmentattribute00001", "value": "Ops"},
+            "Attribute type does not support value",
+        ),
+    ],
+    ids=["time-zone", "ooo-covers-self", "value-on-select"],
+)
+async def test_business_rule_rejections(
+    tool: Tool, params: dict[str, Any], message: str, sandbox: RunningSandbox
+) -> None:
+    """Checks beyond the schema that Cal.com's services make are 400s too, changing nothing."""
+    before = sandbox.sandbox.snapshot()["counts"]
+    response = await send(sandbox, tool, params)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(message)
+    assert sandbox.sandbox.snapshot()["counts"] == before
