@@ -100,14 +100,28 @@ class StepFailure(Exception):
         super().__init__(f"{call.rule}/{call.step}: {error}")
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def _cause(exc: BaseException) -> tuple[BaseException, ToolCall | None]:
-    """The error that decides retry or not, and the step it happened in if it was a call."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    """The error that decides retry or not, and the step it happened in if it was a call.
+
+    The rules engine may wrap what a step raised; the original is found down the chain.
+    """
+    for seen in _chain(exc):
         if isinstance(seen, StepFailure):
             return seen.error, seen.call
-        seen = seen.__cause__ or seen.__context__
     return exc, None
+
+
+def _deferral(exc: BaseException) -> Defer | None:
+    return next((seen for seen in _chain(exc) if isinstance(seen, Defer)), None)
 
 
 @dataclass
@@ -240,6 +254,9 @@ class Processor:
         except Defer:
             raise
         except Exception as exc:
+            deferred = _deferral(exc)
+            if deferred is not None:
+                raise deferred from None
             error, call = _cause(exc)
             if isinstance(error, TimeoutError) and call is None:
                 error = TimeoutError(

@@ -285,3 +285,29 @@ async def test_a_rule_no_longer_matching_is_skipped_on_retry(harness: Harness) -
     harness.rules = PyRules()
     assert await harness.processor().process(event) == {"rules": {"time-off": "skipped"}}
     assert harness.calls(CREATE_OOO) == 1
+
+
+class WrappingRules(PyRules):
+    """A rules engine that wraps whatever a step raises in its own error."""
+
+    async def run(self, rule: PyRule, event: EventLike, invoke: Invoke) -> None:
+        try:
+            await super().run(rule, event, invoke)
+        except Exception as exc:
+            raise RuntimeError(f"rule {rule.name} failed") from exc
+
+
+async def test_errors_wrapped_by_the_rules_engine_are_still_classified(
+    harness: Harness,
+) -> None:
+    """A 503 wrapped in the engine's own error still retries, and names its step if dead."""
+    harness.rules = WrappingRules(TIME_OFF)
+    harness.sandbox.sandbox.faults.add(tool=CREATE_OOO, status=503, times=1)
+    event = booking()
+    with pytest.raises(Retry):
+        await harness.processor().process(event)
+    harness.sandbox.sandbox.faults.add(tool=CREATE_OOO, status=422, times=1)
+    assert await harness.processor().process(event) == {"rules": {"time-off": "dead"}}
+    dead = await DeadLetterQueue(harness.redis).get(entry_id(event.id, "time-off"))
+    assert dead is not None
+    assert (dead.step, dead.error["status"], dead.attempts) == ("ooo", 422, 2)
