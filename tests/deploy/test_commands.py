@@ -33,8 +33,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, sign
 from service.cli.main import app
 from service.embedded_redis import EmbeddedRedis, free_port
 from service.secretbox import generate_key
@@ -43,6 +44,8 @@ from tests.deploy.kustomize import Invocation, Manifest, find, invocation, pod_s
 
 OVERLAY = "overlays/production"
 MCP_TOKEN = "test-mcp-token-from-the-deploy-test"
+WEBHOOK_SECRET = "test-webhook-secret-from-the-deploy-test"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 STARTUP_SECONDS = 60  # the startup probes allow 2 s x 30 failures
 
 
@@ -61,7 +64,7 @@ def _secrets(redis_url: str) -> dict[str, dict[str, str]]:
             "org-id": str(SANDBOX_ORG_ID),
             "encryption-key": generate_key(),
             "mcp-token": MCP_TOKEN,
-            "webhook-secrets.json": json.dumps({}),
+            "webhook-secrets.json": json.dumps({"secrets": [{"secret": WEBHOOK_SECRET}]}),
         }
     }
 
@@ -195,6 +198,17 @@ def _start(
 
 
 @pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The suite's Redis, flushed first (as the ``redis_client`` fixture does for async tests)."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
 def containers() -> Iterator[list[Container]]:
     """Started containers, killed at the end if a test left one running."""
     started: list[Container] = []
@@ -210,68 +224,154 @@ def _probe_paths(workload: Manifest, name: str) -> dict[str, str]:
     return {kind: spec[f"{kind}Probe"]["httpGet"]["path"] for kind in ("liveness", "readiness")}
 
 
-@pytest.mark.skipif(not _calhooks_has("serve"), reason="`calhooks serve` is not written yet")
-def test_web_container_runs_and_answers_its_probes(
-    redis_server: EmbeddedRedis,
-    sandbox: RunningSandbox,
-    tmp_path: Path,
-    containers: list[Container],
-) -> None:
-    """`calhooks serve` as rendered: live, ready against Redis, metrics, clean SIGTERM."""
+def _wait_ready(container: Container, path: str) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while (ready := container.get(path)).status_code != 200:
+        assert time.monotonic() < deadline, f"never ready: {ready.text}\n{container.output()}"
+        time.sleep(0.2)
+
+
+def _start_web(
+    redis_url: str, sandbox_url: str, tmp_path: Path, containers: list[Container]
+) -> Container:
+    """The web container of the production overlay, live and ready."""
     manifests = render(OVERLAY)
     workload = find(manifests, "Deployment", "calhooks-web")
     run = invocation(
-        manifests, workload, "web", secrets=_secrets(redis_server.url), pod_name="calhooks-web-0"
+        manifests, workload, "web", secrets=_secrets(redis_url), pod_name="calhooks-web-0"
     )
     port = free_port()
     run.argv[run.argv.index("--port") + 1] = str(port)
     paths = _probe_paths(workload, "web")
     web = _start(
-        "web", run, workload, tmp_path, sandbox_url=sandbox.url, port=port,
+        "web", run, workload, tmp_path, sandbox_url=sandbox_url, port=port,
         probe_path=paths["liveness"],
     )  # fmt: skip
     containers.append(web)
-    assert web.get(paths["liveness"]).status_code == 200
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while (ready := web.get(paths["readiness"])).status_code != 200:
-        assert time.monotonic() < deadline, f"never ready: {ready.text}\n{web.output()}"
-        time.sleep(0.2)
+    _wait_ready(web, paths["readiness"])
+    return web
+
+
+def _start_worker(
+    redis_url: str, sandbox_url: str, tmp_path: Path, containers: list[Container]
+) -> Container:
+    """The worker container of the production overlay, live and ready."""
+    manifests = render(OVERLAY)
+    workload = find(manifests, "Deployment", "calhooks-worker")
+    run = invocation(
+        manifests, workload, "worker", secrets=_secrets(redis_url), pod_name="calhooks-worker-0"
+    )
+    port = free_port()
+    run.env["CALHOOKS_WORKER_HTTP_PORT"] = str(port)
+    paths = _probe_paths(workload, "worker")
+    worker = _start(
+        "worker", run, workload, tmp_path, sandbox_url=sandbox_url, port=port,
+        probe_path=paths["liveness"],
+    )  # fmt: skip
+    containers.append(worker)
+    _wait_ready(worker, paths["readiness"])
+    return worker
+
+
+def _deliver(web: Container, trigger: str) -> httpx.Response:
+    """Post Cal.com's example ``trigger`` delivery, signed with the mounted secret."""
+    body = json.dumps(
+        json.loads((FIXTURES / f"{trigger}.json").read_text()), separators=(",", ":")
+    ).encode()
+    return httpx.post(
+        web.base_url + "/webhooks/cal",
+        content=body,
+        headers={
+            "content-type": "application/json",
+            "x-cal-signature-256": sign(body, WEBHOOK_SECRET),
+        },
+        timeout=10,
+    )
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        metric, _, label_text = sample.partition("{")
+        if metric == name and ",".join(sorted(label_text.rstrip("}").split(","))) == wanted:
+            return float(value)
+    return 0.0
+
+
+needs_serve = pytest.mark.skipif(
+    not _calhooks_has("serve"), reason="`calhooks serve` is not written yet"
+)
+needs_worker = pytest.mark.skipif(
+    not _calhooks_has("worker"), reason="`calhooks worker` is not written yet"
+)
+
+
+@needs_serve
+def test_web_container_answers_its_probes_and_queues_a_signed_delivery(
+    redis_url: str,
+    sandbox: RunningSandbox,
+    tmp_path: Path,
+    containers: list[Container],
+) -> None:
+    """`calhooks serve` as rendered: live, ready, verifies with the mounted secret, queues."""
+    web = _start_web(redis_url, sandbox.url, tmp_path, containers)
+    assert web.get("/livez").status_code == 200
+    accepted = _deliver(web, "MEETING_ENDED")
+    assert accepted.status_code == 202, accepted.text
+    queued = redis.Redis.from_url(redis_url)
+    try:
+        assert queued.zscore("arq:queue", accepted.json()["id"]) is not None
+    finally:
+        queued.close()
     metrics = web.get("/metrics")
     assert metrics.status_code == 200
     assert "calhooks_" in metrics.text
     assert web.terminate(), web.output()
 
 
-@pytest.mark.skipif(not _calhooks_has("worker"), reason="`calhooks worker` is not written yet")
-def test_worker_container_runs_and_answers_its_probes(
-    redis_server: EmbeddedRedis,
+@needs_worker
+def test_worker_container_answers_its_probes_and_exports_the_keda_gauge(
+    redis_url: str,
     sandbox: RunningSandbox,
     tmp_path: Path,
     containers: list[Container],
 ) -> None:
     """`calhooks worker` as rendered: live, ready, exports KEDA's gauge, clean SIGTERM."""
-    manifests = render(OVERLAY)
-    workload = find(manifests, "Deployment", "calhooks-worker")
-    run = invocation(
-        manifests, workload, "worker", secrets=_secrets(redis_server.url),
-        pod_name="calhooks-worker-0",
-    )  # fmt: skip
-    port = free_port()
-    run.env["CALHOOKS_WORKER_HTTP_PORT"] = str(port)
-    paths = _probe_paths(workload, "worker")
-    worker = _start(
-        "worker", run, workload, tmp_path, sandbox_url=sandbox.url, port=port,
-        probe_path=paths["liveness"],
-    )  # fmt: skip
-    containers.append(worker)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while (ready := worker.get(paths["readiness"])).status_code != 200:
-        assert time.monotonic() < deadline, f"never ready: {ready.text}\n{worker.output()}"
-        time.sleep(0.2)
+    worker = _start_worker(redis_url, sandbox.url, tmp_path, containers)
+    assert worker.get("/livez").status_code == 200
     metrics = worker.get("/metrics")
     assert metrics.status_code == 200
-    query = find(manifests, "ScaledObject", "calhooks-worker")["spec"]["triggers"][0]
-    gauge = re.search(r"calhooks_\w+", query["metadata"]["query"])
+    scaled = find(render(OVERLAY), "ScaledObject", "calhooks-worker")
+    gauge = re.search(r"calhooks_\w+", scaled["spec"]["triggers"][0]["metadata"]["query"])
     assert gauge, "the KEDA query names no calhooks metric"
     assert re.search(rf"^{gauge[0]} ", metrics.text, re.MULTILINE), metrics.text
+    assert worker.terminate(), worker.output()
+
+
+@needs_serve
+@needs_worker
+def test_web_and_worker_hand_a_delivery_over_through_redis(
+    redis_url: str,
+    sandbox: RunningSandbox,
+    tmp_path: Path,
+    containers: list[Container],
+) -> None:
+    """A delivery the web container accepts is processed by the worker container."""
+    web = _start_web(redis_url, sandbox.url, tmp_path, containers)
+    worker = _start_worker(redis_url, sandbox.url, tmp_path, containers)
+    before = _metric(
+        worker.get("/metrics").text, "calhooks_worker_events_total", outcome="processed"
+    )
+    accepted = _deliver(web, "BOOKING_CREATED")
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.monotonic() + 60
+    while (
+        _metric(worker.get("/metrics").text, "calhooks_worker_events_total", outcome="processed")
+        <= before
+    ):
+        assert time.monotonic() < deadline, f"never processed:\n{worker.output()}"
+        time.sleep(0.2)
+    assert web.terminate(), web.output()
     assert worker.terminate(), worker.output()
