@@ -88,6 +88,49 @@ class Settings(BaseSettings):
         "auto", description="`json` lines, human `console`, or `auto` (console on a terminal)."
     )
 
+    # Intake (service/: `calhooks serve`, the webhook endpoint, its spool and probes).
+    host: str = Field("127.0.0.1", description="Address `calhooks serve` listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port `calhooks serve` listens on.")
+    webhook_path: str = Field(
+        "/webhooks/cal", pattern=r"^/", description="Path Cal.com posts deliveries to."
+    )
+    webhook_secrets: SecretStr | None = Field(
+        None,
+        description="Signing secrets, comma-separated, current first; `SECRET;expires=ISO8601`.",
+    )
+    webhook_secrets_file: Path | None = Field(
+        None, description="JSON file of signing secrets with expiries, re-read when it changes."
+    )
+    webhook_secrets_refresh: float = Field(
+        5.0, gt=0, description="Seconds between checks of the secrets file for changes."
+    )
+    allow_unsigned: bool = Field(
+        False,
+        description="Accept deliveries signed `no-secret-provided` (webhooks without secret).",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest delivery body accepted; larger gets 413."
+    )
+    dedupe_window: int = Field(
+        7 * 24 * 3600, ge=60, description="Seconds a delivery's body is remembered to drop repeats."
+    )
+    redis_deadline: float = Field(
+        0.25, gt=0, description="Seconds the intake waits for Redis before spooling to disk."
+    )
+    spool_dir: Path | None = Field(
+        None, description="Directory of the intake's disk spool; unset: `<data_dir>/spool`."
+    )
+    spool_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024, description="Spool size at which deliveries get 503."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies trusted for `X-Forwarded-For`/`-Proto` (comma-separated, or `*`).",
+    )
+    shutdown_timeout: float = Field(
+        20.0, gt=0, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+
     # Workers (workers/, `calhooks worker`).
     worker_http_host: str = Field(
         "0.0.0.0",  # noqa: S104 - probes and Prometheus reach the pod's address

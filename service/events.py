@@ -1,0 +1,184 @@
+"""The event: one Cal.com delivery, normalised into the single shape the workers consume.
+
+Cal.com's bodies are not uniform (FACTS.md §5):
+
+* most are the envelope ``{"triggerEvent", "createdAt", "payload": {...}}``;
+* ``MEETING_STARTED``/``MEETING_ENDED`` arrive *flat*: the booking row's fields next to
+  ``triggerEvent``, with no ``payload`` and no delivery ``createdAt`` (a ``createdAt`` there is
+  the booking's);
+* ``FORM_SUBMITTED`` is the envelope plus each form field copied to the top level.
+
+``normalise`` turns any of them into an ``Event``: ``payload`` is the envelope's ``payload``
+(the top-level copies of ``FORM_SUBMITTED`` stay in ``raw``) or, for a flat body, the body
+minus ``triggerEvent``; ``created_at`` is the envelope's ``createdAt`` and ``None`` for a
+flat body. Unknown triggers are normalised the same way, never rejected.
+
+The event ``id`` is the SHA-256 of the raw body bytes: Cal.com sends no delivery id, a retry
+repeats the same bytes, and a replay cannot change a byte without breaking the signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from service.calcom.overlay import WEBHOOK_TRIGGERS
+
+PING = "PING"
+#: Triggers Cal.com documents, plus the dashboard's test delivery.
+KNOWN_TRIGGERS = frozenset((*WEBHOOK_TRIGGERS, PING))
+#: Longest trigger name accepted; anything longer is not a trigger but garbage.
+MAX_TRIGGER_LENGTH = 128
+
+
+class BodyError(ValueError):
+    """The body is not a delivery: not JSON, not an object, or without a usable trigger."""
+
+
+def event_id(raw: bytes) -> str:
+    """The dedupe key of a delivery: hex SHA-256 of its exact bytes."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object in ``raw``; ``BodyError`` saying what is wrong otherwise.
+
+    orjson parses (it is several times faster on the hot path); what it refuses is given to
+    the standard library's parser, which accepts a little more (a byte-order mark, escaped
+    lone surrogates). Both refuse ``NaN``, ``Infinity`` and numbers too large for a double;
+    integers beyond 64 bits come out as floats, as JavaScript (Cal.com) reads them too.
+    """
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = _parse_leniently(raw)
+    if not isinstance(body, dict):
+        raise BodyError(f"body is a JSON {_json_type(body)}, not an object")
+    return body
+
+
+def _parse_leniently(raw: bytes) -> Any:
+    try:
+        return _STRICT_CONSTANTS.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    except RecursionError:
+        raise BodyError("body is not valid JSON: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise BodyError(f"body is not valid JSON: {error}") from None
+
+
+def trigger_of(body: dict[str, Any]) -> str:
+    """The body's ``triggerEvent``; ``BodyError`` when missing or not a short string."""
+    trigger = body.get("triggerEvent")
+    if trigger is None:
+        raise BodyError("body has no triggerEvent")
+    if not isinstance(trigger, str):
+        raise BodyError(f"triggerEvent is a JSON {_json_type(trigger)}, not a string")
+    if not trigger or len(trigger) > MAX_TRIGGER_LENGTH or not trigger.isprintable():
+        raise BodyError("triggerEvent is not a trigger name")
+    return trigger
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One delivery as the workers see it (``raw`` keeps the body exactly as parsed)."""
+
+    id: str
+    trigger: str
+    created_at: str | None
+    payload: dict[str, Any]
+    raw: dict[str, Any]
+    received_at: float
+
+    @property
+    def known(self) -> bool:
+        """Whether Cal.com documents this trigger."""
+        return self.trigger in KNOWN_TRIGGERS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the job argument on the queue."""
+        return {
+            "id": self.id,
+            "trigger": self.trigger,
+            "created_at": self.created_at,
+            "payload": self.payload,
+            "raw": self.raw,
+            "received_at": self.received_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        """The inverse of ``to_dict``; ``ValueError`` when ``data`` is not an event."""
+        try:
+            event_id_, trigger, created_at = data["id"], data["trigger"], data["created_at"]
+            payload, raw, received_at = data["payload"], data["raw"], data["received_at"]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not an event: missing {error}") from None
+        if not isinstance(event_id_, str) or not isinstance(trigger, str):
+            raise ValueError("not an event: id and trigger must be strings")
+        if created_at is not None and not isinstance(created_at, str):
+            raise ValueError("not an event: created_at must be a string or null")
+        if not isinstance(payload, dict) or not isinstance(raw, dict):
+            raise ValueError("not an event: payload and raw must be objects")
+        if isinstance(received_at, bool) or not isinstance(received_at, int | float):
+            raise ValueError("not an event: received_at must be a number")
+        if not math.isfinite(received_at):
+            raise ValueError("not an event: received_at must be finite")
+        return cls(event_id_, trigger, created_at, payload, raw, float(received_at))
+
+
+def normalise(body: dict[str, Any], *, id: str, received_at: float) -> Event:
+    """The ``Event`` of a parsed delivery body (see the module docstring for the variants)."""
+    trigger = trigger_of(body)
+    payload = body.get("payload")
+    if isinstance(payload, dict):
+        created_at = body.get("createdAt")
+        return Event(
+            id=id,
+            trigger=trigger,
+            created_at=created_at if isinstance(created_at, str) else None,
+            payload=payload,
+            raw=body,
+            received_at=received_at,
+        )
+    flat = {key: value for key, value in body.items() if key != "triggerEvent"}
+    return Event(
+        id=id, trigger=trigger, created_at=None, payload=flat, raw=body, received_at=received_at
+    )
+
+
+def event_from_body(raw: bytes, *, received_at: float) -> Event:
+    """Parse, check and normalise one raw delivery body (``BodyError`` when it is not one)."""
+    return normalise(parse_body(raw), id=event_id(raw), received_at=received_at)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+_STRICT_CONSTANTS = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if value is None:
+        return "null"
+    return "object"

@@ -1,0 +1,321 @@
+"""The intake's disk spool: deliveries accepted while Redis is unreachable, until it returns.
+
+Cal.com barely retries, so when Redis is down or slow the intake writes the delivery here and
+answers 202 only once it is on disk. A background task replays the spool into the queue when
+Redis answers again; replays go through the same dedupe key as live deliveries, so a record
+replayed twice (or also queued live) is queued once.
+
+Layout: ``<dir>/<time_ns>-<pid>-<seq>.spool`` segment files of framed records::
+
+    magic "CHS1" | body length u32 | CRC-32 u32 | received_at f64 | body bytes
+    (big-endian; the CRC covers received_at and the body)
+
+* Durable: appends are written and ``fsync``-ed before the caller is answered - in groups:
+  every append waiting while a write is in progress goes in the next single write + fsync.
+* Crash-safe: a record torn by a crash at the tail was never acknowledged and is ignored; a
+  damaged record anywhere is skipped by its CRC and reading resumes at the next magic.
+* Bounded: past ``max_bytes`` (all segments together) appends raise ``SpoolFull`` (503).
+* Several processes may share the directory: a writer holds an exclusive ``flock`` on its
+  open segment (created under a temporary name, locked, then renamed, so no reader ever sees
+  it unlocked); replay takes only segments it can lock, so it never reads one being written,
+  and picks up segments left by a process that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+log = structlog.get_logger("calhooks.intake.spool")
+
+MAGIC = b"CHS1"
+_HEADER = struct.Struct(">4sIId")
+HEADER_SIZE = _HEADER.size
+#: No record is larger; a bigger length field is damage, not data.
+MAX_RECORD_BODY = 64 * 1024 * 1024
+SUFFIX = ".spool"
+
+T = TypeVar("T")
+
+Record = tuple[float, bytes]
+Replay = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+class SpoolError(Exception):
+    """The spool cannot take this delivery."""
+
+
+class SpoolFull(SpoolError):
+    """Taking the delivery would pass the spool's size limit."""
+
+
+class SpoolUnavailable(SpoolError):
+    """The spool directory cannot be written (missing, read-only, disk full, I/O error)."""
+
+
+def encode_record(received_at: float, body: bytes) -> bytes:
+    stamp = struct.pack(">d", received_at)
+    crc = zlib.crc32(body, zlib.crc32(stamp))
+    return _HEADER.pack(MAGIC, len(body), crc, received_at) + body
+
+
+@dataclass
+class Decoded:
+    records: list[Record]
+    skipped_bytes: int
+
+
+def decode_records(data: bytes) -> Decoded:
+    """Every intact record in ``data``; damaged or torn bytes are counted and skipped."""
+    records: list[Record] = []
+    skipped = 0
+    position, end = 0, len(data)
+    while position < end:
+        record_end = _record_end(data, position)
+        if record_end is None:
+            following = data.find(MAGIC, position + 1)
+            stop = end if following < 0 else following
+            skipped += stop - position
+            position = stop
+            continue
+        received_at = _HEADER.unpack_from(data, position)[3]
+        records.append((received_at, data[position + HEADER_SIZE : record_end]))
+        position = record_end
+    return Decoded(records, skipped)
+
+
+def _record_end(data: bytes, position: int) -> int | None:
+    """Where the intact record at ``position`` ends, or ``None`` if there is none."""
+    if position + HEADER_SIZE > len(data):
+        return None
+    magic, length, crc, _ = _HEADER.unpack_from(data, position)
+    if magic != MAGIC or length > MAX_RECORD_BODY:
+        return None
+    record_end = position + HEADER_SIZE + length
+    if record_end > len(data):
+        return None
+    stamp = data[position + 12 : position + HEADER_SIZE]
+    body = memoryview(data)[position + HEADER_SIZE : record_end]
+    if zlib.crc32(body, zlib.crc32(stamp)) != crc:
+        return None
+    return int(record_end)
+
+
+class _Segment:
+    """The open segment this process appends to (locked for as long as it is open)."""
+
+    def __init__(self, directory: Path, sequence: int) -> None:
+        temporary = directory / f".{uuid.uuid4().hex}.tmp"
+        self.fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path = directory / f"{time.time_ns():020d}-{os.getpid()}-{sequence:06d}{SUFFIX}"
+            os.rename(temporary, self.path)
+            _fsync_directory(directory)
+        except BaseException:
+            os.close(self.fd)
+            temporary.unlink(missing_ok=True)
+            raise
+        self.size = 0
+
+    def append(self, data: bytes) -> None:
+        """Write and fsync ``data``; on failure cut the file back to its last good size."""
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            os.fsync(self.fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise
+        self.size += len(data)
+
+    def close(self) -> None:
+        os.close(self.fd)  # releases the lock: the segment is sealed
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Append deliveries durably; replay and delete them later. See the module docstring."""
+
+    def __init__(
+        self, directory: Path, *, max_bytes: int, segment_bytes: int = 8 * 1024 * 1024
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.error: str | None = None
+        self._bytes = 0  # in every segment of this directory, as last counted
+        self._reserved = 0  # waiting to be written
+        self._segment: _Segment | None = None
+        self._sequence = 0
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        # One thread does every file operation, so writes, seals and fsyncs never interleave.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calhooks-spool")
+
+    @property
+    def size(self) -> int:
+        """Bytes spooled and not yet replayed (as this process last counted them)."""
+        return self._bytes
+
+    def open(self) -> None:
+        """Create the directory and count what earlier runs left; records any problem."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for stale in self.directory.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)  # a crash between create and rename: empty
+            self._bytes = self._count()
+            self.error = None
+        except OSError as error:
+            self.error = f"spool directory {self.directory}: {error.strerror or error}"
+            log.error("spool unavailable", directory=str(self.directory), reason=self.error)
+        if self._bytes:
+            log.warning("spool holds deliveries from before", bytes=self._bytes)
+
+    def _count(self) -> int:
+        total = 0
+        for path in self.directory.glob("*" + SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    async def append(self, received_at: float, body: bytes) -> None:
+        """Store one delivery; returns once it is on disk (``SpoolFull``/``SpoolUnavailable``)."""
+        record = encode_record(received_at, body)
+        if self._bytes + self._reserved + len(record) > self.max_bytes:
+            raise SpoolFull(f"spool holds {self._bytes} bytes (limit {self.max_bytes})")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        self._reserved += len(record)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        # Shielded: a caller that goes away does not cancel a write others share.
+        await asyncio.shield(future)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            data = b"".join(record for record, _ in batch)
+            try:
+                await self._run(self._write, data)
+            except OSError as error:
+                reason = f"cannot write spool in {self.directory}: {error.strerror or error}"
+                self.error = reason
+                log.error("spool write failed", reason=reason, records=len(batch))
+                outcome: BaseException | None = SpoolUnavailable(reason)
+            else:
+                self.error = None
+                self._bytes += len(data)
+                outcome = None
+            self._reserved -= len(data)
+            for _, future in batch:
+                if future.done():
+                    continue
+                if outcome is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(outcome)
+
+    def _write(self, data: bytes) -> None:
+        if self._segment is None:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._sequence += 1
+            self._segment = _Segment(self.directory, self._sequence)
+        try:
+            self._segment.append(data)
+        except OSError:
+            self._seal()  # never append after a failed write, even one that was undone
+            raise
+        if self._segment.size >= self.segment_bytes:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self._segment is not None:
+            segment, self._segment = self._segment, None
+            segment.close()
+
+    def pending(self) -> bool:
+        """Whether anything may be waiting for replay (cheap; counts this process' writes)."""
+        return self._bytes > 0 or self._reserved > 0
+
+    async def replay(self, replay: Replay, *, batch: int = 256) -> int:
+        """Hand every spooled record to ``replay`` in batches, deleting each segment after.
+
+        ``replay`` raising stops the pass and keeps the segment (its records are replayed
+        again later; the dedupe key makes that harmless). Returns the records replayed.
+        """
+        await self._run(self._seal)
+        replayed = 0
+        for path in sorted(self.directory.glob("*" + SUFFIX)):
+            replayed += await self._replay_segment(path, replay, batch)
+        self._bytes = await self._run(self._count)
+        return replayed
+
+    async def _replay_segment(self, path: Path, replay: Replay, batch: int) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0  # another process replayed it
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # a live segment of another process
+            decoded = decode_records(await self._run(_read_all, fd))
+            if decoded.skipped_bytes:
+                log.warning(
+                    "spool segment had unreadable bytes",
+                    segment=path.name, skipped_bytes=decoded.skipped_bytes,
+                    records=len(decoded.records),
+                )  # fmt: skip
+            for start in range(0, len(decoded.records), batch):
+                await replay(decoded.records[start : start + batch])
+            await self._run(_delete, path)
+            return len(decoded.records)
+        finally:
+            os.close(fd)
+
+    async def aclose(self) -> None:
+        """Finish pending writes, seal the open segment, stop the file thread."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._run(self._seal)
+        self._thread.shutdown(wait=True)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1024 * 1024):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _delete(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
