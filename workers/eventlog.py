@@ -10,7 +10,8 @@ One Redis list per event (``calhooks:eventlog:<id>``) of JSON records, oldest fi
   ``recorded`` (reused from an earlier attempt), ``found`` (an earlier attempt's create found
   in Cal.com), ``already`` (an earlier attempt's delete or create had happened);
   ``ms``, or ``error``);
-* ``call`` - one HTTP attempt toward Cal.com (``tool``, ``status``, ``ms``, ``request_id``);
+* ``call`` - one HTTP attempt toward Cal.com (``tool``, ``status``, ``ms``, ``request_id``,
+  ``sent_at``: when it was sent);
 * ``rule`` - a rule ended (``rule``, ``outcome``: done / retry / dead_lettered, ``error``);
 * ``retry`` / ``deferred`` - the event will run again (``delay``, ``reason``);
 * ``dead_lettered`` - a rule went to the dead-letter queue (``rule``, ``dead_letter``);
@@ -115,6 +116,7 @@ class CallLog:
             return
         recorder.add(
             "call",
+            sent_at=round(time.time() - elapsed, 6),
             tool=tool.name,
             status=response.status_code if response is not None else None,
             ms=round(elapsed * 1000, 2),

@@ -1,9 +1,9 @@
 """One rate limit toward Cal.com shared by every worker: a token bucket in Redis.
 
-Cal.com counts requests per API key in a fixed 60-second window (120 for an API key by
-default) and, once the count is exceeded, blocks the key for 60 s. Scaling out workers must
-never add up to more than that, so every request first takes a token from one bucket in
-Redis, whatever process it comes from.
+Cal.com counts requests per API key in fixed 60-second windows (120 for an API key by
+default; both are server settings) and, once the count is exceeded, blocks the key for 60 s.
+Scaling out workers must never add up to more than that, so every request first takes a
+token from one bucket in Redis, whatever process it comes from.
 
 The bucket is a GCRA (generic cell rate algorithm) kept as one "theoretical arrival time"
 per bucket and updated by a Lua script, atomically, with Redis's clock (so workers on
@@ -11,7 +11,8 @@ different hosts agree). A request reserves the next free slot and sleeps until i
 trip per request, waiters served in order, no polling. With a limit of ``L`` per minute and
 a burst of ``b`` the pace is ``(L - b - 1)`` per minute: any 60-second window then holds at
 most ``L - 1`` requests (one spare for network jitter), which is about 97.5 % of the limit
-with the defaults (120, 2) - and no 429.
+with the defaults (120, 2) - and no 429. (``window`` generalises the 60 s, for a Cal.com
+deployment configured otherwise: ``L`` per minute is then ``L * window / 60`` per window.)
 
 Feedback from Cal.com's answers (``SharedRateLimit.after``):
 
@@ -45,12 +46,13 @@ logger = structlog.get_logger(__name__)
 
 BLOCK_WITHOUT_RESET = 60.0
 
-# KEYS[1] bucket; ARGV limit/min, burst, max_wait s.
+# KEYS[1] bucket; ARGV limit per window, window s, burst, max_wait s.
 # Returns {wait seconds, reserved 0|1, the block (epoch s) the reservation respects}.
 _RESERVE = """
 local limit = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
+local window = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tat', 'blocked', 'limit')
@@ -59,7 +61,7 @@ local blocked = tonumber(state[2]) or 0
 local learned = tonumber(state[3])
 if learned and learned < limit then limit = learned end
 burst = math.max(1, math.min(burst, math.floor(limit / 10)))
-local interval = 60 / math.max(limit - burst - 1, 1)
+local interval = window / math.max(limit - burst - 1, 1)
 local base = math.max(tat, now, blocked)
 local allow = math.max(now, blocked, base - (burst - 1) * interval)
 local wait = allow - now
@@ -126,6 +128,7 @@ class SharedRateLimit:
         bucket: str,
         *,
         per_minute: int = 120,
+        window: float = 60.0,
         burst: int = 2,
         max_wait: float = 30.0,
         on_wait: Callable[[float], None] | None = None,
@@ -134,6 +137,9 @@ class SharedRateLimit:
         self.redis = redis
         self.key = keys.rate_limit(bucket)
         self.per_minute = per_minute
+        self.window = window
+        #: Requests allowed per window (what Cal.com's X-RateLimit-Limit-* counts).
+        self.per_window = max(1, round(per_minute * window / 60))
         self.burst = burst
         self.max_wait = max_wait
         self.on_wait = on_wait
@@ -151,7 +157,7 @@ class SharedRateLimit:
         if not self.enabled:
             return 0.0
         raw_wait, reserved, raw_block = await self._reserve(
-            keys=[self.key], args=[self.per_minute, self.burst, self.max_wait]
+            keys=[self.key], args=[self.per_window, self.window, self.burst, self.max_wait]
         )
         waited = float(raw_wait)
         if not reserved:
@@ -185,7 +191,7 @@ class SharedRateLimit:
             if exhausted:
                 block = max((reset or BLOCK_WITHOUT_RESET) for reset in exhausted)
         limit = advertised_limit(headers)
-        learned = limit if limit is not None and limit < self.per_minute else 0
+        learned = limit if limit is not None and limit < self.per_window else 0
         if not block and not learned:
             return 0.0
         blocked_for = float(await self._feedback(keys=[self.key], args=[block, learned]))

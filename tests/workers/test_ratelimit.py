@@ -163,3 +163,13 @@ async def test_a_block_arriving_while_waiting_extends_the_wait(
     assert len(sleep.waits) == 2
     assert 29 < sleep.waits[1] <= 30
     assert waited == pytest.approx(sum(sleep.waits))
+
+
+async def test_a_shorter_window_scales_the_limit(redis_client: aioredis.Redis) -> None:
+    """120/min counted in 6-s windows allows 12 per window, paced to stay under it."""
+    limiter = SharedRateLimit(
+        redis_client, "acct", per_minute=120, window=6, max_wait=1000, sleep=FakeSleep()
+    )
+    assert limiter.per_window == 12
+    times = await grant_times(limiter, 40)
+    assert most_in_any_window(times, window=6) <= 11
