@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.settings import ENV_PREFIX
+from service.settings import ENV_PREFIX, Settings
 from tests.deploy.kustomize import (
     OVERLAYS,
     ROOT,
@@ -176,6 +176,48 @@ def test_files_named_by_settings_are_mounted(overlay: str) -> None:
                 assert path.name in run.files.get(str(path.parent), {}), (deployment, variable)
                 seen.add(variable)
     assert {"CALHOOKS_RULES_FILE", "CALHOOKS_WEBHOOK_SECRETS_FILE"} <= seen
+
+
+def _quantity(value: str) -> int:
+    """Bytes in a Kubernetes quantity such as ``1Gi`` or ``512Mi``."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return int(float(value[: -len(suffix)]) * factor)
+    return int(value)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_full_spool_refuses_before_the_kubelet_evicts(overlay: str) -> None:
+    """The spool stops taking deliveries (503) before its emptyDir or the pod's disk limit."""
+    manifests = render(overlay)
+    workload = find(manifests, "Deployment", "calhooks-web")
+    env = _env(manifests, "calhooks-web", "web")
+    spool_max = int(
+        env.get("CALHOOKS_SPOOL_MAX_BYTES", Settings.model_fields["spool_max_bytes"].default)
+    )
+    (mount,) = [
+        m for m in container(workload, "web")["volumeMounts"]
+        if m["mountPath"] == env["CALHOOKS_SPOOL_DIR"]
+    ]  # fmt: skip
+    (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"]]
+    size_limit = _quantity(volume["emptyDir"]["sizeLimit"])
+    assert spool_max <= size_limit * 0.8, "an evicted pod loses its whole spool"
+    limits = container(workload, "web")["resources"]["limits"]
+    assert _quantity(limits["ephemeral-storage"]) > size_limit
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_grace_period_covers_prestop_and_draining(overlay: str) -> None:
+    """preStop sleep plus CALHOOKS_SHUTDOWN_TIMEOUT fit in the web's grace period."""
+    manifests = render(overlay)
+    workload = find(manifests, "Deployment", "calhooks-web")
+    env = _env(manifests, "calhooks-web", "web")
+    drain = float(
+        env.get("CALHOOKS_SHUTDOWN_TIMEOUT", Settings.model_fields["shutdown_timeout"].default)
+    )
+    sleep = container(workload, "web")["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod_spec(workload)["terminationGracePeriodSeconds"] >= sleep + drain + 5
 
 
 def test_dev_secret_has_every_key_and_only_fake_values() -> None:
