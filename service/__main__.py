@@ -1,5 +1,12 @@
-"""``python -m service`` runs the calhooks command line."""
+"""``python -m service``: with no arguments, serve (like ``calhooks serve``); else the CLI."""
 
-from service.cli.main import main
+import sys
 
-main()
+if len(sys.argv) <= 1:
+    from service.cli.serve import run
+
+    run()
+else:
+    from service.cli.main import main
+
+    main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import connections, dlq, events, mcp, sandbox, tools
+from service.cli import connections, dlq, events, mcp, sandbox, serve, tools
 from service.secretbox import generate_key
 
 app = typer.Typer(
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(tools.app, name="tools")
+app.command(name="serve")(serve.serve)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(mcp.app, name="mcp")
 app.add_typer(connections.app, name="connections")

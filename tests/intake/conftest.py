@@ -74,6 +74,17 @@ class Served:
         """The app's ``service.app.Intake``."""
         return self.app.state.intake
 
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10)
+
+    def metric(self, sample: str) -> float:
+        """The value of one sample on /metrics, e.g. ``calhooks_intake_redis_up``."""
+        for line in self.get("/metrics").text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+        raise AssertionError(f"no sample {sample} on /metrics")
+
     def post(self, body: bytes, sig: str | None = None, **headers: str) -> httpx.Response:
         """POST ``body`` signed with SECRET (or with ``sig``; ``""`` sends no signature)."""
         sent = {"content-type": "application/json", **headers}
@@ -92,10 +103,13 @@ def serve(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Any]:
     with_stack: list[Any] = []
 
     def start(
-        redis_url: str | None = None, drain_interval: float = 0.05, **overrides: Any
+        redis_url: str | None = None,
+        drain_interval: float = 0.05,
+        app_options: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> Served:
         settings = make_settings(tmp_path, redis_url or redis_server.url, **overrides)
-        app = create_app(settings, drain_interval=drain_interval)
+        app = create_app(settings, drain_interval=drain_interval, **(app_options or {}))
         context = serve_app(app)
         url = context.__enter__()
         with_stack.append(context)

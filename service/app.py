@@ -1,0 +1,221 @@
+"""The web application ``calhooks serve`` runs: intake, probes, metrics, and whatever is mounted.
+
+``create_app(settings)`` wires the parts together - secrets, the Redis pipe and queue, the
+spool, the acceptor and its replay task - and returns a Starlette app whose lifespan starts and
+stops them. Routes:
+
+* ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``service.intake``;
+* ``GET /livez``, ``/readyz``, ``/metrics`` - ``service.health``;
+* anything passed as ``routes`` (e.g. the MCP server at ``/cal-organizations``), with the
+  async context managers in ``lifespans`` entered for the app's lifetime.
+
+No request ever gets a 500: an exception escaping any route is logged with its traceback and
+answered 503 (with ``Retry-After``) by the outermost middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.acceptor import Acceptor
+from service.health import Health
+from service.intake import RETRY_AFTER_SECONDS, IntakeEndpoint
+from service.queue import EventQueue
+from service.redispipe import RedisAddress, RedisPipe
+from service.settings import Settings, get_settings
+from service.spool import Spool
+from service.webhook_secrets import SecretProvider, SecretSource
+
+log = structlog.get_logger("calhooks.web")
+
+LifespanFactory = Callable[[], AbstractAsyncContextManager[object]]
+
+
+@dataclass
+class Intake:
+    """The intake's parts, on ``app.state.intake`` (for probes, tests and mounted apps)."""
+
+    settings: Settings
+    pipe: RedisPipe
+    queue: EventQueue
+    spool: Spool
+    secrets: SecretProvider
+    acceptor: Acceptor
+    endpoint: IntakeEndpoint
+
+
+def spool_directory(settings: Settings) -> Path:
+    """``CALHOOKS_SPOOL_DIR``, or ``spool`` under the data directory."""
+    return (settings.spool_dir or settings.data_dir / "spool").expanduser()
+
+
+def build_intake(
+    settings: Settings,
+    *,
+    redis_url: str | None = None,
+    secret_sources: Sequence[SecretSource] = (),
+    drain_interval: float = 1.0,
+) -> Intake:
+    """The intake's parts for ``settings``, not started (``create_app``'s lifespan does that)."""
+    pipe = RedisPipe(
+        RedisAddress.from_settings(settings, url=redis_url),
+        connect_timeout=max(settings.redis_deadline, 1.0),
+    )
+    queue = EventQueue(pipe, queue_name=settings.queue_name, dedupe_window=settings.dedupe_window)
+    spool = Spool(spool_directory(settings), max_bytes=settings.spool_max_bytes)
+    secrets = SecretProvider.from_settings(settings, extra=secret_sources)
+    acceptor = Acceptor(
+        queue, spool, deadline=settings.redis_deadline, drain_interval=drain_interval
+    )
+    endpoint = IntakeEndpoint(
+        secrets=secrets,
+        acceptor=acceptor,
+        max_body_bytes=settings.max_body_bytes,
+        allow_unsigned=settings.allow_unsigned,
+    )
+    return Intake(settings, pipe, queue, spool, secrets, acceptor, endpoint)
+
+
+class ErrorGuard:
+    """Outermost middleware: an escaping exception becomes a logged 503, never a 500 page."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
+            if started:
+                return  # too late to answer; the server closes the connection
+            body = b'{"error":"unavailable","message":"unexpected error; retry later"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(body)),
+                        (b"retry-after", b"%d" % RETRY_AFTER_SECONDS),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+class WebApp(Starlette):
+    """Starlette, with the webhook path dispatched before the middleware stack and router.
+
+    The intake is the hot path and handles every failure itself (it never raises), so it
+    skips the layers the other routes need; its path is still a route of the app too.
+    """
+
+    def __init__(self, *, hot_path: str, hot_app: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot_path = hot_path
+        self.hot_app = hot_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if scope["type"] == "http" and (
+            path == self.hot_path or path == scope.get("root_path", "") + self.hot_path
+        ):
+            scope["app"] = self
+            await self.hot_app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis_url: str | None = None,
+    secret_sources: Sequence[SecretSource] = (),
+    routes: Sequence[BaseRoute] = (),
+    lifespans: Sequence[LifespanFactory] = (),
+    drain_interval: float = 1.0,
+) -> Starlette:
+    """The web app; ``routes``/``lifespans`` mount more apps (see the module docstring)."""
+    settings = settings or get_settings()
+    intake = build_intake(
+        settings,
+        redis_url=redis_url,
+        secret_sources=secret_sources,
+        drain_interval=drain_interval,
+    )
+    health = Health(queue=intake.queue, secrets=intake.secrets, acceptor=intake.acceptor)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        intake.spool.open()
+        await intake.secrets.refresh()
+        if intake.secrets.ready and not intake.secrets.keys() and not settings.allow_unsigned:
+            log.warning("no webhook signing secret configured: every delivery will get 401")
+        background = [
+            asyncio.create_task(intake.secrets.run(settings.webhook_secrets_refresh)),
+            asyncio.create_task(intake.acceptor.run()),
+        ]
+        log.info(
+            "intake started",
+            path=settings.webhook_path,
+            redis=intake.pipe.address.describe(),
+            spool=str(intake.spool.directory),
+        )
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for factory in lifespans:
+                    await stack.enter_async_context(factory())
+                # What exists now (modules, settings, the apps) lives as long as the process:
+                # out of the collector's sight, full collections stay short instead of showing
+                # up as latency spikes of tens of milliseconds.
+                gc.freeze()
+                yield
+        finally:
+            gc.unfreeze()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await intake.spool.aclose()
+            await intake.pipe.aclose()
+            log.info("intake stopped")
+
+    app = WebApp(
+        hot_path=settings.webhook_path,
+        hot_app=intake.endpoint,
+        routes=[
+            Route(settings.webhook_path, intake.endpoint, name="intake"),
+            Route("/livez", health.livez, methods=["GET"]),
+            Route("/readyz", health.readyz, methods=["GET"]),
+            Route("/metrics", health.metrics, methods=["GET"]),
+            *routes,
+        ],
+        middleware=[Middleware(ErrorGuard)],
+        lifespan=lifespan,
+    )
+    app.state.intake = intake
+    return app

@@ -1,0 +1,80 @@
+"""``calhooks serve``: the web process - webhook intake, probes, metrics - under uvicorn.
+
+uvicorn runs with uvloop and httptools when installed, trusts ``X-Forwarded-*`` only from
+``CALHOOKS_FORWARDED_ALLOW_IPS``, keeps idle connections longer than common load balancers
+do (so they never reuse one uvicorn is closing), caps concurrent connections, and on SIGTERM
+stops accepting, lets in-flight requests finish (``CALHOOKS_SHUTDOWN_TIMEOUT``) and then
+stops the intake (pending spool writes are flushed). Its access log is off: the intake logs
+each delivery itself, with more to say.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from service.logs import configure_from_settings
+from service.settings import Settings, get_settings
+
+#: Longer than the idle timeout of common load balancers (AWS ALB: 60 s).
+KEEP_ALIVE_SECONDS = 75
+#: Connections served at once; past it uvicorn answers 503 rather than queueing without end.
+MAX_CONCURRENCY = 2048
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for ``calhooks serve`` (also used by ``bench/ingest.py``)."""
+    return {
+        "lifespan": "on",
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "server_header": False,
+        "access_log": False,
+        "log_config": None,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout),
+        "limit_concurrency": MAX_CONCURRENCY,
+        "backlog": 2048,
+    }
+
+
+def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    """The uvicorn configuration of ``calhooks serve`` (the app is built here)."""
+    from service.app import create_app
+
+    return uvicorn.Config(create_app(settings), host=host, port=port, **server_options(settings))
+
+
+def run(host: str | None = None, port: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (``python -m service`` with no arguments calls this)."""
+    configure_from_settings()
+    settings = get_settings()
+    config = uvicorn_config(
+        settings,
+        host=host if host is not None else settings.host,
+        port=port if port is not None else settings.port,
+    )
+    # uvicorn re-raises the signal it stopped on once it has shut down; with the default
+    # handler that makes a clean SIGTERM stop look like a crash (exit -15) to whoever waits.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: CALHOOKS_HOST]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [default: CALHOOKS_PORT]")
+    ] = None,
+) -> None:
+    """Run the web process: the webhook intake, /livez, /readyz, /metrics."""
+    run(host, port)
