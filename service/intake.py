@@ -25,6 +25,7 @@ outcome, the event id, trigger and latency - never the body or a secret.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -92,6 +93,9 @@ class IntakeEndpoint:
         delivery_log: DeliveryLog | None = None,
     ) -> None:
         self.log = delivery_log or DeliveryLog()
+        # Request ids: unique per process and cheap (no system call per request).
+        self._id_prefix = os.urandom(3).hex().encode()
+        self._id_counter = itertools.count(1)
         self.secrets = secrets
         self.acceptor = acceptor
         self.max_body_bytes = max_body_bytes
@@ -117,7 +121,7 @@ class IntakeEndpoint:
                 headers=[(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)],
             )
         if request_id is None:
-            request_id = os.urandom(8).hex().encode()
+            request_id = b"%s%010x" % (self._id_prefix, next(self._id_counter))
         if answer is None:  # the client went away before sending its whole body
             self.log.log("info", "delivery aborted by client", request_id=request_id.decode())
             return

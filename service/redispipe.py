@@ -9,8 +9,8 @@ and per-command read.
 
 It speaks RESP2 and does what the intake needs: ``redis://``, ``rediss://`` and ``unix://``
 URLs (with username/password and database), and Sentinel (the master is looked up through
-redis-py on each connect). Scripts run with ``EVALSHA``, falling back to ``EVAL`` once when the
-server does not know them (after a restart or a failover).
+redis-py on each connect). A script is sent whole (``EVAL``) the first time on a connection and
+by its SHA-1 (``EVALSHA``) after that, and again whole if the server forgot it (``NOSCRIPT``).
 
 Failure model: a lost connection fails every command in flight with ``RedisUnavailable``
 (they may or may not have run - the caller's dedupe key makes a retry safe); the next command
@@ -140,6 +140,7 @@ class _Connection(asyncio.Protocol):
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.outgoing: list[bytes] = []
         self.closed = loop.create_future()
+        self.scripts: set[bytes] = set()  # SHA-1s this server has been sent
 
     @property
     def usable(self) -> bool:
@@ -236,15 +237,30 @@ class RedisPipe:
     async def evalsha(
         self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], *, deadline: float | None
     ) -> Any:
-        """Run ``script``; loads it with ``EVAL`` if the server does not know it yet."""
+        """Run ``script``: ``EVAL`` the first time on a connection, ``EVALSHA`` after that.
+
+        This is the hot path, so it awaits the reply future itself rather than ``execute``.
+        """
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect(deadline)
+        known = script.sha in connection.scripts
+        if known:
+            future = connection.send(pack(["EVALSHA", script.sha, len(keys), *keys, *args]))
+        else:
+            connection.scripts.add(script.sha)
+            future = connection.send(pack(["EVAL", script.source, len(keys), *keys, *args]))
+        timer = None if deadline is None else connection.loop.call_later(deadline, _expire, future)
         try:
-            return await self.execute(
-                "EVALSHA", script.sha, len(keys), *keys, *args, deadline=deadline
-            )
+            return await future
         except RedisReplyError as error:
-            if not str(error).startswith("NOSCRIPT"):
+            if not (known and str(error).startswith("NOSCRIPT")):
                 raise
-        return await self.execute("EVAL", script.source, len(keys), *keys, *args, deadline=deadline)
+            connection.scripts.discard(script.sha)  # flushed, or a failover: load it again
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return await self.evalsha(script, keys, args, deadline=deadline)
 
     async def ping(self, deadline: float) -> bool:
         """Whether Redis answers ``PING`` within ``deadline``."""
