@@ -292,7 +292,11 @@ class RedisPipe:
             async with asyncio.timeout(self.connect_timeout):
                 if address.sentinels:
                     sentinel = Sentinel(list(address.sentinels))  # type: ignore[no-untyped-call]
-                    host, port = await sentinel.discover_master(address.sentinel_master)
+                    try:
+                        host, port = await sentinel.discover_master(address.sentinel_master)
+                    finally:
+                        for client in sentinel.sentinels:
+                            await client.aclose()
                     address = RedisAddress(
                         host=host, port=port, username=address.username,
                         password=address.password, db=address.db,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import time
@@ -176,3 +177,39 @@ def test_addresses_describe_themselves_without_credentials() -> None:
     assert (address.tls, address.tls_verify, address.db, address.port) == (True, False, 4, 6380)
     assert "pw" not in address.describe()
     assert RedisAddress(sentinels=(("s1", 26379),)).describe() == "sentinel master mymaster"
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[int]:
+    """A redis-sentinel watching the suite's Redis as master ``mymaster``."""
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    process = subprocess.Popen(
+        [redis_server_binary(), str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.02)
+        yield port
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_the_master_is_found_through_sentinel(
+    sentinel: int, redis_client: aioredis.Redis
+) -> None:
+    """With sentinels configured the pipe asks them for the master and talks to it."""
+    address = RedisAddress(sentinels=(("127.0.0.1", sentinel),), sentinel_master="mymaster")
+    pipe = RedisPipe(address)
+    assert await pipe.execute("SET", "via", "sentinel", deadline=5) == b"OK"
+    assert await command(redis_client, "GET", "via") == b"sentinel"
+    await pipe.aclose()
