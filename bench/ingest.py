@@ -333,11 +333,13 @@ def main() -> None:
                 if target != "intake":
                     count = min(count, 20_000)
                 pool = write_pools(work, f"pool-{target}", count, args.threads, first=0)
+                before = _intake_counts(url) if target == "intake" else {}
                 result = wrk(url, script, pool, args, args.duration)
                 result.target = target
                 results[target] = result
                 if target == "intake":
-                    counts = _intake_counts(url)
+                    after = _intake_counts(url)
+                    counts = {k: v - before.get(k, 0) for k, v in after.items()}
                     queued = _zcard(redis.port)
                 for path in work.glob(f"pool-{target}-*.txt"):
                     path.unlink()
@@ -350,7 +352,10 @@ def main() -> None:
             )
         _report(results, args)
         if "intake" in results:
-            print(f"\nintake outcomes (incl. warm-up): {counts}; jobs in the arq queue: {queued}")
+            print(
+                f"\nintake outcomes in the measured run: {counts}; jobs in the arq queue "
+                f"(warm-up included): {queued}"
+            )
 
 
 def _redis_cli() -> list[str]:
