@@ -375,3 +375,23 @@ def test_web_and_worker_hand_a_delivery_over_through_redis(
         time.sleep(0.2)
     assert web.terminate(), web.output()
     assert worker.terminate(), worker.output()
+
+
+@pytest.mark.skipif(not _calhooks_has("rules"), reason="`calhooks rules` is not written yet")
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/production"])
+def test_rules_file_the_workers_mount_passes_rules_check(overlay: str, tmp_path: Path) -> None:
+    """The rules ConfigMap, as mounted at CALHOOKS_RULES_FILE, is a valid rules file."""
+    manifests = render(overlay)
+    workload = find(manifests, "Deployment", "calhooks-worker")
+    run = invocation(
+        manifests, workload, "worker", secrets=_secrets("redis://unused"), pod_name="w"
+    )
+    rules_file = Path(run.env["CALHOOKS_RULES_FILE"])
+    local = tmp_path / rules_file.name
+    local.write_text(run.files[str(rules_file.parent)][rules_file.name])
+    calhooks = Path(sys.executable).parent / "calhooks"
+    checked = subprocess.run(
+        [str(calhooks), "rules", "check", str(local)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
