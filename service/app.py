@@ -6,8 +6,9 @@ stops them. Routes:
 
 * ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``service.intake``;
 * ``GET /livez``, ``/readyz``, ``/metrics`` - ``service.health``;
-* anything passed as ``routes`` (e.g. the MCP server at ``/cal-organizations``), with the
-  async context managers in ``lifespans`` entered for the app's lifetime.
+* ``/cal-organizations`` - the MCP server (``service.mcp.http``, bearer ``CALHOOKS_MCP_TOKEN``);
+* anything passed as ``routes``, with the async context managers in ``lifespans`` entered
+  for the app's lifetime.
 
 No request ever gets a 500: an exception escaping any route is logged with its traceback and
 answered 503 (with ``Retry-After``) by the outermost middleware.
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.acceptor import Acceptor
 from service.health import Health
 from service.intake import RETRY_AFTER_SECONDS, IntakeEndpoint
+from service.mcp.http import create_mcp_app, mcp_routes
 from service.queue import EventQueue
 from service.redispipe import RedisAddress, RedisPipe
 from service.settings import Settings, get_settings
@@ -169,6 +171,7 @@ def create_app(
         drain_interval=drain_interval,
     )
     health = Health(queue=intake.queue, secrets=intake.secrets, acceptor=intake.acceptor)
+    mcp = create_mcp_app(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -188,7 +191,7 @@ def create_app(
         )
         try:
             async with contextlib.AsyncExitStack() as stack:
-                for factory in lifespans:
+                for factory in (*lifespans, mcp.lifespan):
                     await stack.enter_async_context(factory())
                 # What exists now (modules, settings, the apps) lives as long as the process:
                 # out of the collector's sight, full collections stay short instead of showing
@@ -212,7 +215,8 @@ def create_app(
             Route("/livez", health.livez, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/metrics", health.metrics, methods=["GET"]),
-            *routes,
+            *routes,  # before the MCP routes: a caller's own route wins
+            *mcp_routes(mcp),
         ],
         middleware=[Middleware(ErrorGuard)],
         lifespan=lifespan,

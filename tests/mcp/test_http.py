@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from service.app import create_app
 from service.calcom.client import Credentials
 from service.calcom.sandbox import SANDBOX_API_KEY
 from service.embedded_redis import free_port
@@ -214,3 +216,19 @@ async def test_unreachable_calcom_is_a_tool_error(mcp_url: str, store: Connectio
     assert error["tool"] == scenarios.LIST_USERS
     assert "ConnectError" in error["message"]
     scenarios.assert_no_keys(result)
+
+
+async def test_the_web_app_serves_mcp_beside_the_intake(
+    mcp_settings: Settings, pcids: Pcids, tmp_path: Path
+) -> None:
+    """`calhooks serve`'s app answers MCP at /cal-organizations, behind the same token."""
+    settings = mcp_settings.model_copy(update={"data_dir": tmp_path})
+    with serve_app(create_app(settings)) as url:
+        async with scenarios.http_client(url + MCP_PATH) as client:
+            await scenarios.check_tool_list(client)
+            users = await client.call_tool(scenarios.LIST_USERS, {PCID: pcids.acme})
+            assert len(scenarios.data_of(users)) == 3
+        async with httpx.AsyncClient(headers=JSON_ONLY, timeout=30) as http:
+            refused = await http.post(url + MCP_PATH, json=rpc("tools/list"))
+            assert refused.status_code == 401
+            assert (await http.get(url + "/livez")).status_code == 200
