@@ -130,15 +130,28 @@ async def test_a_missing_file_is_not_loaded(tmp_path: Path) -> None:
 async def test_provider_combines_sources_and_drops_expired_secrets(tmp_path: Path) -> None:
     """Valid secrets of every source, deduplicated; expired ones left out."""
     path = tmp_path / "secrets.json"
-    write(path, {"secrets": ["file-new", {"secret": "file-old", "expires": PAST}, "shared"]})
-    settings = Settings(_env_file=None, webhook_secrets="env-new,shared", webhook_secrets_file=path)
+    write(
+        path,
+        {
+            "secrets": [
+                "whsec-test-file-new",
+                {"secret": "whsec-test-file-old", "expires": PAST},
+                "whsec-test-shared",
+            ]
+        },
+    )
+    settings = Settings(
+        _env_file=None,
+        webhook_secrets="whsec-test-env-new,whsec-test-shared",
+        webhook_secrets_file=path,
+    )
     provider = SecretProvider.from_settings(settings)
     await provider.refresh()
     assert provider.ready
-    assert provider.keys() == (b"env-new", b"shared", b"file-new")
+    assert provider.keys() == (b"whsec-test-env-new", b"whsec-test-shared", b"whsec-test-file-new")
     status = provider.status()
     assert status["valid"] == 3
-    assert "file-new" not in json.dumps(status)
+    assert "whsec-test-file-new" not in json.dumps(status)
 
 
 async def test_keys_change_when_a_secret_expires() -> None:
@@ -167,7 +180,7 @@ class CountingSource:
 
     async def refresh(self) -> bool:
         self.refreshes += 1
-        self.values = [WebhookSecret(f"secret-{self.refreshes}")]
+        self.values = [WebhookSecret(f"whsec-test-counting-{self.refreshes}")]
         return True
 
 
@@ -176,11 +189,11 @@ async def test_refresh_if_stale_is_throttled() -> None:
     source = CountingSource()
     provider = SecretProvider([source], min_refresh_interval=3600)
     assert await provider.refresh_if_stale() is True
-    assert provider.keys() == (b"secret-1",)
+    assert provider.keys() == (b"whsec-test-counting-1",)
     assert await provider.refresh_if_stale() is False
     assert source.refreshes == 1
     await provider.refresh()
-    assert provider.keys() == (b"secret-2",)
+    assert provider.keys() == (b"whsec-test-counting-2",)
 
 
 async def test_a_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -193,4 +206,4 @@ async def test_a_failing_source_does_not_stop_the_others(tmp_path: Path) -> None
     good = CountingSource()
     provider = SecretProvider([Broken(), good])
     assert await provider.refresh() is True
-    assert provider.keys() == (b"secret-1",)
+    assert provider.keys() == (b"whsec-test-counting-1",)
