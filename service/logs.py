@@ -27,7 +27,9 @@ _SECRET_KEYS = re.compile(
     r"(api[_-]?key|secret|password|token|authorization|x-cal-secret-key|signature|private[_-]?key)",
     re.IGNORECASE,
 )
-_API_KEY = re.compile(r"\bcal_[A-Za-z0-9_]{6,}")
+# Cal.com API keys (``cal_live_...``, ``cal_test_...``; Cal.com only checks ``cal_``), but not
+# the 37 tool names, which are all ``cal_organizations_...`` and must stay readable in logs.
+_API_KEY = re.compile(r"\bcal_(?!organizations_)[A-Za-z0-9_]{6,}")
 _registered: set[str] = set()
 
 
