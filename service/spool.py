@@ -224,8 +224,9 @@ class Spool:
             data = b"".join(record for record, _ in batch)
             try:
                 await self._run(self._write, data)
-            except OSError as error:
-                reason = f"cannot write spool in {self.directory}: {error.strerror or error}"
+            except Exception as error:  # I/O errors, or a file thread already shut down
+                detail = error.strerror if isinstance(error, OSError) else None
+                reason = f"cannot write spool in {self.directory}: {detail or error}"
                 self.error = reason
                 log.error("spool write failed", reason=reason, records=len(batch))
                 outcome: BaseException | None = SpoolUnavailable(reason)

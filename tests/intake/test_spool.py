@@ -173,3 +173,12 @@ async def test_segments_rotate_at_their_size(tmp_path: Path) -> None:
     collector = Collector()
     assert await spool.replay(collector) == 3
     await spool.aclose()
+
+
+async def test_appends_after_close_are_refused_not_hung(tmp_path: Path) -> None:
+    """A closed spool answers SpoolUnavailable at once rather than leaving the caller waiting."""
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    spool.open()
+    await spool.aclose()
+    with pytest.raises(SpoolUnavailable):
+        await asyncio.wait_for(spool.append(1.0, b"late"), 5)
