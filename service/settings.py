@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -178,6 +178,14 @@ class Settings(BaseSettings):
     )
     worker_health_interval: float = Field(
         10.0, gt=0, description="Seconds between writes of the worker's own health key."
+    )
+
+    # Rules (workers/rules/, `calhooks rules check|test`).
+    rules_file: Path | None = Field(
+        None, description="YAML rules file the workers run; its triggers are the webhook's."
+    )
+    rules_env: dict[str, Any] = Field(
+        {}, description='JSON object laid over the rules file\'s `env:` (`{"flag": true}`).'
     )
 
     # MCP server (service/mcp/: `/cal-organizations`, `calhooks mcp`, `calhooks connections`).

@@ -1,0 +1,593 @@
+"""Load a rules file: YAML to ``Rule``s, every problem collected, the file taken or refused whole.
+
+``parse_rules(text)`` and ``load_rules(path)`` return a ``RuleSet`` or raise ``RulesError``
+listing every problem (file, line, rule, step); they raise nothing else, whatever the
+input. The shape of the file (``README.md`` "Rules" has the full reference)::
+
+    version: 1                      # optional
+    env:                            # constants, as env.<name> in expressions
+      org_domain: acme.example
+    rules:
+      - name: time-off-creates-ooo
+        on: BOOKING_CREATED         # one trigger or a list
+        when: payload.type == "time-off"
+        steps:
+          - id: organizer           # optional; output as steps.organizer
+            tool: cal_organizations_users_controller_get_organizations_users
+            with:
+              emails: ["${{ payload.organizer.email }}"]
+
+Parsing here checks the shape (known keys, types, names, expression syntax); the checks
+against Cal.com's tools and between steps are ``workers.rules.validator``'s.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+from workers.rules import validator
+from workers.rules.expressions import (
+    Expression,
+    ExpressionSyntaxError,
+    TemplateSyntaxError,
+    compile_expression,
+    split_template,
+    whole_expression,
+)
+from workers.rules.model import (
+    LOG_LEVELS,
+    Constant,
+    Dynamic,
+    Interpolated,
+    ListOf,
+    LogLevel,
+    MapOf,
+    Problem,
+    Rule,
+    RulesError,
+    Step,
+    StepKind,
+    Template,
+)
+from workers.rules.ruleset import RuleSet
+from workers.rules.yamlsource import MAX_FILE_BYTES, Node, YamlProblem, decode, parse_yaml
+
+FILE_KEYS = ("version", "env", "rules")
+RULE_KEYS = ("name", "description", "on", "when", "steps")
+STEP_KEYS = (
+    "id",
+    "description",
+    "tool",
+    "log",
+    "let",
+    "with",
+    "when",
+    "for_each",
+    "as",
+    "level",
+    "paginate",
+)
+STEP_KINDS: tuple[StepKind, ...] = ("tool", "log", "let")
+#: Rule names appear in logs, dead letters and the workers' ledger keys.
+RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+#: Step ids, loop variables and env names are CEL identifiers (``steps.<id>``).
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: Words CEL reserves; they cannot be identifiers.
+CEL_RESERVED = frozenset(
+    {
+        "as", "break", "const", "continue", "else", "for", "function", "if", "import", "let",
+        "loop", "package", "namespace", "return", "var", "void", "while", "in", "true",
+        "false", "null",
+    }
+)  # fmt: skip
+DEFAULT_LOOP_VARIABLE = "item"
+
+
+def _kind(node: Node) -> str:
+    if node.is_map:
+        return "a mapping"
+    if node.is_list:
+        return "a list"
+    value = node.value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string"
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+        #: Ids of steps that did not parse, by rule: references to them are not reported.
+        self.unparsed_ids: dict[str, set[str]] = {}
+
+    def problem(
+        self, line: int, message: str, rule: str | None = None, step: str | None = None
+    ) -> None:
+        self.problems.append(Problem(self.source, line, message, rule, step))
+
+    def unknown_keys(
+        self, node: Node, known: tuple[str, ...], rule: str | None = None, step: str | None = None
+    ) -> None:
+        for key in node.value:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                allowed = ", ".join(known)
+                self.problem(
+                    node.key_lines[key], f"unknown key {key!r}{hint}; known: {allowed}", rule, step
+                )
+
+    # --- the file ------------------------------------------------------------------------
+
+    def parse_file(self, root: Node | None) -> tuple[dict[str, Any], list[Rule]]:
+        if root is None:
+            self.problem(0, "the file is empty: it needs a 'rules:' list")
+            return {}, []
+        if not root.is_map:
+            self.problem(root.line, f"the file must be a mapping with 'rules:', not {_kind(root)}")
+            return {}, []
+        self.unknown_keys(root, FILE_KEYS)
+        version = root.value.get("version")
+        if version is not None and version.value != 1:
+            self.problem(version.line, f"unsupported version {version.value!r}; this is version 1")
+        env = self.parse_env(root.value.get("env"))
+        rules_node = root.value.get("rules")
+        if rules_node is None:
+            self.problem(root.line, "missing 'rules:' (a list of rules; [] for none)")
+            return env, []
+        if not rules_node.is_list:
+            self.problem(rules_node.line, f"'rules' must be a list, not {_kind(rules_node)}")
+            return env, []
+        rules = []
+        names: dict[str, int] = {}
+        for index, rule_node in enumerate(rules_node.value, start=1):
+            rule = self.parse_rule(rule_node, index)
+            if rule is None:
+                continue
+            if rule.name in names:
+                self.problem(
+                    rule.line,
+                    f"another rule has this name (line {names[rule.name]}); names must be unique",
+                    rule.name,
+                )
+                continue
+            names[rule.name] = rule.line
+            rules.append(rule)
+        return env, rules
+
+    def parse_env(self, node: Node | None) -> dict[str, Any]:
+        if node is None or node.value is None:
+            return {}
+        if not node.is_map:
+            self.problem(
+                node.line, f"'env' must be a mapping of names to values, not {_kind(node)}"
+            )
+            return {}
+        env = {}
+        for name, value in node.items():
+            line = node.key_lines[name]
+            if not IDENTIFIER.match(name) or name in CEL_RESERVED:
+                self.problem(line, f"env name {name!r} is not an identifier (letters, digits, _)")
+                continue
+            plain = value.plain()
+            if "${{" in json.dumps(plain):
+                self.problem(line, f"env.{name} holds ${{{{ }}}}: env values are constants")
+                continue
+            env[name] = plain
+        return env
+
+    # --- rules ---------------------------------------------------------------------------
+
+    def parse_rule(self, node: Node, index: int) -> Rule | None:
+        """The rule, as much of it as parses (problems are recorded: the file is refused, but
+        what did parse is still validated); ``None`` when it is not even a mapping."""
+        if not node.is_map:
+            self.problem(node.line, f"rule #{index} must be a mapping, not {_kind(node)}")
+            return None
+        name_node = node.value.get("name")
+        name = f"#{index}"
+        if name_node is None:
+            self.problem(node.line, "missing 'name'", name)
+        elif not isinstance(name_node.value, str) or not RULE_NAME.match(name_node.value):
+            self.problem(
+                name_node.line,
+                f"name {name_node.value!r} must be 1-100 letters, digits, '-', '_', '.' or ':'"
+                " starting with a letter or digit",
+                name,
+            )
+        else:
+            name = name_node.value
+        self.unknown_keys(node, RULE_KEYS, name)
+        description = self.text(node.value.get("description"), "description", name)
+        triggers = self.parse_triggers(node, name)
+        when = self.condition(node.value.get("when"), "when", name)
+        steps = self.parse_steps(node.value.get("steps"), node.line, name)
+        return Rule(name, node.line, triggers, tuple(steps), when, description or "")
+
+    def text(self, node: Node | None, key: str, rule: str, step: str | None = None) -> str | None:
+        if node is None:
+            return None
+        if not isinstance(node.value, str):
+            self.problem(node.line, f"'{key}' must be a string, not {_kind(node)}", rule, step)
+            return None
+        return node.value
+
+    def parse_triggers(self, node: Node, rule: str) -> tuple[str, ...]:
+        on = node.value.get("on")
+        if on is None:
+            self.problem(node.line, "missing 'on' (the trigger or triggers it runs for)", rule)
+            return ()
+        items = on.value if on.is_list else [on]
+        if not items:
+            self.problem(on.line, "'on' lists no trigger", rule)
+            return ()
+        triggers: list[str] = []
+        for item in items:
+            if not isinstance(item.value, str):
+                self.problem(item.line, f"a trigger must be a string, not {_kind(item)}", rule)
+                continue
+            message = validator.trigger_problem(item.value)
+            if message is not None:
+                self.problem(item.line, message, rule)
+                continue
+            if item.value not in triggers:
+                triggers.append(item.value)
+        return tuple(triggers)
+
+    # --- expressions and templates -------------------------------------------------------
+
+    def condition(
+        self, node: Node | None, key: str, rule: str, step: str | None = None
+    ) -> Expression | None:
+        """``when`` / ``for_each``: always CEL; a ``${{ }}`` around it is allowed."""
+        if node is None:
+            return None
+        if not isinstance(node.value, str):
+            self.problem(
+                node.line,
+                f"'{key}' must be a CEL expression (a string), not {_kind(node)}",
+                rule,
+                step,
+            )
+            return None
+        source = node.value
+        try:
+            inner = whole_expression(source)
+            if inner is None and "${{" in source:
+                raise TemplateSyntaxError(
+                    f"'{key}' is one CEL expression; write it bare or as one ${{{{ ... }}}}"
+                )
+        except TemplateSyntaxError as error:
+            self.problem(node.line, f"{key}: {error}", rule, step)
+            return None
+        return self.compile(inner if inner is not None else source, node.line, key, rule, step)
+
+    def compile(
+        self, source: str, line: int, key: str, rule: str, step: str | None
+    ) -> Expression | None:
+        try:
+            return compile_expression(source.strip(), line)
+        except ExpressionSyntaxError as error:
+            self.problem(line, f"{key}: CEL syntax error: {error}", rule, step)
+            return None
+
+    def template(self, node: Node, key: str, rule: str, step: str) -> Template | None:
+        if node.is_list:
+            items = [self.template(item, key, rule, step) for item in node.value]
+            if any(item is None for item in items):
+                return None
+            done = [item for item in items if item is not None]
+            if all(isinstance(item, Constant) for item in done):
+                return Constant(
+                    [item.value for item in done if isinstance(item, Constant)], node.line
+                )
+            return ListOf(tuple(done), node.line)
+        if node.is_map:
+            entries = [
+                (name, self.template(value, f"{key}.{name}", rule, step))
+                for name, value in node.items()
+            ]
+            if any(value is None for _, value in entries):
+                return None
+            kept = [(name, value) for name, value in entries if value is not None]
+            if all(isinstance(value, Constant) for _, value in kept):
+                return Constant(
+                    {name: value.value for name, value in kept if isinstance(value, Constant)},
+                    node.line,
+                )
+            return MapOf(tuple(kept), node.line)
+        if not isinstance(node.value, str) or "${{" not in node.value:
+            return Constant(node.value, node.line)
+        try:
+            parts = split_template(node.value)
+            whole = whole_expression(node.value)
+        except TemplateSyntaxError as error:
+            self.problem(node.line, f"{key}: {error}", rule, step)
+            return None
+        if whole is not None:
+            expression = self.compile(whole, node.line, key, rule, step)
+            return None if expression is None else Dynamic(expression, node.line)
+        compiled: list[str | Expression] = []
+        for part in parts:
+            if isinstance(part, str):
+                compiled.append(part)
+                continue
+            expression = self.compile(part[0], node.line, key, rule, step)
+            if expression is None:
+                return None
+            compiled.append(expression)
+        return Interpolated(tuple(compiled), node.line)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def parse_steps(self, node: Node | None, line: int, rule: str) -> list[Step]:
+        """The steps that parse (the others' problems are recorded)."""
+        if node is None:
+            self.problem(line, "missing 'steps' (what the rule does)", rule)
+            return []
+        if not node.is_list or not node.value:
+            self.problem(node.line, "'steps' must be a non-empty list", rule)
+            return []
+        steps = []
+        ids: dict[str, int] = {}
+        for position, step_node in enumerate(node.value, start=1):
+            step = self.parse_step(step_node, position, rule)
+            step_id = step.id if step is not None else self.step_id(step_node)
+            if step_id is not None:
+                if step_id in ids:
+                    label = f"step {step_id!r}"
+                    self.problem(
+                        step_node.line,
+                        f"id {step_id!r} is already step #{ids[step_id]}'s; ids must be unique",
+                        rule,
+                        label,
+                    )
+                    continue
+                ids[step_id] = position
+            if step is None:
+                if step_id is not None:
+                    self.unparsed_ids.setdefault(rule, set()).add(step_id)
+                continue
+            steps.append(step)
+        return steps
+
+    @staticmethod
+    def step_id(node: Node) -> str | None:
+        """The valid ``id`` of a step node, if it has one."""
+        id_node = node.value.get("id") if node.is_map else None
+        if id_node is None or not isinstance(id_node.value, str):
+            return None
+        value = id_node.value
+        return value if IDENTIFIER.match(value) and value not in CEL_RESERVED else None
+
+    def parse_step(self, node: Node, position: int, rule: str) -> Step | None:
+        label = f"step #{position}"
+        if not node.is_map:
+            self.problem(node.line, f"a step must be a mapping, not {_kind(node)}", rule, label)
+            return None
+        fields = node.value
+        step_id: str | None = None
+        ok = True
+        id_node = fields.get("id")
+        if id_node is not None:
+            if not isinstance(id_node.value, str) or not IDENTIFIER.match(id_node.value):
+                self.problem(
+                    id_node.line,
+                    f"id {id_node.value!r} must be an identifier (letters, digits, _): it is"
+                    " used as steps.<id>",
+                    rule,
+                    label,
+                )
+                ok = False
+            elif id_node.value in CEL_RESERVED:
+                self.problem(id_node.line, f"id {id_node.value!r} is a reserved word", rule, label)
+                ok = False
+            else:
+                step_id = id_node.value
+                label = f"step {step_id!r}"
+        self.unknown_keys(node, STEP_KEYS, rule, label)
+        self.text(fields.get("description"), "description", rule, label)
+        kinds = [kind for kind in STEP_KINDS if kind in fields]
+        if len(kinds) != 1:
+            found = " and ".join(repr(k) for k in kinds) if kinds else "none"
+            self.problem(
+                node.line,
+                f"a step has exactly one of 'tool', 'log' or 'let' (found {found})",
+                rule,
+                label,
+            )
+            return None
+        kind = kinds[0]
+        when = self.condition(fields.get("when"), "when", rule, label)
+        if fields.get("when") is not None and when is None:
+            ok = False
+        for_each, loop_variable = self.parse_loop(fields, rule, label)
+        if fields.get("for_each") is not None and for_each is None:
+            ok = False
+        tool: str | None = None
+        message: Template | None = None
+        values: dict[str, Template] = {}
+        level: LogLevel = "info"
+        paginate = False
+        if kind == "tool":
+            tool = self.text(fields["tool"], "tool", rule, label)
+            ok = ok and tool is not None
+            values, fine = self.values(fields.get("with"), "with", rule, label)
+            ok = ok and fine
+            paginate, fine = self.flag(fields.get("paginate"), "paginate", rule, label)
+            ok = ok and fine
+        elif kind == "log":
+            log_node = fields["log"]
+            if not isinstance(log_node.value, str) or not log_node.value.strip():
+                self.problem(log_node.line, "'log' must be a non-empty message", rule, label)
+                ok = False
+            else:
+                message = self.template(log_node, "log", rule, label)
+                ok = ok and message is not None
+            values, fine = self.values(fields.get("with"), "with", rule, label)
+            ok = ok and fine
+            level_node = fields.get("level")
+            if level_node is not None:
+                if level_node.value not in LOG_LEVELS:
+                    self.problem(
+                        level_node.line,
+                        f"level {level_node.value!r} is not one of {', '.join(LOG_LEVELS)}",
+                        rule,
+                        label,
+                    )
+                    ok = False
+                else:
+                    level = level_node.value
+        else:
+            values, fine = self.values(fields["let"], "let", rule, label, required=True)
+            ok = ok and fine
+        for key, allowed in (
+            ("with", ("tool", "log")),
+            ("level", ("log",)),
+            ("paginate", ("tool",)),
+        ):
+            if key in fields and kind not in allowed:
+                self.problem(
+                    fields[key].line, f"'{key}' does not apply to a {kind} step", rule, label
+                )
+                ok = False
+        if not ok:
+            return None
+        return Step(
+            position=position,
+            line=node.line,
+            kind=kind,
+            id=step_id,
+            tool=tool,
+            values=values,
+            message=message,
+            level=level,
+            when=when,
+            for_each=for_each,
+            loop_variable=loop_variable,
+            paginate=paginate,
+        )
+
+    def parse_loop(
+        self, fields: dict[str, Node], rule: str, label: str
+    ) -> tuple[Expression | None, str | None]:
+        as_node = fields.get("as")
+        if "for_each" not in fields:
+            if as_node is not None:
+                self.problem(
+                    as_node.line, "'as' names the loop variable of 'for_each'", rule, label
+                )
+            return None, None
+        for_each = self.condition(fields["for_each"], "for_each", rule, label)
+        variable = DEFAULT_LOOP_VARIABLE
+        if as_node is not None:
+            value = as_node.value
+            if not isinstance(value, str) or not IDENTIFIER.match(value) or value in CEL_RESERVED:
+                self.problem(
+                    as_node.line, f"'as' must be an identifier, not {value!r}", rule, label
+                )
+                return None, None
+            if value in validator.RESERVED_NAMES:
+                self.problem(
+                    as_node.line, f"'as: {value}' would hide the {value!r} variable", rule, label
+                )
+                return None, None
+            variable = value
+        return for_each, variable
+
+    def flag(self, node: Node | None, key: str, rule: str, label: str) -> tuple[bool, bool]:
+        if node is None:
+            return False, True
+        if not isinstance(node.value, bool):
+            self.problem(
+                node.line, f"'{key}' must be true or false, not {_kind(node)}", rule, label
+            )
+            return False, False
+        return node.value, True
+
+    def values(
+        self, node: Node | None, key: str, rule: str, label: str, *, required: bool = False
+    ) -> tuple[dict[str, Template], bool]:
+        if node is None or (node.value is None and not required):
+            return {}, True
+        if not node.is_map or (required and not node.value):
+            self.problem(node.line, f"'{key}' must be a mapping of names to values", rule, label)
+            return {}, False
+        values: dict[str, Template] = {}
+        ok = True
+        for name, value in node.items():
+            if key == "let" and (not IDENTIFIER.match(name) or name in CEL_RESERVED):
+                self.problem(
+                    node.key_lines[name], f"let name {name!r} is not an identifier", rule, label
+                )
+                ok = False
+                continue
+            template = self.template(value, f"{key}.{name}", rule, label)
+            if template is None:
+                ok = False
+                continue
+            values[name] = template
+        return values, ok
+
+
+def parse_rules(
+    data: bytes | str, *, source: str = "<rules>", env: Mapping[str, Any] | None = None
+) -> RuleSet:
+    """The rules in ``data``; ``RulesError`` listing every problem when any is found.
+
+    ``env`` (from the settings) is laid over the file's ``env:`` mapping.
+    """
+    parser = _Parser(source)
+    try:
+        root = parse_yaml(decode(data))
+    except YamlProblem as problem:
+        raise RulesError([Problem(source, problem.line, problem.message)]) from None
+    file_env, rules = parser.parse_file(root)
+    merged_env = {**file_env, **(env or {})}
+    validator.validate(rules, merged_env, parser.problem, parser.unparsed_ids)
+    if parser.problems:
+        raise RulesError(parser.problems)
+    return RuleSet(tuple(rules), merged_env, source)
+
+
+def load_rules(path: str | Path, *, env: Mapping[str, Any] | None = None) -> RuleSet:
+    """The rules in the file at ``path``; ``RulesError`` when unreadable or invalid."""
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            # One byte past the limit, so an oversized file is reported, not silently cut.
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RulesError([Problem(source, 0, f"cannot read the rules file: {reason}")]) from None
+    return parse_rules(data, source=source, env=env)
+
+
+def rules_env(settings: Settings) -> dict[str, Any]:
+    """The ``env`` the settings lay over a rules file's own ``env:``.
+
+    ``CALHOOKS_RULES_ENV`` (a JSON object) overrides the file's names; ``CALHOOKS_ORG_ID``,
+    when set, is ``env.org_id``.
+    """
+    env = dict(settings.rules_env)
+    if settings.org_id is not None:
+        env["org_id"] = settings.org_id
+    return env
+
+
+def load_rules_from_settings(settings: Settings) -> RuleSet | None:
+    """The rules in ``CALHOOKS_RULES_FILE`` (``None`` when unset); ``RulesError`` if bad."""
+    if settings.rules_file is None:
+        return None
+    return load_rules(settings.rules_file, env=rules_env(settings))

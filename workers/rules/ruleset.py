@@ -1,0 +1,112 @@
+"""``RuleSet``: a loaded, valid rules file - which rules an event matches, and running them.
+
+The workers hold one ``RuleSet`` at a time (a file that fails to load leaves the previous
+one in force); webhook sync subscribes to ``RuleSet.triggers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from workers.rules.expressions import EvaluationError, compact, evaluate, to_text
+from workers.rules.model import Rule
+from workers.rules.runner import (
+    EventContext,
+    EventLike,
+    Invoke,
+    Log,
+    RuleResult,
+    logger,
+    run_rule,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Whether one rule matches an event, and if not, why."""
+
+    rule: Rule
+    matched: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class RuleSet:
+    """The rules of one file, in file order, with the ``env`` their expressions see."""
+
+    rules: tuple[Rule, ...] = ()
+    env: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "<rules>"
+
+    @cached_property
+    def triggers(self) -> frozenset[str]:
+        """Every trigger some rule runs on: what the org webhook must subscribe to."""
+        return frozenset(trigger for rule in self.rules for trigger in rule.triggers)
+
+    @cached_property
+    def _by_name(self) -> dict[str, Rule]:
+        return {rule.name: rule for rule in self.rules}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def named(self, name: str) -> Rule | None:
+        return self._by_name.get(name)
+
+    def context(self, event: EventLike) -> EventContext:
+        return EventContext.of(event, self.env)
+
+    def evaluate(self, event: EventLike, *, log: Log | None = None) -> list[Match]:
+        """Every rule with whether it matches ``event`` and, when it does not, the reason.
+
+        A rule matches when it runs on the event's trigger and its ``when`` is true. A
+        ``when`` that cannot be evaluated (a field this delivery lacks, a null where a map
+        was expected ...) does not match; the reason is logged, nothing is raised.
+        """
+        log = (log or logger).bind(event_id=event.id, trigger=event.trigger)
+        context = None
+        matches = []
+        for rule in self.rules:
+            if event.trigger not in rule.triggers:
+                matches.append(Match(rule, False, f"runs on {', '.join(rule.triggers)}"))
+                continue
+            if rule.when is None:
+                matches.append(Match(rule, True))
+                continue
+            try:
+                context = context or self.context(event).cel_context()
+                value = evaluate(rule.when, context)
+            except EvaluationError as error:
+                matches.append(Match(rule, False, f"when: {error.reason}"))
+            else:
+                if value is True:
+                    matches.append(Match(rule, True))
+                elif value is False:
+                    reason = f"when is false: {compact(rule.when.source)}"
+                    matches.append(Match(rule, False, reason))
+                else:
+                    reason = f"when gave {compact(to_text(value))!r}, not true or false"
+                    matches.append(Match(rule, False, reason))
+        for match in matches:
+            if match.matched:
+                log.info("rule.matched", rule=match.rule.name)
+            elif event.trigger in match.rule.triggers:
+                log.info("rule.not_matched", rule=match.rule.name, reason=match.reason)
+        return matches
+
+    def matching(self, event: EventLike, *, log: Log | None = None) -> list[Rule]:
+        """The rules ``event`` matches, in file order."""
+        return [match.rule for match in self.evaluate(event, log=log) if match.matched]
+
+    async def run(
+        self, rule: Rule, event: EventLike, invoke: Invoke, *, log: Log | None = None
+    ) -> RuleResult:
+        """Run ``rule`` for ``event`` (see ``run_rule``); ``RuleFailed`` when a step fails."""
+        bound = (log or logger).bind(event_id=event.id, trigger=event.trigger)
+        return await run_rule(rule, self.context(event), invoke, log=bound)
