@@ -18,6 +18,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CALHOOKS_"
+#: A deployment name as it marks webhook URLs (service/subscriptions/ownership.py).
+WEBHOOK_DEPLOYMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
 
 class Settings(BaseSettings):
@@ -196,6 +198,26 @@ class Settings(BaseSettings):
     mcp_tokens: SecretStr | None = Field(
         None,
         description="More tokens as `tenant:token,...`; each sees only its tenant's connections.",
+    )
+
+    # Webhook subscriptions (service/subscriptions/, `calhooks webhooks ...`).
+    public_url: str | None = Field(
+        None,
+        description="Public base URL Cal.com delivers to (`https://hooks.example.com`).",
+    )
+    webhook_deployment: str = Field(
+        "default",
+        pattern=WEBHOOK_DEPLOYMENT_PATTERN,
+        description="Name marking this deployment's webhooks (`?calhooks=NAME` in their URL).",
+    )
+    webhook_extra_triggers: str | None = Field(
+        None, description="Triggers to subscribe to besides the rules' ones, comma-separated."
+    )
+    webhook_rotation_grace: float = Field(
+        3600.0, ge=0, description="Seconds an old secret stays valid after `webhooks rotate`."
+    )
+    webhooks_auto_apply: bool = Field(
+        False, description="Apply the webhook plan (never pruning) when `calhooks serve` starts."
     )
 
     @field_validator("data_dir")

@@ -1,0 +1,35 @@
+"""Webhook subscriptions: the Cal.com webhook calhooks registers for itself, and its secrets.
+
+* ``ownership`` - how calhooks' own webhooks are recognised (a mark in the subscriber URL);
+* ``desired`` - what calhooks wants: one webhook per deployment, from settings and rules;
+* ``remote`` - the organization's webhooks as Cal.com reports them;
+* ``plan`` - desired vs actual, as a list of actions (pure);
+* ``apply`` - carrying a plan out through ``CalcomClient``, under a Redis lock (``lock``);
+* ``secret_store`` - generated secrets in Redis, encrypted, with expiries;
+* ``secret_source`` - the store as one of the intake's secret sources;
+* ``propagation`` - waiting until every intake replica has loaded a new secret;
+* ``rotate`` - a new secret with no delivery rejected;
+* ``ping`` - a test delivery and whether the intake verified it;
+* ``report`` - plans and outcomes as text and JSON;
+* ``startup`` - what ``calhooks serve`` takes: the secret source, auto-apply.
+"""
+
+from service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
+from service.subscriptions.desired import DesiredWebhook, desired_factory
+from service.subscriptions.plan import Plan, plan_webhooks
+from service.subscriptions.rotate import RotationResult, rotate_secret
+from service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
+
+__all__ = [
+    "ApplyResult",
+    "DesiredWebhook",
+    "Plan",
+    "RotationResult",
+    "StoredSecret",
+    "WebhookSecretStore",
+    "apply_webhooks",
+    "desired_factory",
+    "plan_current",
+    "plan_webhooks",
+    "rotate_secret",
+]

@@ -1,0 +1,96 @@
+"""What calhooks wants in the organization: one webhook for this deployment.
+
+* subscriber URL: ``CALHOOKS_PUBLIC_URL`` + the intake path (``CALHOOKS_WEBHOOK_PATH``),
+  marked with the deployment name (see ``ownership``);
+* active;
+* triggers: the union of the triggers the loaded rules use and
+  ``CALHOOKS_WEBHOOK_EXTRA_TRIGGERS``, each one Cal.com accepts (``WEBHOOK_TRIGGERS``);
+* the default payload (no ``payloadTemplate``): the intake parses Cal.com's own envelope;
+* calhooks' current secret from the secret store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from service.calcom.overlay import WEBHOOK_TRIGGERS
+from service.settings import Settings
+from service.subscriptions.ownership import OwnershipError, subscriber_url
+from service.subscriptions.secret_store import StoredSecret
+
+
+class DesiredStateError(ValueError):
+    """The desired webhook cannot be worked out from the settings and rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredWebhook:
+    """The one webhook this deployment should have; ``secret`` is ``None`` until one exists."""
+
+    subscriber_url: str
+    deployment: str
+    triggers: tuple[str, ...]
+    secret: StoredSecret | None = None
+
+
+#: Builds the desired webhook around a secret (``None``: none stored yet).
+DesiredFactory = Callable[[StoredSecret | None], DesiredWebhook]
+
+
+def parse_triggers(text: str) -> tuple[str, ...]:
+    """Comma- or space-separated trigger names, upper-cased."""
+    return tuple(part.upper() for part in text.replace(",", " ").split())
+
+
+def normalize_triggers(triggers: Iterable[str]) -> tuple[str, ...]:
+    """Unique triggers in Cal.com's order; an unknown name is an error naming the valid ones."""
+    wanted = set(triggers)
+    unknown = sorted(wanted - set(WEBHOOK_TRIGGERS))
+    if unknown:
+        raise DesiredStateError(
+            f"not webhook triggers Cal.com accepts: {', '.join(unknown)}"
+            f" (valid: {', '.join(WEBHOOK_TRIGGERS)})"
+        )
+    return tuple(t for t in WEBHOOK_TRIGGERS if t in wanted)
+
+
+def desired_webhook(
+    settings: Settings,
+    rule_triggers: Iterable[str],
+    secret: StoredSecret | None,
+) -> DesiredWebhook:
+    """The desired webhook from the settings, the rules' triggers and the current secret."""
+    if not settings.public_url:
+        raise DesiredStateError(
+            "CALHOOKS_PUBLIC_URL is not set: the public base URL Cal.com delivers to"
+            " (e.g. https://hooks.example.com)"
+        )
+    try:
+        url = subscriber_url(
+            settings.public_url, settings.webhook_path, settings.webhook_deployment
+        )
+    except OwnershipError as exc:
+        raise DesiredStateError(str(exc)) from exc
+    extra = parse_triggers(settings.webhook_extra_triggers or "")
+    triggers = normalize_triggers([*rule_triggers, *extra])
+    if not triggers:
+        raise DesiredStateError(
+            "no triggers to subscribe to: the rules use none and"
+            " CALHOOKS_WEBHOOK_EXTRA_TRIGGERS is empty"
+        )
+    return DesiredWebhook(url, settings.webhook_deployment, triggers, secret)
+
+
+def desired_factory(settings: Settings, rule_triggers: Iterable[str]) -> DesiredFactory:
+    """A ``DesiredFactory`` for ``settings`` and the rules' triggers.
+
+    Raises ``DesiredStateError`` at once when they cannot make a webhook.
+    """
+    triggers = tuple(rule_triggers)
+    desired_webhook(settings, triggers, None)  # fail now, not halfway through a command
+
+    def build(secret: StoredSecret | None) -> DesiredWebhook:
+        return desired_webhook(settings, triggers, secret)
+
+    return build

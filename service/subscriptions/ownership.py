@@ -1,0 +1,84 @@
+"""How calhooks tells its own webhooks from everyone else's in a Cal.com organization.
+
+Cal.com webhooks carry no name, label or metadata (FACTS §4.8): ``id``, ``subscriberUrl``,
+``active``, ``triggers``, ``payloadTemplate``, ``secret`` are all there is. So the mark goes
+where Cal.com keeps it verbatim and delivers to unchanged: the subscriber URL's query string.
+Every webhook calhooks creates points at ::
+
+    <CALHOOKS_PUBLIC_URL><intake path>?calhooks=<CALHOOKS_WEBHOOK_DEPLOYMENT>
+
+* a webhook is **own** when its URL carries ``calhooks=<this deployment's name>``, whatever
+  its host or path: after a change of public URL the old webhook is still recognised, and
+  ``apply --prune`` can remove it;
+* every other webhook is **foreign** and is never changed or deleted, even one pointing at
+  this intake without the mark (made by hand, signed with an operator's own secret);
+* two deployments (staging, production) sharing one organization keep apart by their names.
+
+The intake ignores the query string, so the mark costs nothing at delivery time.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from service.settings import WEBHOOK_DEPLOYMENT_PATTERN
+
+MARK = "calhooks"
+_DEPLOYMENT = re.compile(WEBHOOK_DEPLOYMENT_PATTERN)
+
+
+class OwnershipError(ValueError):
+    """A public URL, intake path or deployment name cannot make a subscriber URL."""
+
+
+def check_deployment(name: str) -> str:
+    """``name`` if it can mark a webhook (letters, digits, ``.``, ``_``, ``-``; ≤ 63 chars)."""
+    if not _DEPLOYMENT.match(name):
+        raise OwnershipError(
+            f"deployment name {name!r} must be 1-63 letters, digits, '.', '_' or '-'"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def subscriber_url(public_url: str, intake_path: str, deployment: str) -> str:
+    """The URL this deployment's webhook delivers to, carrying its ownership mark."""
+    parts = urlsplit(public_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise OwnershipError(
+            f"public URL must be http(s)://host[:port][/prefix], got {public_url!r}"
+        )
+    if parts.query or parts.fragment:
+        raise OwnershipError(f"public URL must have no query or fragment, got {public_url!r}")
+    path = parts.path.rstrip("/") + "/" + intake_path.strip("/")
+    query = urlencode({MARK: check_deployment(deployment)})
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+def owner_of(url: str) -> str | None:
+    """The deployment name marked in ``url``, or ``None`` when it has no calhooks mark."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return None
+    names = [value for key, value in parse_qsl(query, keep_blank_values=True) if key == MARK]
+    return names[0] if len(names) == 1 else None
+
+
+def is_own(url: str, deployment: str) -> bool:
+    """Whether the webhook delivering to ``url`` belongs to ``deployment``."""
+    return owner_of(url) == deployment
+
+
+def same_endpoint(url: str, other: str) -> bool:
+    """Whether two URLs reach the same endpoint (scheme, host, port, path; query ignored)."""
+    try:
+        a, b = urlsplit(url), urlsplit(other)
+    except ValueError:
+        return False
+    return (a.scheme.lower(), a.netloc.lower(), a.path.rstrip("/") or "/") == (
+        b.scheme.lower(),
+        b.netloc.lower(),
+        b.path.rstrip("/") or "/",
+    )
