@@ -39,6 +39,7 @@ from service.queue import EventQueue
 from service.redispipe import RedisAddress, RedisPipe
 from service.settings import Settings, get_settings
 from service.spool import Spool
+from service.subscriptions.startup import intake_extension
 from service.webhook_secrets import SecretProvider, SecretSource
 
 log = structlog.get_logger("calhooks.web")
@@ -164,10 +165,12 @@ def create_app(
 ) -> Starlette:
     """The web app; ``routes``/``lifespans`` mount more apps (see the module docstring)."""
     settings = settings or get_settings()
+    # Webhook secrets kept in Redis by `calhooks webhooks`, and CALHOOKS_WEBHOOKS_AUTO_APPLY.
+    subscriptions = intake_extension(settings, redis_url=redis_url)
     intake = build_intake(
         settings,
         redis_url=redis_url,
-        secret_sources=secret_sources,
+        secret_sources=[*secret_sources, *subscriptions.sources],
         drain_interval=drain_interval,
     )
     health = Health(queue=intake.queue, secrets=intake.secrets, acceptor=intake.acceptor)
@@ -191,7 +194,7 @@ def create_app(
         )
         try:
             async with contextlib.AsyncExitStack() as stack:
-                for factory in (*lifespans, mcp.lifespan):
+                for factory in (*lifespans, subscriptions.lifespan, mcp.lifespan):
                     await stack.enter_async_context(factory())
                 # What exists now (modules, settings, the apps) lives as long as the process:
                 # out of the collector's sight, full collections stay short instead of showing

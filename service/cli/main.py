@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import connections, dlq, events, mcp, sandbox, serve, tools
+from service.cli import connections, dlq, events, mcp, sandbox, serve, tools, webhooks
 from service.secretbox import generate_key
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.add_typer(mcp.app, name="mcp")
 app.add_typer(connections.app, name="connections")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 @app.command()

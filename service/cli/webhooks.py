@@ -1,0 +1,273 @@
+"""``calhooks webhooks``: the organization webhook calhooks registers for itself.
+
+``plan`` shows what ``apply`` would change (``--exit-code``: exit 2 when something would);
+``apply`` makes it so (``--prune`` also deletes this deployment's stale webhooks);
+``rotate`` replaces the signing secret with no delivery rejected; ``test`` has a PING
+delivered and says whether the intake verified it; ``secrets`` lists the stored secrets.
+No command prints a secret unless given ``--show-secret``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TextIO, TypeVar, cast
+
+import httpx
+import typer
+from redis.exceptions import RedisError
+
+from service.calcom.client import CalcomClient
+from service.calcom.errors import ToolError
+from service.cli.output import fail, print_json
+from service.logs import configure_logging
+from service.redisconn import create_redis
+from service.settings import Settings, get_settings
+from service.subscriptions import ping, report
+from service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
+from service.subscriptions.desired import DesiredFactory, DesiredStateError, desired_factory
+from service.subscriptions.lock import LockBusyError
+from service.subscriptions.plan import Plan, plan_webhooks
+from service.subscriptions.propagation import PropagationError
+from service.subscriptions.remote import list_webhooks
+from service.subscriptions.rotate import RotationError, RotationResult, rotate_secret
+from service.subscriptions.rule_triggers import load_rule_triggers
+from service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
+
+app = typer.Typer(
+    help="The Cal.com webhook calhooks registers for itself: plan, apply, rotate, test.",
+    no_args_is_help=True,
+)
+
+T = TypeVar("T")
+
+Operation = Callable[[Settings, WebhookSecretStore, CalcomClient], Awaitable[T]]
+
+ShowSecret = Annotated[
+    bool, typer.Option("--show-secret", help="Print calhooks' webhook secret (it is hidden).")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Prune = Annotated[
+    bool, typer.Option("--prune", help="Also delete this deployment's stale webhooks.")
+]
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+def _run(operation: Operation[T]) -> T:
+    """Run ``operation`` with the settings, the secret store and a Cal.com client."""
+    settings = get_settings()
+    # Warnings (retries, an expired lock) on stderr; stdout carries only the command's output.
+    configure_logging(
+        "warning",
+        settings.log_format,
+        stream=cast(TextIO, _Stderr()),
+        secrets=[
+            settings.api_key.get_secret_value() if settings.api_key else None,
+            settings.client_secret.get_secret_value() if settings.client_secret else None,
+        ],
+    )
+
+    async def main() -> T:
+        redis = create_redis(settings)
+        try:
+            store = WebhookSecretStore.from_settings(settings, redis)
+            async with CalcomClient.from_settings(settings) as cal:
+                return await operation(settings, store, cal)
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(main())
+    except (
+        DesiredStateError,
+        SecretStoreError,
+        LockBusyError,
+        PropagationError,
+        RotationError,
+        ping.PingError,
+        ToolError,
+    ) as exc:
+        fail(str(exc))
+    except (RedisError, OSError) as exc:
+        fail(f"cannot reach Redis: {exc}")
+
+
+def _desired(settings: Settings) -> DesiredFactory:
+    try:
+        return desired_factory(settings, load_rule_triggers(settings))
+    except DesiredStateError as exc:
+        fail(str(exc))
+
+
+def _echo(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command("plan")
+def plan_command(
+    prune: Prune = False,
+    as_json: AsJson = False,
+    show_secret: ShowSecret = False,
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 2 when apply would change something.")
+    ] = False,
+) -> None:
+    """Show what `apply` would change in the organization's webhooks (changes nothing)."""
+
+    async def operation(settings: Settings, store: WebhookSecretStore, cal: CalcomClient) -> Plan:
+        return await plan_current(cal, store, _desired(settings), prune=prune)
+
+    plan = _run(operation)
+    if as_json:
+        print_json(report.plan_dict(plan, show_secret=show_secret))
+    else:
+        _echo(report.plan_lines(plan, show_secret=show_secret))
+    if exit_code and plan.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command("apply")
+def apply_command(
+    prune: Prune = False, as_json: AsJson = False, show_secret: ShowSecret = False
+) -> None:
+    """Create, update or re-activate calhooks' webhook (and generate its secret) as planned."""
+
+    async def operation(
+        settings: Settings, store: WebhookSecretStore, cal: CalcomClient
+    ) -> ApplyResult:
+        return await apply_webhooks(
+            cal,
+            store,
+            _desired(settings),
+            prune=prune,
+            refresh_interval=settings.webhook_secrets_refresh,
+        )
+
+    result = _run(operation)
+    if as_json:
+        print_json(report.apply_dict(result, show_secret=show_secret))
+    else:
+        _echo(report.apply_lines(result, show_secret=show_secret))
+
+
+@app.command("rotate")
+def rotate_command(
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Seconds the old secret stays valid (default: CALHOOKS_WEBHOOK_ROTATION_GRACE).",
+        ),
+    ] = None,
+    as_json: AsJson = False,
+    show_secret: ShowSecret = False,
+) -> None:
+    """Give the webhook a new secret; deliveries signed with the old one verify meanwhile."""
+
+    async def operation(
+        settings: Settings, store: WebhookSecretStore, cal: CalcomClient
+    ) -> RotationResult:
+        return await rotate_secret(
+            cal,
+            store,
+            _desired(settings),
+            grace=settings.webhook_rotation_grace if grace is None else grace,
+            refresh_interval=settings.webhook_secrets_refresh,
+        )
+
+    result = _run(operation)
+    if as_json:
+        print_json(report.rotation_dict(result, show_secret=show_secret))
+    else:
+        _echo(report.rotation_lines(result, show_secret=show_secret))
+
+
+@app.command("test")
+def ping_command(
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            help="Send calhooks' own signed PING even when CALHOOKS_API_URL is the sandbox.",
+        ),
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Have a PING delivered to the intake and say whether it verified the signature.
+
+    Against the sandbox Cal.com the sandbox sends it; Cal.com has no API for test
+    deliveries, so otherwise calhooks sends one signed with its current secret.
+    """
+
+    async def operation(
+        settings: Settings, store: WebhookSecretStore, cal: CalcomClient
+    ) -> ping.PingOutcome:
+        snapshot = await store.snapshot()
+        desired = _desired(settings)(snapshot.current)
+        webhook = plan_webhooks(desired, await list_webhooks(cal)).kept
+        async with httpx.AsyncClient(timeout=settings.api_timeout) as http:
+            if not direct and await ping.is_sandbox(http, settings.api_url):
+                if webhook is None:
+                    raise ping.PingError(
+                        f"no webhook delivers to {desired.subscriber_url}: run"
+                        " `calhooks webhooks apply` first"
+                    )
+                return await ping.sandbox_ping(http, settings.api_url, webhook.id)
+            if snapshot.current is None:
+                raise ping.PingError("no webhook secret yet: run `calhooks webhooks apply` first")
+            return await ping.direct_ping(
+                http,
+                desired.subscriber_url,
+                snapshot.current,
+                webhook_id=webhook.id if webhook else None,
+            )
+
+    outcome = _run(operation)
+    if as_json:
+        print_json(outcome.to_dict())
+    else:
+        how = (
+            "the sandbox pinged webhook"
+            if outcome.route == "sandbox"
+            else "calhooks sent a PING signed with its current secret (Cal.com has no test API)"
+        )
+        _echo([f"{how} -> {outcome.url}", outcome.verdict()])
+    if not outcome.verified:
+        raise typer.Exit(1)
+
+
+@app.command("secrets")
+def secrets_command(as_json: AsJson = False, show_secret: ShowSecret = False) -> None:
+    """List the webhook secrets kept in Redis: current, valid until when (no values)."""
+
+    async def operation(
+        settings: Settings, store: WebhookSecretStore, cal: CalcomClient
+    ) -> list[dict[str, Any]]:
+        return report.secrets_rows(await store.snapshot(), time.time(), show_secret=show_secret)
+
+    rows = _run(operation)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no webhook secrets yet (`calhooks webhooks apply` generates one)")
+    for row in rows:
+        state = "current" if row["current"] else ("valid" if row["valid"] else "expired")
+        until = f" until {row['expires']}" if row["expires"] else ""
+        value = f" {row['secret']}" if show_secret else ""
+        typer.echo(f"{row['id']}  {state}{until}  created {row['created']}{value}")

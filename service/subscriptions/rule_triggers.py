@@ -1,0 +1,22 @@
+"""The triggers the loaded rules react to: what the webhook must subscribe to."""
+
+from __future__ import annotations
+
+from service.settings import Settings
+from service.subscriptions.desired import DesiredStateError
+
+
+def load_rule_triggers(settings: Settings) -> tuple[str, ...]:
+    """The triggers the rules in ``CALHOOKS_RULES_FILE`` use (none without a rules file).
+
+    A rules file that cannot be loaded is a ``DesiredStateError`` listing its problems:
+    subscribing without knowing what the rules need could drop events they wait for.
+    """
+    # Imported here: the intake process needs the rules engine only to auto-apply.
+    from workers.rules import RulesError, load_rules_from_settings
+
+    try:
+        rules = load_rules_from_settings(settings)
+    except RulesError as exc:
+        raise DesiredStateError(f"CALHOOKS_RULES_FILE {settings.rules_file}: {exc}") from exc
+    return () if rules is None else tuple(sorted(rules.triggers))

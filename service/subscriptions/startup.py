@@ -1,0 +1,124 @@
+"""What the intake process (``calhooks serve``) takes from webhook subscriptions.
+
+``intake_extension(settings)`` gives the intake app
+
+* the stored-secrets source, so deliveries signed with the secrets ``calhooks webhooks``
+  keeps in Redis verify, next to ``CALHOOKS_WEBHOOK_SECRETS``/``_FILE`` (only when
+  ``CALHOOKS_ENCRYPTION_KEY`` is set: without it those secrets cannot be read);
+* a lifespan that, with ``CALHOOKS_WEBHOOKS_AUTO_APPLY``, applies the webhook plan in the
+  background once the app has started - never pruning, never delaying start-up or failing
+  it. Every replica does it; the webhooks lock makes one of them change things and the
+  others find nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import structlog
+
+from service.calcom.client import CalcomClient
+from service.calcom.errors import ToolError
+from service.redisconn import create_redis
+from service.settings import Settings
+from service.subscriptions.apply import ApplyResult, apply_webhooks
+from service.subscriptions.desired import DesiredStateError, desired_factory
+from service.subscriptions.lock import LockBusyError
+from service.subscriptions.propagation import PropagationError
+from service.subscriptions.report import apply_lines
+from service.subscriptions.rule_triggers import load_rule_triggers
+from service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
+from service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
+
+logger = structlog.get_logger(__name__)
+
+#: Waits between start-up apply attempts after a failure Cal.com or Redis may recover from.
+AUTO_APPLY_RETRY_DELAYS = (10.0, 60.0, 300.0)
+#: A replica waits this long for another that holds the webhooks lock.
+AUTO_APPLY_LOCK_WAIT = 120.0
+
+
+async def auto_apply(
+    settings: Settings,
+    redis: aioredis.Redis,
+    *,
+    retry_delays: Sequence[float] = AUTO_APPLY_RETRY_DELAYS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ApplyResult | None:
+    """Apply the webhook plan (no prune), retrying passing failures; never raises."""
+    log = logger.bind(deployment=settings.webhook_deployment)
+    try:
+        store = WebhookSecretStore.from_settings(settings, redis)
+        desired_for = desired_factory(settings, load_rule_triggers(settings))
+    except (SecretStoreError, DesiredStateError) as exc:
+        log.error("webhooks auto-apply impossible", reason=str(exc))
+        return None
+    for attempt, delay in enumerate([0.0, *retry_delays]):
+        if delay:
+            await sleep(delay)
+        try:
+            async with CalcomClient.from_settings(settings) as cal:
+                result = await apply_webhooks(
+                    cal,
+                    store,
+                    desired_for,
+                    refresh_interval=settings.webhook_secrets_refresh,
+                    lock_wait=AUTO_APPLY_LOCK_WAIT,
+                )
+        except (
+            ToolError,
+            LockBusyError,
+            PropagationError,
+            SecretStoreError,
+            aioredis.RedisError,
+            OSError,
+        ) as exc:
+            log.warning("webhooks auto-apply failed", attempt=attempt + 1, reason=str(exc))
+            continue
+        for line in apply_lines(result):
+            log.info("webhooks auto-apply", change=line)
+        return result
+    log.error("webhooks auto-apply gave up", attempts=len(retry_delays) + 1)
+    return None
+
+
+@dataclass
+class IntakeExtension:
+    """Secret sources and a lifespan for the intake app."""
+
+    sources: list[StoredSecretsSource] = field(default_factory=list)
+    redis: aioredis.Redis | None = None
+    settings: Settings | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        task: asyncio.Task[ApplyResult | None] | None = None
+        settings, redis = self.settings, self.redis
+        if settings is not None and redis is not None and settings.webhooks_auto_apply:
+            task = asyncio.create_task(auto_apply(settings, redis))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            if self.redis is not None:
+                await self.redis.aclose()
+
+
+def intake_extension(settings: Settings, *, redis_url: str | None = None) -> IntakeExtension:
+    """The stored-secrets source and auto-apply lifespan for an intake with ``settings``."""
+    if settings.encryption_key is None:
+        if settings.webhooks_auto_apply:
+            logger.error(
+                "webhooks auto-apply impossible",
+                reason="CALHOOKS_ENCRYPTION_KEY is not set (make one with: calhooks keygen)",
+            )
+        return IntakeExtension()
+    redis = create_redis(settings, url=redis_url)
+    source = stored_secrets_source(settings, redis)
+    return IntakeExtension([source] if source else [], redis, settings)
