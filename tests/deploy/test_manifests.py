@@ -18,6 +18,7 @@ from tests.deploy.kustomize import (
     container,
     find,
     image_entrypoint,
+    image_env,
     invocation,
     of_kind,
     pod_spec,
@@ -218,6 +219,18 @@ def test_web_grace_period_covers_prestop_and_draining(overlay: str) -> None:
     )
     sleep = container(workload, "web")["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod_spec(workload)["terminationGracePeriodSeconds"] >= sleep + drain + 5
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_calhooks_variable_is_a_setting(overlay: str) -> None:
+    """A misspelt CALHOOKS_* name would be silently ignored by the settings: none may exist."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    manifests = render(overlay)
+    for deployment, name in CALHOOKS_CONTAINERS:
+        env = _env(manifests, deployment, name)
+        unknown = {v for v in env if v.startswith(ENV_PREFIX)} - known
+        assert not unknown, f"{deployment}: not settings: {sorted(unknown)}"
+    assert not {v for v in image_env() if v.startswith(ENV_PREFIX)} - known
 
 
 def test_dev_secret_has_every_key_and_only_fake_values() -> None:
