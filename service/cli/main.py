@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from service.cli import connections, dlq, events, mcp, sandbox, serve, tools, webhooks
+from service.cli import rules as rules_cli
 from service.secretbox import generate_key
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(tools.app, name="tools")
+app.add_typer(rules_cli.app, name="rules")
 app.command(name="serve")(serve.serve)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(mcp.app, name="mcp")

@@ -1,0 +1,137 @@
+"""``calhooks rules``: check a rules file, and try it on an event (dry, or against a sandbox).
+
+* ``calhooks rules check FILE`` - loads and validates the file as the workers would (with
+  ``CALHOOKS_ORG_ID`` and ``CALHOOKS_RULES_ENV`` laid over its ``env:``); prints a summary,
+  or every problem on stderr and exits 1.
+* ``calhooks rules test FILE --event EVENT.json`` - prints, per rule, whether the event
+  matches (and why not) and the calls it would make with their evaluated parameters.
+  ``EVENT.json`` is a delivery body as Cal.com sends it (``examples/events/``,
+  ``tests/fixtures/webhooks/``) or an event as ``calhooks events show`` prints it. With
+  ``--against sandbox`` the calls are made, for real, against a sandbox Cal.com
+  (``calhooks sandbox``; ``--sandbox-url``, Acme's seeded admin key and org id by default),
+  so later steps see real outputs. Exits 1 when a rule fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.calcom import CalcomClient, Credentials
+from service.cli.output import fail, print_json
+from service.settings import get_settings
+from workers.rules import RulesError, RuleSet, load_rules, rules_env
+from workers.rules.dryrun import DryRunReport, calling, dry_run, format_report, record_only
+
+app = typer.Typer(help="Check rules files and try them on an event.", no_args_is_help=True)
+
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:8788"
+
+FileArgument = Annotated[
+    Path, typer.Argument(help="The rules file (YAML).", dir_okay=False, show_default=False)
+]
+
+
+def _load(path: Path, env: dict[str, Any]) -> RuleSet:
+    try:
+        return load_rules(path, env=env)
+    except RulesError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def check(file: FileArgument) -> None:
+    """Validate FILE; list every problem (file:line, rule, step) and exit 1 if any."""
+    rules = _load(file, rules_env(get_settings()))
+    triggers = ", ".join(sorted(rules.triggers)) or "none"
+    count = len(rules)
+    typer.echo(f"{file}: {count} rule{'s' if count != 1 else ''}, OK; triggers: {triggers}")
+
+
+def _read_event(path: Path) -> Any:
+    from service.events import BodyError, Event, event_from_body
+
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror or error}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        fail(f"{path} is not JSON: {error}")
+    try:
+        if isinstance(data, dict) and "triggerEvent" not in data and "trigger" in data:
+            return Event.from_dict(data)  # as `calhooks events show` prints it
+        return event_from_body(raw, received_at=time.time())
+    except (BodyError, ValueError) as error:
+        fail(f"{path} is not a Cal.com delivery or event: {error}")
+
+
+async def _run(rules: RuleSet, event: Any, sandbox: CalcomClient | None) -> DryRunReport:
+    if sandbox is None:
+        return await dry_run(rules, event, invoke=record_only)
+    async with sandbox:
+        return await dry_run(rules, event, invoke=calling(sandbox))
+
+
+@app.command("test")
+def try_on_event(
+    file: FileArgument,
+    event: Annotated[
+        Path,
+        typer.Option("--event", help="A delivery body (or stored event) as JSON.", dir_okay=False),
+    ],
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="`sandbox`: make the calls against a sandbox Cal.com."),
+    ] = None,
+    sandbox_url: Annotated[
+        str, typer.Option("--sandbox-url", help="Base URL of the sandbox.")
+    ] = DEFAULT_SANDBOX_URL,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="Sandbox API key (default: Acme's seeded admin key)."),
+    ] = None,
+    org_id: Annotated[
+        int | None,
+        typer.Option(
+            "--org-id", help="env.org_id for the run (default with --against sandbox: 1)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    all_rules: Annotated[
+        bool, typer.Option("--all/--matching", help="Also list the rules that do not match.")
+    ] = True,
+) -> None:
+    """Show what FILE's rules would do with one event: matches, then each call's parameters."""
+    if against not in (None, "sandbox"):
+        fail(f"--against takes `sandbox`, not {against!r}")
+    env = rules_env(get_settings())
+    client = None
+    if against == "sandbox":
+        from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+
+        sandbox_org = org_id if org_id is not None else SANDBOX_ORG_ID
+        env["org_id"] = sandbox_org
+        client = CalcomClient(
+            base_url=sandbox_url.rstrip("/"),
+            credentials=Credentials(api_key=api_key or SANDBOX_API_KEY),
+            org_id=sandbox_org,
+        )
+    elif org_id is not None:
+        env["org_id"] = org_id
+    rules = _load(file, env)
+    loaded = _read_event(event)
+    report = asyncio.run(_run(rules, loaded, client))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        typer.echo(format_report(report, show_unmatched=all_rules))
+    if report.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,166 @@
+"""``calhooks rules check`` and ``calhooks rules test`` (dry, and against the sandbox)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.calcom.sandbox import SANDBOX_ORG_ID
+from service.cli.main import app
+from service.events import event_from_body
+from service.settings import get_settings
+from tests.calcom.sandbox.server import RunningSandbox
+from tests.rules.helpers import EXAMPLES, FIXTURES
+
+runner = CliRunner()
+RULES = str(EXAMPLES / "rules.yaml")
+TIME_OFF = str(EXAMPLES / "events" / "time-off-booking-created.json")
+AGAINST_SANDBOX = ["rules", "test", RULES, "--event", TIME_OFF, "--against", "sandbox"]
+
+
+@pytest.fixture(autouse=True)
+def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("CALHOOKS_ORG_ID", "CALHOOKS_RULES_ENV", "CALHOOKS_RULES_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_check_accepts_the_examples() -> None:
+    result = runner.invoke(app, ["rules", "check", RULES])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"{RULES}: 4 rules, OK; triggers: BOOKING_CANCELLED, BOOKING_CREATED, FORM_SUBMITTED"
+    )
+
+
+def test_check_lists_every_problem_and_fails(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: r\n"
+        "    on: [BOOKING_CONFIRMED]\n"
+        "    steps:\n"
+        "      - tool: cal_organizations_users_controller_get_organizations_users\n"
+        "        with: {emails: x, take: 0}\n"
+    )
+    result = runner.invoke(app, ["rules", "check", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == "3 problems in the rules"
+    assert lines[1].startswith(f"  {path}:3: rule 'r': unknown trigger 'BOOKING_CONFIRMED'")
+    assert lines[2] == f"  {path}:6: rule 'r' step #1: emails: expected array, got \"x\""
+    assert lines[3].startswith(f"  {path}:6: rule 'r' step #1: take: 0 is less than")
+
+
+def test_check_an_unreadable_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["rules", "check", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "cannot read the rules file" in result.stderr
+
+
+def test_check_uses_the_settings_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name only CALHOOKS_RULES_ENV defines is known to the check."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - {name: r, on: BOOKING_CREATED, steps: [{log: '${{ env.x }}'}]}\n")
+    assert runner.invoke(app, ["rules", "check", str(path)]).exit_code == 1
+    monkeypatch.setenv("CALHOOKS_RULES_ENV", '{"x": 1}')
+    get_settings.cache_clear()
+    assert runner.invoke(app, ["rules", "check", str(path)]).exit_code == 0
+
+
+def test_dry_run_prints_the_calls_with_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALHOOKS_ORG_ID", "42")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["rules", "test", RULES, "--event", TIME_OFF])
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "rule time-off-creates-ooo: matches" in out
+    assert "  - organizer: call cal_organizations_users_controller_get_organizations_users" in out
+    assert '      emails: ["alice@acme.example"]' in out
+    assert "      orgId: 42" in out
+    assert '      notes: "Time off (booking tO7fQ2mK9xW4pL1sB8nV3c)"' in out
+    assert "rule time-off-cancel-deletes-ooo: no match (runs on BOOKING_CANCELLED)" in out
+    matching = runner.invoke(app, ["rules", "test", RULES, "--event", TIME_OFF, "--matching"])
+    assert "no match" not in matching.stdout
+
+
+def test_dry_run_as_json() -> None:
+    result = runner.invoke(app, ["rules", "test", RULES, "--event", TIME_OFF, "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["event"]["trigger"] == "BOOKING_CREATED"
+    rules = {rule["rule"]: rule for rule in report["rules"]}
+    assert rules["time-off-creates-ooo"]["matched"] is True
+    create = rules["time-off-creates-ooo"]["steps"][2]
+    assert create["params"]["start"] == "2031-03-03T09:00:00Z"
+    assert create["params"]["orgId"].startswith("<unknown until run")
+
+
+def test_dry_run_on_a_stored_event(tmp_path: Path) -> None:
+    """An event as `calhooks events show` prints it works as well as a delivery body."""
+    raw = (FIXTURES / "FORM_SUBMITTED.json").read_bytes()
+    stored = tmp_path / "event.json"
+    stored.write_text(json.dumps(event_from_body(raw, received_at=time.time()).to_dict()))
+    result = runner.invoke(app, ["rules", "test", RULES, "--event", str(stored)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("event FORM_SUBMITTED ")
+    assert "rule team-form-assigns-department-and-role: no match (when is false:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not JSON"),
+        ("[1, 2]", "is not a Cal.com delivery or event"),
+        ('{"payload": {}}', "is not a Cal.com delivery or event"),
+        ('{"trigger": "X"}', "is not a Cal.com delivery or event"),
+    ],
+)
+def test_events_that_are_not_events(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "event.json"
+    path.write_text(content)
+    result = runner.invoke(app, ["rules", "test", RULES, "--event", str(path)])
+    assert result.exit_code == 1
+    assert message in result.stderr
+
+
+def test_against_takes_only_sandbox() -> None:
+    result = runner.invoke(
+        app, ["rules", "test", RULES, "--event", TIME_OFF, "--against", "production"]
+    )
+    assert result.exit_code == 1
+    assert "--against takes `sandbox`" in result.stderr
+
+
+def test_against_the_sandbox_makes_the_calls(sandbox: RunningSandbox) -> None:
+    """With --against sandbox the OOO entry is really created, its output shown."""
+    result = runner.invoke(
+        app,
+        [*AGAINST_SANDBOX, "--sandbox-url", sandbox.url, "--matching"],
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    [entry] = [e for e in sandbox.store.ooo.values() if e.user_id == 101]
+    assert entry.notes == "Time off (booking tO7fQ2mK9xW4pL1sB8nV3c)"
+    assert "      userId: 101" in result.stdout
+    assert f'→ {{"id": {entry.id}, ' in result.stdout
+    assert all(
+        record.path.startswith(f"/v2/organizations/{SANDBOX_ORG_ID}/")
+        for record in sandbox.requests()
+    )
+
+
+def test_against_an_unreachable_sandbox_fails_the_rule() -> None:
+    result = runner.invoke(
+        app,
+        [*AGAINST_SANDBOX, "--sandbox-url", "http://127.0.0.1:9", "--matching"],
+    )
+    assert result.exit_code == 1
+    assert "✗ rule 'time-off-creates-ooo' failed at step organizer" in result.stdout
