@@ -241,12 +241,13 @@ def ping_command(
     if as_json:
         print_json(outcome.to_dict())
     else:
-        how = (
-            "the sandbox pinged webhook"
-            if outcome.route == "sandbox"
-            else "calhooks sent a PING signed with its current secret (Cal.com has no test API)"
-        )
-        _echo([f"{how} -> {outcome.url}", outcome.verdict()])
+        if outcome.route == "sandbox":
+            how = f"the sandbox pinged webhook {outcome.webhook_id} -> {outcome.url}"
+        else:
+            how = f"calhooks sent a PING signed with its current secret -> {outcome.url}"
+            if not direct:
+                how += " (Cal.com has no API for test deliveries)"
+        _echo([how, outcome.verdict()])
     if not outcome.verified:
         raise typer.Exit(1)
 

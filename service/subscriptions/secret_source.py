@@ -73,7 +73,7 @@ class StoredSecretsSource:
                     logger.info(
                         "webhook secrets loaded from redis",
                         version=snapshot.version,
-                        secrets=len(loaded),
+                        count=len(loaded),
                     )
             self.loaded = True
             await self.store.acknowledge(self.replica, self._version or 0)

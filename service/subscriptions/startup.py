@@ -29,7 +29,7 @@ from service.subscriptions.apply import ApplyResult, apply_webhooks
 from service.subscriptions.desired import DesiredStateError, desired_factory
 from service.subscriptions.lock import LockBusyError
 from service.subscriptions.propagation import PropagationError
-from service.subscriptions.report import apply_lines
+from service.subscriptions.report import done_text
 from service.subscriptions.rule_triggers import load_rule_triggers
 from service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
 from service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
@@ -79,8 +79,16 @@ async def auto_apply(
         ) as exc:
             log.warning("webhooks auto-apply failed", attempt=attempt + 1, reason=str(exc))
             continue
-        for line in apply_lines(result):
-            log.info("webhooks auto-apply", change=line)
+        done = [done_text(d.action, d.webhook_id, d.note) for d in result.done]
+        if result.secret_created:
+            done.insert(0, f"generated webhook secret {result.secret.id}")
+        log.info(
+            "webhooks auto-applied",
+            url=result.plan.desired.subscriber_url,
+            triggers=list(result.plan.desired.triggers),
+            changes=done or ["none: the webhook is in sync"],
+            stale_kept=[s.webhook.id for s in result.plan.stale_kept],
+        )
         return result
     log.error("webhooks auto-apply gave up", attempts=len(retry_delays) + 1)
     return None

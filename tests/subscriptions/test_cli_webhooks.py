@@ -158,7 +158,7 @@ def test_test_delivery_through_the_sandbox_is_verified(
     webhooks("apply")
     [webhook] = sandbox.store.webhooks.values()
     out = webhooks("test")
-    assert f"the sandbox pinged webhook -> {intake}/webhooks/cal?calhooks=cli" in out
+    assert f"the sandbox pinged webhook {webhook.id} -> {intake}/webhooks/cal?calhooks=cli" in out
     assert "verified: the intake accepted the signed PING (HTTP 200)" in out
     [ping] = [d for d in sandbox.sandbox.deliverer.records if d.trigger == "PING"]
     assert ping.webhook_id == webhook.id
