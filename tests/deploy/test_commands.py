@@ -300,15 +300,11 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-needs_serve = pytest.mark.skipif(
-    not _calhooks_has("serve"), reason="`calhooks serve` is not written yet"
-)
 needs_worker = pytest.mark.skipif(
     not _calhooks_has("worker"), reason="`calhooks worker` is not written yet"
 )
 
 
-@needs_serve
 def test_web_container_answers_its_probes_and_queues_a_signed_delivery(
     redis_url: str,
     sandbox: RunningSandbox,
@@ -350,7 +346,6 @@ def test_worker_container_answers_its_probes_and_exports_the_keda_gauge(
     assert worker.terminate(), worker.output()
 
 
-@needs_serve
 @needs_worker
 def test_web_and_worker_hand_a_delivery_over_through_redis(
     redis_url: str,
@@ -377,7 +372,6 @@ def test_web_and_worker_hand_a_delivery_over_through_redis(
     assert worker.terminate(), worker.output()
 
 
-@pytest.mark.skipif(not _calhooks_has("rules"), reason="`calhooks rules` is not written yet")
 @pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/production"])
 def test_rules_file_the_workers_mount_passes_rules_check(overlay: str, tmp_path: Path) -> None:
     """The rules ConfigMap, as mounted at CALHOOKS_RULES_FILE, is a valid rules file."""
