@@ -1,0 +1,33 @@
+"""The README's "Rules" section stays true: its YAML examples load and do what it says."""
+
+from __future__ import annotations
+
+import re
+
+from tests.rules.helpers import ROOT, example_event
+from workers.rules import parse_rules
+from workers.rules.dryrun import dry_run
+
+
+def rules_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n## Rules\n")
+    end = readme.index("\n## ", start + 1)
+    return readme[start:end]
+
+
+def yaml_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", rules_section(), re.DOTALL)
+
+
+async def test_the_first_rule_loads_and_matches_the_example_event() -> None:
+    [first] = yaml_blocks()
+    loaded = parse_rules(first, source="README.md", env={"org_id": 1})
+    report = await dry_run(loaded, example_event("time-off-booking-created"))
+    [entry] = report.rules
+    assert entry.matched
+    assert entry.result is not None
+    assert [o.tool for o in entry.result.calls] == [
+        "cal_organizations_users_controller_get_organizations_users",
+        "cal_organizations_users_ooocontroller_create_organization_user_ooo",
+    ]
