@@ -9,7 +9,9 @@
   ``tests/fixtures/webhooks/``) or an event as ``calhooks events show`` prints it. With
   ``--against sandbox`` the calls are made, for real, against a sandbox Cal.com
   (``calhooks sandbox``; ``--sandbox-url``, Acme's seeded admin key and org id by default),
-  so later steps see real outputs. Exits 1 when a rule fails.
+  so later steps see real outputs; the URL must answer as a sandbox (its ``/_sandbox/``
+  admin surface), so a real Cal.com is never written to by mistake. Exits 1 when a rule
+  fails.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from service.calcom import CalcomClient, Credentials
@@ -73,10 +76,27 @@ def _read_event(path: Path) -> Any:
         fail(f"{path} is not a Cal.com delivery or event: {error}")
 
 
+async def _sandbox_problem(url: str) -> str | None:
+    """Why ``url`` is not a sandbox to run against, or ``None``: it must answer as one."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            response = await http.get(f"{url}/_sandbox/rate-limit")
+    except httpx.HTTPError as error:
+        reason = str(error) or type(error).__name__
+        return f"no sandbox answers at {url} ({reason}); start one with `calhooks sandbox`"
+    if response.status_code != 200:
+        status = response.status_code
+        return f"{url} is not a calhooks sandbox (GET /_sandbox/rate-limit: {status})"
+    return None
+
+
 async def _run(rules: RuleSet, event: Any, sandbox: CalcomClient | None) -> DryRunReport:
     if sandbox is None:
         return await dry_run(rules, event, invoke=record_only)
     async with sandbox:
+        problem = await _sandbox_problem(sandbox.base_url)
+        if problem is not None:
+            fail(problem)
         return await dry_run(rules, event, invoke=calling(sandbox))
 
 

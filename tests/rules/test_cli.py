@@ -157,10 +157,15 @@ def test_against_the_sandbox_makes_the_calls(sandbox: RunningSandbox) -> None:
     )
 
 
-def test_against_an_unreachable_sandbox_fails_the_rule() -> None:
-    result = runner.invoke(
-        app,
-        [*AGAINST_SANDBOX, "--sandbox-url", "http://127.0.0.1:9", "--matching"],
-    )
+def test_against_an_unreachable_sandbox() -> None:
+    result = runner.invoke(app, [*AGAINST_SANDBOX, "--sandbox-url", "http://127.0.0.1:9"])
     assert result.exit_code == 1
-    assert "✗ rule 'time-off-creates-ooo' failed at step organizer" in result.stdout
+    assert "no sandbox answers at http://127.0.0.1:9" in result.stderr
+
+
+def test_against_something_that_is_not_a_sandbox(sandbox: RunningSandbox) -> None:
+    """A URL without the sandbox's admin surface (a real Cal.com, say) is refused unused."""
+    result = runner.invoke(app, [*AGAINST_SANDBOX, "--sandbox-url", f"{sandbox.url}/v2"])
+    assert result.exit_code == 1
+    assert "is not a calhooks sandbox" in result.stderr
+    assert [record.path for record in sandbox.requests()] == ["/v2/_sandbox/rate-limit"]
