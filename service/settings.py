@@ -169,9 +169,6 @@ class Settings(BaseSettings):
     worker_rate_limit_window: float = Field(
         60.0, gt=0, description="Seconds of the fixed window Cal.com counts requests in."
     )
-    worker_rate_limit_burst: int = Field(
-        2, ge=1, description="Requests the shared rate limit lets through at once after a lull."
-    )
     worker_ordering_wait: float = Field(
         30.0, ge=0, description="Seconds a cancellation waits for its booking's creation."
     )

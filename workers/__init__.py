@@ -1,1 +1,17 @@
-"""calhooks reactions: arq workers that run the rules against Cal.com."""
+"""calhooks reactions: arq workers that run the rules against Cal.com.
+
+``arq workers.WorkerSettings`` runs them with arq's own CLI; ``WorkerSettings`` is built on
+first access (from the environment), so importing this package starts nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerSettings":
+        from workers import settings
+
+        return settings.WorkerSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

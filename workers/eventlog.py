@@ -17,8 +17,9 @@ One Redis list per event (``calhooks:eventlog:<id>``) of JSON records, oldest fi
 * ``dead_lettered`` - a rule went to the dead-letter queue (``rule``, ``dead_letter``);
 * ``done`` / ``skipped`` - the event finished (``reason`` when skipped).
 
-Records are buffered in memory during an attempt and written after each step and when the
-attempt ends, so logging adds no Redis round trip before an event's first call. A
+Records are buffered in memory during an attempt and written along with the ledger's own
+writes (a create's record, the attempt's last write), so logging adds no Redis round trip
+of its own. A
 worker killed mid-attempt loses the records since its last write; the step ledger, not this
 log, is what exactly-once relies on.
 """
@@ -62,19 +63,26 @@ class EventRecorder:
     def add(self, kind: str, **fields: Any) -> None:
         self._pending.append({"at": round(time.time(), 6), "kind": kind, **fields})
 
-    async def flush(self) -> None:
+    def write_into(self, pipe: Any) -> None:
+        """Add the buffered records to ``pipe`` (a redis pipeline someone else executes)."""
         if not self._pending:
             return
         records, self._pending = self._pending, []
         key = keys.eventlog(self.event_id)
         encoded = [json.dumps(redact(r), default=str, separators=(",", ":")) for r in records]
+        pipe.rpush(key, *encoded)
+        pipe.ltrim(key, -MAX_RECORDS, -1)
+        if self.kept:
+            pipe.persist(key)
+        else:
+            pipe.expire(key, self.ttl)
+
+    async def flush(self) -> None:
+        """Write the buffered records now."""
+        if not self._pending:
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, *encoded)
-            pipe.ltrim(key, -MAX_RECORDS, -1)
-            if self.kept:
-                pipe.persist(key)
-            else:
-                pipe.expire(key, self.ttl)
+            self.write_into(pipe)
             await pipe.execute()
 
     def activate(self) -> object:

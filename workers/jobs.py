@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -43,17 +43,20 @@ from workers.eventlog import EventLog, EventRecorder
 from workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
 from workers.ordering import BookingOrder, Turn
 from workers.retries import Defer, RetryPolicy, is_transient
+from workers.rules import RuleFailed, StepCall
 
 logger = structlog.get_logger(__name__)
 
 
 class EventLike(Protocol):
-    """What the workers read of ``service.events.Event``."""
+    """What the workers (and the rules) read of ``service.events.Event``."""
 
     @property
     def id(self) -> str: ...
     @property
     def trigger(self) -> str: ...
+    @property
+    def created_at(self) -> str | None: ...
     @property
     def payload(self) -> dict[str, Any]: ...
     @property
@@ -66,35 +69,34 @@ class NamedRule(Protocol):
     def name(self) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """One call a rule step asks for, with its parameters evaluated."""
-
-    rule: str
-    step: str
-    index: int | None
-    tool: str
-    params: Mapping[str, Any]
-
-
-Invoke = Callable[[ToolCall], Awaitable[Any]]
+Invoke = Callable[[StepCall], Awaitable[Any]]
 R = TypeVar("R", bound=NamedRule)
 
 
 class Rules(Protocol[R]):
-    """The rules as the processor uses them (``workers.rulesource`` binds the real ones)."""
+    """The rules as the processor uses them: ``workers.rules.RuleSet``, or a test's own."""
 
     def matching(self, event: EventLike) -> Sequence[R]: ...
 
     def named(self, name: str) -> R | None: ...
 
-    async def run(self, rule: R, event: EventLike, invoke: Invoke) -> None: ...
+    async def run(self, rule: R, event: EventLike, invoke: Invoke) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAt:
+    """Where a rule failed, for its dead letter."""
+
+    step: str
+    index: int | None
+    tool: str | None
+    params: Mapping[str, Any] | None
 
 
 class StepFailure(Exception):
-    """A tool step failed; carries the step so a dead letter can name it."""
+    """A tool call failed; carries the call so a dead letter can name it."""
 
-    def __init__(self, call: ToolCall, error: BaseException) -> None:
+    def __init__(self, call: StepCall, error: BaseException) -> None:
         self.call = call
         self.error = error
         super().__init__(f"{call.rule}/{call.step}: {error}")
@@ -109,14 +111,28 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _cause(exc: BaseException) -> tuple[BaseException, ToolCall | None]:
-    """The error that decides retry or not, and the step it happened in if it was a call.
+def _cause(exc: BaseException) -> tuple[BaseException, FailedAt | None]:
+    """The error that decides retry or not, and where in the rule it happened.
 
-    The rules engine may wrap what a step raised; the original is found down the chain.
+    The rules engine raises ``RuleFailed`` chained to what went wrong: a tool call's error
+    (wrapped here in ``StepFailure``), or a value it could not evaluate or validate.
     """
-    for seen in _chain(exc):
+    chain = _chain(exc)
+    for seen in chain:
         if isinstance(seen, StepFailure):
-            return seen.error, seen.call
+            call = seen.call
+            return seen.error, FailedAt(call.step, call.index, call.tool, call.params)
+    for seen in chain:
+        if isinstance(seen, RuleFailed):
+            outcomes = seen.result.outcomes
+            last = outcomes[-1] if outcomes and outcomes[-1].status == "failed" else None
+            where = FailedAt(
+                seen.step,
+                seen.index,
+                last.tool if last else None,
+                last.params if last else None,
+            )
+            return seen.__cause__ or seen, where
     return exc, None
 
 
@@ -132,6 +148,8 @@ class Attempt:
     state: EventState
     recorder: EventRecorder
     deadline: float
+    #: Writes for the attempt's last pipeline besides the ledger's and the log's.
+    closing: list[Callable[[Any], None]] = field(default_factory=list)
 
 
 class Processor:
@@ -177,6 +195,7 @@ class Processor:
             received_at=event.received_at,
         )
         recorder.kept = state.kept
+        state.on_write = recorder.write_into
         attempt = Attempt(event, state, recorder, time.monotonic() + self.job_timeout)
         metrics.JOBS_RUNNING.inc()
         try:
@@ -193,10 +212,16 @@ class Processor:
             structlog.contextvars.unbind_contextvars("event_id", "trigger")
 
     async def _end(self, attempt: Attempt) -> None:
+        """The attempt's last write, in one round trip: ledger, booking order, delivery log."""
         try:
-            await self.ledger.end(attempt.state)
-        finally:
-            await attempt.recorder.flush()
+            async with self.ledger.redis.pipeline(transaction=False) as pipe:
+                self.ledger.end(attempt.state, pipe)
+                for write in attempt.closing:
+                    write(pipe)
+                attempt.recorder.write_into(pipe)
+                await pipe.execute()
+        except Exception:
+            logger.exception("event.end_write_failed")
 
     async def _process(self, attempt: Attempt) -> dict[str, Any]:
         event, state, recorder = attempt.event, attempt.state, attempt.recorder
@@ -210,7 +235,7 @@ class Processor:
             rules = self.rules()
             current = {rule.name: rule for rule in rules.matching(event)}
             if state.matched is None:
-                await self.ledger.record_matched(state, list(current))
+                self.ledger.record_matched(state, list(current))
                 recorder.add("matched", rules=list(current))
             dead_at_start = [n for n in state.matched or [] if state.rules.get(n) == "dead"]
             retries: list[tuple[str, BaseException]] = []
@@ -245,7 +270,7 @@ class Processor:
         state, recorder = attempt.state, attempt.recorder
         log = logger.bind(rule=rule.name)
 
-        async def invoke(call: ToolCall) -> Any:
+        async def invoke(call: StepCall) -> Any:
             return await self._step(attempt, call)
 
         try:
@@ -264,7 +289,7 @@ class Processor:
                 )
             metrics.RULES.labels(outcome="failed").inc()
             if is_transient(error):
-                failures = await self.ledger.add_failure(state, rule.name)
+                failures = self.ledger.add_failure(state, rule.name)
                 if not self.policy.gives_up_after(failures):
                     recorder.add(
                         "rule", rule=rule.name, outcome="retry", error=describe_error(error)
@@ -277,7 +302,7 @@ class Processor:
                 attempts = state.failures.get(rule.name, 0) + 1
             await self._dead_letter(attempt, rule.name, error, call, attempts)
             return None
-        await self.ledger.set_rule(state, rule.name, "done")
+        self.ledger.set_rule(state, rule.name, "done")
         recorder.add("rule", rule=rule.name, outcome="done")
         metrics.RULES.labels(outcome="done").inc()
         if state.kept:
@@ -288,7 +313,7 @@ class Processor:
         loop = asyncio.get_running_loop()
         return loop.time() + (attempt.deadline - time.monotonic())
 
-    async def _step(self, attempt: Attempt, call: ToolCall) -> Any:
+    async def _step(self, attempt: Attempt, call: StepCall) -> Any:
         tool = get_tool(call.tool)
         key = StepKey(call.rule, call.step, call.index)
         started = time.perf_counter()
@@ -322,7 +347,6 @@ class Processor:
             how=how,
             ms=round(elapsed * 1000, 2),
         )
-        await attempt.recorder.flush()
         return output
 
     async def _dead_letter(
@@ -330,7 +354,7 @@ class Processor:
         attempt: Attempt,
         rule: str,
         error: BaseException,
-        call: ToolCall | None,
+        call: FailedAt | None,
         attempts: int,
     ) -> None:
         event, state = attempt.event, attempt.state
@@ -345,13 +369,12 @@ class Processor:
                 step=call.step if call else None,
                 index=call.index if call else None,
                 tool=call.tool if call else None,
-                params=dict(call.params) if call else None,
+                params=dict(call.params) if call and call.params is not None else None,
             )
         )
-        await self.ledger.set_rule(state, rule, "dead")
+        self.ledger.set_rule(state, rule, "dead")
         if not state.kept:
-            await self.ledger.keep(event.id)
-            state.kept = True
+            await self.ledger.keep(state)
         attempt.recorder.kept = True
         attempt.recorder.add(
             "rule", rule=rule, outcome="dead_lettered", error=describe_error(error)
@@ -361,10 +384,16 @@ class Processor:
         logger.warning("rule.dead_lettered", rule=rule, dead_letter=entry.id, error=str(error))
 
     async def _rule_skipped(self, attempt: Attempt, rule: str, reason: str) -> None:
-        await self.ledger.set_rule(attempt.state, rule, "skipped")
+        self.ledger.set_rule(attempt.state, rule, "skipped")
         attempt.recorder.add("rule", rule=rule, outcome="skipped", reason=reason)
         if attempt.state.kept:
             await self.dead_letters.remove(entry_id(attempt.event.id, rule))
+
+    def _finish_turn(self, attempt: Attempt, turn: Turn) -> None:
+        event = attempt.event
+        attempt.closing.append(
+            lambda pipe: self.order.finish(pipe, turn, event.id, event.trigger, event.received_at)
+        )
 
     async def _reopened_meanwhile(self, event_id: str, dead: list[str]) -> bool:
         fresh = await self.ledger.load(event_id)
@@ -372,10 +401,10 @@ class Processor:
 
     async def _complete(self, attempt: Attempt, turn: Turn) -> dict[str, Any]:
         event, state = attempt.event, attempt.state
-        await self.order.finish(turn, event.id, event.trigger, event.received_at)
+        self._finish_turn(attempt, turn)
         dead = [rule for rule, outcome in state.rules.items() if outcome == "dead"]
         if state.kept and not await self.dead_letters.event_entries(event.id, dead):
-            await self.ledger.release(event.id)
+            self.ledger.release(state)
             attempt.recorder.kept = False
         outcome = "dead_lettered" if dead else "processed"
         attempt.recorder.add("done")
@@ -384,11 +413,11 @@ class Processor:
         return {"rules": dict(state.rules)}
 
     async def _skip(self, attempt: Attempt, turn: Turn, reason: str) -> dict[str, Any]:
-        event, state = attempt.event, attempt.state
+        state = attempt.state
         for name in state.matched or []:
             if name not in state.rules:
                 await self._rule_skipped(attempt, name, reason)
-        await self.order.finish(turn, event.id, event.trigger, event.received_at)
+        self._finish_turn(attempt, turn)
         attempt.recorder.add("skipped", reason=reason)
         metrics.EVENTS.labels(outcome="skipped").inc()
         logger.info("event.skipped", reason=reason)
@@ -404,7 +433,7 @@ class Processor:
         pending = [n for n in (state.matched or []) if n not in state.rules]
         if state.matched is None:
             pending = [rule.name for rule in self.rules().matching(event)]
-            await self.ledger.record_matched(state, pending)
+            self.ledger.record_matched(state, pending)
         for name in pending:
             await self._dead_letter(attempt, name, error, None, state.runs)
         attempt.recorder.add("done")

@@ -30,8 +30,13 @@ def dead_letter_index() -> str:
 
 
 def rate_limit(bucket: str) -> str:
-    """Hash holding one token bucket shared by every worker."""
+    """Hash of one Cal.com account's rate-limit state: a block, a learned lower limit."""
     return f"{PREFIX}ratelimit:{bucket}"
+
+
+def rate_limit_log(bucket: str) -> str:
+    """Sorted set of the send times (and reservations) of one account's requests."""
+    return f"{PREFIX}ratelimit:{bucket}:log"
 
 
 def booking(uid: str) -> str:

@@ -10,7 +10,9 @@ How one step runs (``ExactlyOnce.run``):
 1. **Recorded as done** - its output is returned; nothing is sent.
 2. **Not recorded** - for a create (POST) or a delete, a ``started`` marker is written first;
    then the tool is called and its output recorded as ``done`` before the rule moves on.
-   A GET or PATCH writes no marker: calling it again leaves Cal.com in the same state.
+   A GET or PATCH writes no marker: calling it again leaves Cal.com in the same state, so
+   its output is recorded with the attempt's last write (if that is lost in a crash, the
+   call is simply made again on the re-run).
 3. **Marked started but not done** - an earlier attempt died (or lost its answer) between
    sending and recording, so the effect may or may not exist:
 
@@ -63,7 +65,7 @@ from service.calcom.errors import CalcomError, ToolValidationError
 from service.calcom.tools import Tool
 from workers import keys
 from workers.finders import FINDERS, Finder
-from workers.redistyped import hdel, hget, hgetall, hincrby, hset
+from workers.redistyped import hdel, hget, hgetall
 
 STARTED = "started"
 DONE = "done"
@@ -106,9 +108,17 @@ class StepRecord:
     at: float = 0.0
 
 
+Pipe = Any  # a redis.asyncio pipeline
+
+
 @dataclass
 class EventState:
-    """One event's ledger, loaded at the start of an attempt and kept current by its writes."""
+    """One event's ledger, loaded at the start of an attempt and kept current by its writes.
+
+    Writes that exactly-once does not depend on (rule states, outputs of reads, failure
+    counts) wait in ``pending`` and go out with the next write that must be durable, or in
+    the pipeline that ends the attempt: one round trip instead of one per write.
+    """
 
     event_id: str
     steps: dict[str, StepRecord] = field(default_factory=dict)
@@ -118,6 +128,10 @@ class EventState:
     runs: int = 0
     ends: int = 0
     kept: bool = False
+    pending: dict[str, str] = field(default_factory=dict)
+    #: Called with each durable write's pipeline, to send along other buffered writes.
+    on_write: Callable[[Pipe], None] | None = None
+    _release: bool = False
 
     @property
     def crashes(self) -> int:
@@ -167,51 +181,91 @@ class Ledger:
         raw = await hgetall(self.redis, keys.ledger(event_id))
         return EventState.parse(event_id, raw)
 
-    async def end(self, state: EventState) -> None:
-        """The current run ended normally (done, retried, deferred or dead-lettered)."""
-        state.ends = await hincrby(self.redis, keys.ledger(state.event_id), "ends")
+    def end(self, state: EventState, pipe: Pipe) -> None:
+        """Add to ``pipe``: the buffered writes and the end of this run (done, retried, ...)."""
+        key = keys.ledger(state.event_id)
+        if state.pending:
+            pipe.hset(key, mapping=state.pending)
+            state.pending = {}
+        if state._release:
+            pipe.hdel(key, "kept")
+        pipe.hincrby(key, "ends", 1)
+        if not state.kept:
+            pipe.expire(key, self.ttl)
+        state.ends += 1
 
-    async def _set(self, state: EventState, mapping: dict[str, Any]) -> None:
-        await hset(self.redis, keys.ledger(state.event_id), mapping)
+    async def _durable(self, state: EventState, mapping: dict[str, str]) -> None:
+        """Write ``mapping`` (and everything buffered) now, before the attempt goes on."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(keys.ledger(state.event_id), mapping={**state.pending, **mapping})
+            if state.on_write is not None:
+                state.on_write(pipe)
+            await pipe.execute()
+        state.pending = {}
 
-    async def record_matched(self, state: EventState, rules: list[str]) -> None:
+    async def write(self, state: EventState) -> None:
+        """Write the buffered writes now."""
+        if state.pending:
+            await self._durable(state, {})
+
+    async def end_now(self, state: EventState) -> None:
+        """``end`` in a pipeline of its own."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self.end(state, pipe)
+            await pipe.execute()
+
+    def record_matched(self, state: EventState, rules: list[str]) -> None:
         state.matched = list(rules)
-        await self._set(state, {"matched": _dump(rules)})
+        state.pending["matched"] = _dump(rules)
 
     async def start_step(self, state: EventState, key: StepKey) -> None:
         record = StepRecord(STARTED, at=time.time())
         state.steps[key.field] = record
-        await self._set(state, {key.field: _dump({"state": STARTED, "at": record.at})})
+        await self._durable(state, {key.field: _dump({"state": STARTED, "at": record.at})})
 
-    async def finish_step(self, state: EventState, key: StepKey, output: Any, how: How) -> None:
+    async def finish_step(
+        self, state: EventState, key: StepKey, output: Any, how: How, *, durable: bool
+    ) -> None:
+        """Record a step's output; ``durable`` writes it before returning (creates, deletes)."""
         record = StepRecord(DONE, output, how, time.time())
         state.steps[key.field] = record
-        payload = {"state": DONE, "output": output, "how": how, "at": record.at}
-        await self._set(state, {key.field: _dump(payload)})
+        payload = _dump({"state": DONE, "output": output, "how": how, "at": record.at})
+        if durable:
+            await self._durable(state, {key.field: payload})
+        else:
+            state.pending[key.field] = payload
 
     async def abandon_step(self, state: EventState, key: StepKey) -> None:
         state.steps.pop(key.field, None)
+        state.pending.pop(key.field, None)
         await hdel(self.redis, keys.ledger(state.event_id), key.field)
 
-    async def set_rule(self, state: EventState, rule: str, outcome: RuleOutcome) -> None:
+    def set_rule(self, state: EventState, rule: str, outcome: RuleOutcome) -> None:
         state.rules[rule] = outcome
-        await self._set(state, {f"rule:{rule}": outcome})
+        state.pending[f"rule:{rule}"] = outcome
 
-    async def add_failure(self, state: EventState, rule: str) -> int:
-        count = await hincrby(self.redis, keys.ledger(state.event_id), f"fail:{rule}")
+    def add_failure(self, state: EventState, rule: str) -> int:
+        count = state.failures.get(rule, 0) + 1
         state.failures[rule] = count
+        state.pending[f"fail:{rule}"] = str(count)
         return count
 
-    async def keep(self, event_id: str) -> None:
-        """Keep the ledger while the event has a rule in the dead-letter queue."""
-        key = keys.ledger(event_id)
+    async def keep(self, state: EventState) -> None:
+        """Keep the ledger (no expiry) while the event has a rule in the dead-letter queue."""
+        key = keys.ledger(state.event_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, "kept", "1")
+            pipe.hset(key, mapping={**state.pending, "kept": "1"})
             pipe.persist(key)
             await pipe.execute()
+        state.pending = {}
+        state.kept, state._release = True, False
 
-    async def release(self, event_id: str) -> None:
-        """Let the ledger expire again (nothing of the event is dead-lettered any more)."""
+    def release(self, state: EventState) -> None:
+        """Let the ledger expire again when this run ends (nothing is dead-lettered now)."""
+        state.kept, state._release = False, True
+
+    async def release_now(self, event_id: str) -> None:
+        """``release`` outside a run (dropping a dead letter)."""
         key = keys.ledger(event_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(key, "kept")
@@ -273,7 +327,7 @@ class ExactlyOnce:
             if finder is not None:
                 found = await finder(self.client, self.client.with_defaults(tool, params))
                 if found is not None:
-                    await self.ledger.finish_step(state, key, found, "found")
+                    await self.ledger.finish_step(state, key, found, "found", durable=True)
                     return found, "found"
         if not interrupted and tool.method in ("POST", "DELETE"):
             await self.ledger.start_step(state, key)
@@ -281,10 +335,13 @@ class ExactlyOnce:
             output = await perform()
         except (CalcomError, ToolValidationError) as exc:
             if interrupted and isinstance(exc, CalcomError) and _proves_done(tool, exc):
-                await self.ledger.finish_step(state, key, None, "already")
+                await self.ledger.finish_step(state, key, None, "already", durable=True)
                 return None, "already"
             if not interrupted and _proves_nothing_happened(exc) and key.field in state.steps:
                 await self.ledger.abandon_step(state, key)
             raise
-        await self.ledger.finish_step(state, key, output, "called")
+        # A changed Cal.com is recorded before the rule goes on; a read's output may wait for
+        # the attempt's last write (lost in a crash, the read is simply made again).
+        durable = tool.method in ("POST", "DELETE")
+        await self.ledger.finish_step(state, key, output, "called", durable=durable)
         return output, "called"

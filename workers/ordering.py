@@ -69,6 +69,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_LAST = """
+local seen = tonumber(redis.call('HGET', KEYS[1], 'last')) or 0
+if tonumber(ARGV[1]) > seen then redis.call('HSET', KEYS[1], 'last', ARGV[1]) end
+"""
+
 
 def booking_uid(payload: Mapping[str, Any]) -> str | None:
     """The booking an event is about, if it is about one."""
@@ -79,13 +84,15 @@ def booking_uid(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Turn:
     """An event's turn with its booking: skip it, or run it (``late`` if it lost the race)."""
 
     uid: str | None
     skip_reason: str | None = None
     late: bool = False
+    #: ``finish`` has queued the lock's release with the booking's new state.
+    released: bool = False
 
 
 class BookingOrder:
@@ -152,23 +159,26 @@ class BookingOrder:
             yield Turn(None)
             return
         state = await self._acquire(uid, event_id, received_at)
+        turn = Turn(uid, None, float(state.get("last", 0)) > received_at)
         try:
-            late = float(state.get("last", 0)) > received_at
             if trigger in CREATION and "ended" in state:
-                yield Turn(uid, f"booking {uid} was already {state['ended'].lower()}", late)
-                return
-            if trigger in TERMINAL and "created" not in state:
+                turn.skip_reason = f"booking {uid} was already {state['ended'].lower()}"
+            elif trigger in TERMINAL and "created" not in state:
                 waited = time.time() - received_at
                 if waited < self.wait:
                     # Waiting for a later event: do not make that event wait for this one.
                     await self.redis.zrem(keys.booking_pending(uid), event_id)
                     raise Defer(min(1.0, self.wait - waited), "waiting for the booking's creation")
-            yield Turn(uid, None, late)
+            yield turn
         finally:
-            await self._leave(uid, event_id)
+            if not turn.released:
+                await self._leave(uid, event_id)
 
-    async def finish(self, turn: Turn, event_id: str, trigger: str, received_at: float) -> None:
-        """The event is done with (processed, dead-lettered or skipped): record it, unregister."""
+    def finish(
+        self, pipe: Any, turn: Turn, event_id: str, trigger: str, received_at: float
+    ) -> None:
+        """The event is done with (processed, dead-lettered or skipped): add to ``pipe`` its
+        record in the booking, its unregistering, and the lock's release, in that order."""
         if turn.uid is None:
             return
         fields = {"last_event": event_id}
@@ -177,15 +187,9 @@ class BookingOrder:
         if trigger in TERMINAL:
             fields["ended"] = trigger.removeprefix("BOOKING_")
         booking = keys.booking(turn.uid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(booking, mapping=fields)
-            pipe.eval(
-                "local v = tonumber(redis.call('HGET', KEYS[1], 'last')) or 0 "
-                "if tonumber(ARGV[1]) > v then redis.call('HSET', KEYS[1], 'last', ARGV[1]) end",
-                1,
-                booking,
-                repr(received_at),
-            )
-            pipe.expire(booking, self.ttl)
-            pipe.zrem(keys.booking_pending(turn.uid), event_id)
-            await pipe.execute()
+        pipe.hset(booking, mapping=fields)
+        pipe.eval(_LAST, 1, booking, repr(received_at))
+        pipe.expire(booking, self.ttl)
+        pipe.zrem(keys.booking_pending(turn.uid), event_id)
+        pipe.eval(_RELEASE, 1, keys.booking_lock(turn.uid), event_id)
+        turn.released = True

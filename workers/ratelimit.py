@@ -1,24 +1,27 @@
-"""One rate limit toward Cal.com shared by every worker: a token bucket in Redis.
+"""One rate limit toward Cal.com shared by every worker: a sliding window in Redis.
 
 Cal.com counts requests per API key in fixed 60-second windows (120 for an API key by
 default; both are server settings) and, once the count is exceeded, blocks the key for 60 s.
-Scaling out workers must never add up to more than that, so every request first takes a
-token from one bucket in Redis, whatever process it comes from.
+Scaling out workers must never add up to more than that, so every request first reserves a
+slot in one log kept in Redis, whatever process it comes from.
 
-The bucket is a GCRA (generic cell rate algorithm) kept as one "theoretical arrival time"
-per bucket and updated by a Lua script, atomically, with Redis's clock (so workers on
-different hosts agree). A request reserves the next free slot and sleeps until it; one round
-trip per request, waiters served in order, no polling. With a limit of ``L`` per minute and
-a burst of ``b`` the pace is ``(L - b - 1)`` per minute: any 60-second window then holds at
-most ``L - 1`` requests (one spare for network jitter), which is about 97.5 % of the limit
-with the defaults (120, 2) - and no 429. (``window`` generalises the 60 s, for a Cal.com
-deployment configured otherwise: ``L`` per minute is then ``L * window / 60`` per window.)
+The log is a sorted set of send times, updated by a Lua script, atomically, with Redis's
+clock (so workers on different hosts agree). A request reserves the earliest time at which
+no window of ``window`` seconds would hold more than ``L - 1`` requests (one spare for
+network jitter at the window's edges), and sleeps until then: one round trip per request,
+waiters served in order, no polling. Any fixed window Cal.com counts is inside such a
+window, so the limit is never exceeded however many workers run - and as long as there is
+work, ``L - 1`` requests go out per window (99 % of 120), in a burst when a quiet spell
+left room for one: an event's few calls never wait when the limit is far away.
+``window`` is 60 s unless Cal.com is configured otherwise (``L`` per minute is then
+``L * window / 60`` per window).
 
 Feedback from Cal.com's answers (``SharedRateLimit.after``):
 
-* a 429, or an ``X-RateLimit-Remaining-*`` of 0, blocks the bucket for every worker until
-  the matching ``X-RateLimit-Reset-*`` / ``Retry-After`` (60 s when Cal.com says nothing);
-* an ``X-RateLimit-Limit-*`` lower than the configured limit lowers the pace to it (a key
+* a 429, or an ``X-RateLimit-Remaining-*`` of 0, blocks every worker until the matching
+  ``X-RateLimit-Reset-*`` / ``Retry-After`` (60 s when Cal.com says nothing): another
+  client of the same key, or a restart that lost count, used the window up;
+* an ``X-RateLimit-Limit-*`` lower than the configured limit lowers ``L`` to it (a key
   with a custom, lower limit).
 
 A reservation further away than ``max_wait`` is not taken; ``acquire`` raises ``Defer`` so
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,31 +50,36 @@ logger = structlog.get_logger(__name__)
 
 BLOCK_WITHOUT_RESET = 60.0
 
-# KEYS[1] bucket; ARGV limit per window, window s, burst, max_wait s.
+# KEYS[1] state hash, KEYS[2] send log; ARGV limit per window, window s, max_wait s, member.
 # Returns {wait seconds, reserved 0|1, the block (epoch s) the reservation respects}.
 _RESERVE = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local max_wait = tonumber(ARGV[4])
+local max_wait = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tat', 'blocked', 'limit')
-local tat = tonumber(state[1]) or 0
-local blocked = tonumber(state[2]) or 0
-local learned = tonumber(state[3])
+local state = redis.call('HMGET', KEYS[1], 'blocked', 'limit')
+local blocked = tonumber(state[1]) or 0
+local learned = tonumber(state[2])
 if learned and learned < limit then limit = learned end
-burst = math.max(1, math.min(burst, math.floor(limit / 10)))
-local interval = window / math.max(limit - burst - 1, 1)
-local base = math.max(tat, now, blocked)
-local allow = math.max(now, blocked, base - (burst - 1) * interval)
-local wait = allow - now
+local allowed = math.max(limit - 1, 1)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(now - window))
+local count = redis.call('ZCARD', KEYS[2])
+local at = math.max(now, blocked)
+if count > 0 then
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  at = math.max(at, tonumber(last[2]))
+end
+if count >= allowed then
+  local leaving = redis.call('ZRANGE', KEYS[2], count - allowed, count - allowed, 'WITHSCORES')
+  at = math.max(at, tonumber(leaving[2]) + window)
+end
+local wait = at - now
 if wait > max_wait then
   return {tostring(wait), 0, tostring(blocked)}
 end
-local new_tat = base + interval
-redis.call('HSET', KEYS[1], 'tat', tostring(new_tat))
-redis.call('PEXPIRE', KEYS[1], math.ceil((new_tat - now + 120) * 1000))
+redis.call('ZADD', KEYS[2], at, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], math.ceil((at - now + window + 1) * 1000))
 return {tostring(wait), 1, tostring(blocked)}
 """
 
@@ -120,7 +129,7 @@ def advertised_limit(headers: Mapping[str, str]) -> int | None:
 
 
 class SharedRateLimit:
-    """A ``service.calcom.client.RequestGate`` taking a token from the shared bucket."""
+    """A ``service.calcom.client.RequestGate`` reserving each request's slot in the shared log."""
 
     def __init__(
         self,
@@ -129,18 +138,17 @@ class SharedRateLimit:
         *,
         per_minute: int = 120,
         window: float = 60.0,
-        burst: int = 2,
         max_wait: float = 30.0,
         on_wait: Callable[[float], None] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.redis = redis
         self.key = keys.rate_limit(bucket)
+        self.log_key = keys.rate_limit_log(bucket)
         self.per_minute = per_minute
         self.window = window
         #: Requests allowed per window (what Cal.com's X-RateLimit-Limit-* counts).
         self.per_window = max(1, round(per_minute * window / 60))
-        self.burst = burst
         self.max_wait = max_wait
         self.on_wait = on_wait
         self._sleep = sleep
@@ -153,11 +161,12 @@ class SharedRateLimit:
         return self.per_minute > 0
 
     async def acquire(self) -> float:
-        """Wait for a token; return the seconds waited. Raises ``Defer`` past ``max_wait``."""
+        """Wait for a slot; return the seconds waited. Raises ``Defer`` past ``max_wait``."""
         if not self.enabled:
             return 0.0
         raw_wait, reserved, raw_block = await self._reserve(
-            keys=[self.key], args=[self.per_window, self.window, self.burst, self.max_wait]
+            keys=[self.key, self.log_key],
+            args=[self.per_window, self.window, self.max_wait, uuid.uuid4().hex],
         )
         waited = float(raw_wait)
         if not reserved:

@@ -12,8 +12,15 @@ poll delay burns CPU on an idle worker. The intake therefore pushes a token to
 * still polls every ``poll_delay`` seconds, which catches deferred jobs (retries) coming due
   and any token lost to a trim or a crash.
 
-Everything else - how jobs are picked, run, retried, and the shutdown signals - is arq's own
-code: only the loop of ``Worker.main`` is replaced (its body follows arq 0.28's).
+It also claims jobs in batches: arq's ``start_jobs`` makes four round trips per job (``WATCH``
+its in-progress key, ``EXISTS``, ``ZSCORE``, then ``MULTI``/``PSETEX``/``EXEC``); here one Lua
+script checks and claims every due job the worker has room for, atomically, in one round
+trip - the same checks (not in progress elsewhere, still queued, due) and the same
+in-progress key, so arq workers of either kind can share a queue.
+
+Everything else - how jobs are run, retried and finished, and the shutdown signals - is
+arq's own code: only the loop of ``Worker.main`` and ``start_jobs`` are replaced (their
+bodies follow arq 0.28's; ``pyproject.toml`` pins arq below 0.29 for that reason).
 
 ``arq workers.WorkerSettings`` (arq's own CLI) builds a plain ``arq.Worker`` and so polls
 without waking; ``calhooks worker`` runs this class.
@@ -29,7 +36,10 @@ from typing import Any
 
 import redis.exceptions
 from arq.connections import create_pool, log_redis_info
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker
+from redis.commands.core import AsyncScript
 
 from workers import keys
 from workers.redistyped import blpop
@@ -37,6 +47,28 @@ from workers.redistyped import blpop
 logger = logging.getLogger("calhooks.worker")
 
 WAKE_LIST_LENGTH = 64
+
+# KEYS[1] queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, most to claim,
+# then job ids. Returns {id, score, id, score, ...} of the jobs claimed.
+_CLAIM = """
+local now = tonumber(ARGV[1])
+local room = tonumber(ARGV[4])
+local claimed = {}
+for i = 5, #ARGV do
+  if #claimed >= room * 2 then break end
+  local id = ARGV[i]
+  local progress = ARGV[3] .. id
+  if redis.call('EXISTS', progress) == 0 then
+    local score = redis.call('ZSCORE', KEYS[1], id)
+    if score and tonumber(score) <= now then
+      redis.call('PSETEX', progress, ARGV[2], '1')
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = score
+    end
+  end
+end
+return claimed
+"""
 
 
 class WakeableWorker(Worker):
@@ -52,6 +84,7 @@ class WakeableWorker(Worker):
         self._room = asyncio.Event()
         self._room.set()
         self._woken_by_token = False
+        self._claim: AsyncScript | None = None
 
     @property
     def full(self) -> bool:
@@ -63,6 +96,31 @@ class WakeableWorker(Worker):
         self._room.set()
         if was_full:
             self._wake.set()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Claim as many of ``job_ids`` as there is room for, in one round trip, and run them."""
+        room = self.max_jobs - self.job_counter
+        if room <= 0 or not job_ids:
+            return
+        if self._claim is None:
+            self._claim = self.pool.register_script(_CLAIM)
+        claimed = await self._claim(
+            keys=[self.queue_name],
+            args=[
+                timestamp_ms(),
+                int(self.in_progress_timeout_s * 1000),
+                in_progress_key_prefix,
+                room,
+                *job_ids,
+            ],
+        )
+        for raw_id, raw_score in zip(claimed[::2], claimed[1::2], strict=True):
+            await self.sem.acquire()
+            self.job_counter += 1
+            job_id = raw_id.decode()
+            task = self.loop.create_task(self.run_job(job_id, int(float(raw_score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
     async def _listen(self) -> None:
         """Wait on the wake list while there is room for another job."""

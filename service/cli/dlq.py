@@ -199,7 +199,7 @@ def drop(
             state = await stores.ledger.load(entry.event_id)
             dead = [rule for rule, outcome in state.rules.items() if outcome == "dead"]
             if not await stores.dlq.event_entries(entry.event_id, dead):
-                await stores.ledger.release(entry.event_id)
+                await stores.ledger.release_now(entry.event_id)
                 await stores.eventlog.expire(entry.event_id)
         return dropped
 

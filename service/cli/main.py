@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import connections, dlq, events, mcp, sandbox, serve, tools, webhooks
+from service.cli import connections, dev, dlq, events, mcp, sandbox, serve, tools, webhooks, worker
 from service.cli import rules as rules_cli
 from service.secretbox import generate_key
 
@@ -23,6 +23,8 @@ app.add_typer(connections.app, name="connections")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(worker.app, name="worker")
+app.add_typer(dev.app, name="dev")
 
 
 @app.command()

@@ -86,9 +86,9 @@ async def add_dead(redis: aioredis.Redis, *entries: DeadLetter) -> None:
     for entry in entries:
         await DeadLetterQueue(redis).add(entry)
         state = await ledger.begin(entry.event_id)
-        await ledger.set_rule(state, entry.rule, "dead")
-        await ledger.keep(entry.event_id)
-        await ledger.end(state)
+        ledger.set_rule(state, entry.rule, "dead")
+        await ledger.keep(state)
+        await ledger.end_now(state)
 
 
 def test_list_and_show_entries_with_secrets_redacted(redis_url: str) -> None:
@@ -185,8 +185,9 @@ def test_events_show_tells_what_happened(redis_url: str) -> None:
         await add_dead(redis, entry)
         ledger = Ledger(redis, ttl=600)
         state = await ledger.begin(event_id)
-        await ledger.record_matched(state, ["time-off", "broken"])
-        await ledger.set_rule(state, "time-off", "done")
+        ledger.record_matched(state, ["time-off", "broken"])
+        ledger.set_rule(state, "time-off", "done")
+        await ledger.write(state)
 
     on_redis(redis_url, record)
     shown = runner.invoke(app, ["events", "show", event_id[:10]])

@@ -17,10 +17,11 @@ from tests.calcom.sandbox.server import RunningSandbox
 from workers.deadletter import DeadLetterQueue, entry_id
 from workers.eventlog import CallLog, EventLog
 from workers.gates import GateChain
-from workers.jobs import EventLike, Invoke, Processor, ToolCall
+from workers.jobs import EventLike, Invoke, Processor
 from workers.ledger import Ledger
 from workers.ordering import BookingOrder
 from workers.retries import Defer, RetryPolicy
+from workers.rules import StepCall
 
 LIST_USERS = "cal_organizations_users_controller_get_organizations_users"
 CREATE_OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"
@@ -34,17 +35,20 @@ class FakeEvent:
     trigger: str
     payload: dict[str, Any]
     received_at: float = field(default_factory=time.time)
+    created_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "trigger": self.trigger,
+            "created_at": self.created_at,
             "payload": self.payload,
+            "raw": {},
             "received_at": self.received_at,
         }
 
 
-Step = Callable[[EventLike, dict[str, Any]], ToolCall]
+Step = Callable[[EventLike, dict[str, Any]], StepCall]
 
 
 @dataclass
@@ -75,12 +79,12 @@ class PyRules:
 def find_user(rule: str) -> tuple[str, Step]:
     return (
         "user",
-        lambda event, _: ToolCall(rule, "user", None, LIST_USERS, {"emails": [BOB_EMAIL]}),
+        lambda event, _: StepCall(rule, "user", None, LIST_USERS, {"emails": [BOB_EMAIL]}),
     )
 
 
 def create_ooo(rule: str, **extra: Any) -> tuple[str, Step]:
-    def build(event: EventLike, outputs: dict[str, Any]) -> ToolCall:
+    def build(event: EventLike, outputs: dict[str, Any]) -> StepCall:
         params = {
             "userId": outputs["user"][0]["id"],
             "start": event.payload["startTime"],
@@ -89,7 +93,7 @@ def create_ooo(rule: str, **extra: Any) -> tuple[str, Step]:
             "reason": "vacation",
             **extra,
         }
-        return ToolCall(rule, "ooo", None, CREATE_OOO, params)
+        return StepCall(rule, "ooo", None, CREATE_OOO, params)
 
     return ("ooo", build)
 

@@ -194,9 +194,9 @@ async def test_runs_that_never_ended_are_counted_as_crashes(redis_client: aiored
     await ledger.begin("ev1")
     state = await ledger.begin("ev1")
     assert state.crashes == 2
-    await ledger.add_failure(state, "r")
-    await ledger.set_rule(state, "r", "dead")
-    await ledger.end(state)
+    ledger.add_failure(state, "r")
+    ledger.set_rule(state, "r", "dead")
+    await ledger.end_now(state)
     await ledger.reopen_rule("ev1", "r")
     after = await ledger.begin("ev1")
     assert (after.crashes, after.failures, after.rules) == (0, {}, {})
@@ -206,11 +206,11 @@ async def test_a_kept_ledger_does_not_expire_until_released(redis_client: aiored
     """Dead-lettered events keep their ledger (TTL removed) even across later runs."""
     ledger = Ledger(redis_client, ttl=60)
     state = await ledger.begin("ev1")
-    await ledger.record_matched(state, ["a", "b"])
-    await ledger.keep("ev1")
+    ledger.record_matched(state, ["a", "b"])
+    await ledger.keep(state)
     await ledger.begin("ev1")
     assert await redis_client.ttl("calhooks:ledger:ev1") == -1
-    await ledger.release("ev1")
+    await ledger.release_now("ev1")
     assert 0 < await redis_client.ttl("calhooks:ledger:ev1") <= 60
     loaded = await ledger.load("ev1")
     assert isinstance(loaded, EventState)

@@ -8,10 +8,19 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from workers.ordering import BookingOrder, booking_uid
+from workers.ordering import BookingOrder, Turn, booking_uid
 from workers.retries import Defer
 
 BOOKING = {"uid": "bk-1", "title": "Time off"}
+
+
+async def finish(
+    booking: BookingOrder, turn: Turn, event_id: str, trigger: str, received_at: float
+) -> None:
+    """Record the event in its booking and release the turn, as an attempt's last write does."""
+    async with booking.redis.pipeline(transaction=False) as pipe:
+        booking.finish(pipe, turn, event_id, trigger, received_at)
+        await pipe.execute()
 
 
 def order(redis: aioredis.Redis, **options: float) -> BookingOrder:
@@ -27,7 +36,7 @@ async def test_events_of_one_booking_never_run_together(redis_client: aioredis.R
         with pytest.raises(Defer, match="another event of this booking is running"):
             async with second.turn("e2", "BOOKING_RESCHEDULED", BOOKING, now + 1):
                 pass
-        await first.finish(turn, "e1", "BOOKING_CREATED", now)
+        await finish(first, turn, "e1", "BOOKING_CREATED", now)
     async with second.turn("e2", "BOOKING_RESCHEDULED", BOOKING, now + 1) as turn:
         assert turn.uid == "bk-1"
         assert turn.skip_reason is None
@@ -70,11 +79,11 @@ async def test_a_cancellation_waits_for_its_creation(redis_client: aioredis.Redi
             pass
     async with booking.turn("create", "BOOKING_CREATED", BOOKING, created_at) as turn:
         # The cancel is registered earlier, but it is waiting for this very create.
-        await booking.finish(turn, "create", "BOOKING_CREATED", created_at)
+        await finish(booking, turn, "create", "BOOKING_CREATED", created_at)
     async with booking.turn("cancel", "BOOKING_CANCELLED", BOOKING, cancelled_at) as turn:
         assert turn.skip_reason is None
         assert turn.late
-        await booking.finish(turn, "cancel", "BOOKING_CANCELLED", cancelled_at)
+        await finish(booking, turn, "cancel", "BOOKING_CANCELLED", cancelled_at)
 
 
 async def test_a_creation_after_its_cancellation_is_skipped(redis_client: aioredis.Redis) -> None:
@@ -82,7 +91,7 @@ async def test_a_creation_after_its_cancellation_is_skipped(redis_client: aiored
     booking = order(redis_client, wait=0.0)
     now = time.time()
     async with booking.turn("cancel", "BOOKING_CANCELLED", BOOKING, now) as turn:
-        await booking.finish(turn, "cancel", "BOOKING_CANCELLED", now)
+        await finish(booking, turn, "cancel", "BOOKING_CANCELLED", now)
     async with booking.turn("create", "BOOKING_CREATED", BOOKING, now + 1) as turn:
         assert turn.skip_reason == "booking bk-1 was already cancelled"
 
@@ -122,7 +131,7 @@ async def test_concurrent_events_of_one_booking_run_in_arrival_order(
             ran.append(event_id)
             await asyncio.sleep(0.01)
             running -= 1
-            await booking.finish(t, event_id, "BOOKING_NO_SHOW_UPDATED", received_at)
+            await finish(booking, t, event_id, "BOOKING_NO_SHOW_UPDATED", received_at)
 
     ids = [f"e{i}" for i in range(5)]
     # Register all first (as workers picking them up would), then race them in reverse.

@@ -1,9 +1,8 @@
-"""The shared Cal.com rate limit: one bucket in Redis for every worker, fed by Cal.com's headers."""
+"""The shared Cal.com rate limit: one send log in Redis for all workers, fed by Cal.com."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -11,7 +10,6 @@ import redis.asyncio as aioredis
 from service.calcom.client import Credentials
 from service.embedded_redis import EmbeddedRedis
 from workers.ratelimit import SharedRateLimit, advertised_limit, bucket_name
-from workers.redistyped import hgetall
 from workers.retries import Defer
 
 
@@ -26,11 +24,11 @@ class FakeSleep:
 
 
 async def grant_times(limiter: SharedRateLimit, count: int) -> list[float]:
-    times = []
+    """Take ``count`` slots; return every send time in the shared log (Redis's clock)."""
     for _ in range(count):
-        now = time.time()
-        times.append(now + await limiter.acquire())
-    return times
+        await limiter.acquire()
+    log = await limiter.redis.zrange(limiter.log_key, 0, -1, withscores=True)
+    return [score for _, score in log]
 
 
 def most_in_any_window(times: list[float], window: float = 60.0) -> int:
@@ -50,38 +48,41 @@ async def test_workers_sharing_a_bucket_never_exceed_the_limit_in_any_minute(
     clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(4)]
     try:
         limiters = [
-            SharedRateLimit(c, "acct", per_minute=120, burst=2, max_wait=1000, sleep=FakeSleep())
+            SharedRateLimit(c, "acct", per_minute=120, max_wait=1000, sleep=FakeSleep())
             for c in clients
         ]
-        batches = await asyncio.gather(*(grant_times(lim, 60) for lim in limiters))
+        await asyncio.gather(*(grant_times(lim, 60) for lim in limiters))
+        times = await grant_times(limiters[0], 0)
     finally:
         for c in clients:
             await c.aclose()
-    times = [t for batch in batches for t in batch]
+    assert len(times) == 240
     assert most_in_any_window(times) <= 119
     span = max(times) - min(times)
     achieved_per_minute = (len(times) - 1) / span * 60
     assert achieved_per_minute >= 0.95 * 120
 
 
-async def test_a_reservation_beyond_max_wait_defers_without_taking_a_token(
+async def test_a_quiet_account_lets_a_burst_through_then_waits_for_the_window(
     redis_client: aioredis.Redis,
 ) -> None:
-    """Past max_wait the caller gets Defer (give the slot back) and the bucket is unchanged."""
-    limiter = SharedRateLimit(
-        redis_client, "acct", per_minute=60, burst=1, max_wait=2.5, sleep=FakeSleep()
-    )
-    waits = [await limiter.acquire() for _ in range(3)]
-    assert waits[0] == 0
-    assert max(waits) <= 2.5
+    """After a quiet spell L - 1 calls go at once; the next waits for the oldest to age out."""
+    limiter = SharedRateLimit(redis_client, "acct", per_minute=60, max_wait=1000, sleep=FakeSleep())
+    assert [await limiter.acquire() for _ in range(59)] == [0.0] * 59
+    assert 59 < await limiter.acquire() <= 60
+
+
+async def test_a_reservation_beyond_max_wait_defers_without_taking_a_slot(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Past max_wait the caller gets Defer (give the job slot back); nothing is reserved."""
+    limiter = SharedRateLimit(redis_client, "acct", per_minute=60, max_wait=2.5, sleep=FakeSleep())
+    for _ in range(59):
+        await limiter.acquire()
     with pytest.raises(Defer) as deferred:
         await limiter.acquire()
-    assert deferred.value.delay > 2.5
-    state = await hgetall(redis_client, "calhooks:ratelimit:acct")
-    tat_before = float(state[b"tat"])
-    with pytest.raises(Defer):
-        await limiter.acquire()
-    assert float((await hgetall(redis_client, "calhooks:ratelimit:acct"))[b"tat"]) == tat_before
+    assert 59 < deferred.value.delay <= 60
+    assert await redis_client.zcard("calhooks:ratelimit:acct:log") == 59
 
 
 async def test_a_429_blocks_every_worker_until_cal_com_says(redis_client: aioredis.Redis) -> None:
@@ -152,16 +153,15 @@ async def test_a_block_arriving_while_waiting_extends_the_wait(
         async def __call__(self, seconds: float) -> None:
             await super().__call__(seconds)
             if len(self.waits) == 1:
-                await other.report(429, {"Retry-After": "30"})
+                await other.report(429, {"Retry-After": "90"})
 
     sleep = SleepThrough429()
-    limiter = SharedRateLimit(
-        redis_client, "acct", per_minute=60, burst=1, max_wait=100, sleep=sleep
-    )
+    limiter = SharedRateLimit(redis_client, "acct", per_minute=2, max_wait=200, sleep=sleep)
     await limiter.acquire()
     waited = await limiter.acquire()
     assert len(sleep.waits) == 2
-    assert 29 < sleep.waits[1] <= 30
+    assert 59 < sleep.waits[0] <= 60
+    assert 89 < sleep.waits[1] <= 90
     assert waited == pytest.approx(sum(sleep.waits))
 
 

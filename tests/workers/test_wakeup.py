@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Worker
 
 from service.embedded_redis import EmbeddedRedis
 from workers.wakeup import WakeableWorker
@@ -139,3 +140,50 @@ async def test_burst_mode_returns_once_the_queue_is_empty(
         await worker.main()
     await worker.close()
     assert worker.jobs_complete == 2
+
+
+async def test_batched_claims_run_each_job_once_beside_plain_arq_workers(
+    redis_server: EmbeddedRedis, pool: ArqRedis, started: asyncio.Queue[str]
+) -> None:
+    """Two wakeable workers and one plain arq worker share a queue: every job runs once."""
+    names = [f"job-{n}" for n in range(60)]
+    plain = Worker(
+        functions=[record],
+        redis_settings=RedisSettings.from_dsn(redis_server.url),
+        handle_signals=False,
+        poll_delay=0.01,
+        ctx={"started": started},
+    )
+    plain_task = asyncio.create_task(plain.main())
+    try:
+        async with (
+            running(redis_server, started, poll_delay=0.01, max_jobs=7),
+            running(redis_server, started, poll_delay=0.01, max_jobs=3),
+        ):
+            for name in names:
+                await enqueue_and_wake(pool, "record", name)
+            seen: list[str] = []
+            async with asyncio.timeout(20):
+                while len(seen) < len(names):
+                    seen.append(await started.get())
+            await asyncio.sleep(0.2)
+            assert started.empty()
+    finally:
+        plain_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await plain_task
+        with pytest.warns(DeprecationWarning, match="aclose"):  # arq 0.28 calls redis close()
+            await plain.close()
+    assert sorted(seen) == sorted(names)
+
+
+async def test_a_deferred_job_is_not_claimed_before_its_time(
+    redis_server: EmbeddedRedis, pool: ArqRedis, started: asyncio.Queue[str]
+) -> None:
+    """A job scored in the future (an arq Retry's defer) waits for its time."""
+    async with running(redis_server, started, poll_delay=0.02):
+        await pool.enqueue_job("record", "later", _job_id="later", _defer_by=0.5)
+        await enqueue_and_wake(pool, "record", "now")
+        async with asyncio.timeout(10):
+            assert await started.get() == "now"
+            assert await started.get() == "later"

@@ -1,0 +1,352 @@
+"""Worker throughput, the shared rate limit, and accepted-to-first-call latency.
+
+Every part runs real processes on loopback against one redis-server: ``calhooks sandbox``
+(Cal.com), ``calhooks worker`` (1 or 4) and, for latency, ``calhooks serve`` (the intake).
+Each event matches one rule with one step, a read (list users by the event's attendee email).
+
+1. **drain** - N events queued at once, one worker at ``max_jobs`` 10 and 100, the sandbox
+   answering after 50 ms: events/s, as a ratio of the ideal ``max_jobs / 50 ms``, and the
+   worker's CPU.
+2. **rate limit** - 4 workers share ``CALHOOKS_WORKER_RATE_LIMIT_PER_MINUTE`` = 120 against
+   a sandbox that throttles like Cal.com (120 per 60-s window, then a 60-s block). Queues more
+   events than fit in the run and prints the calls the sandbox served per minute (as a share
+   of the limit) and how many 429s it answered.
+3. **latency** - signed deliveries posted to the intake at 200 events/s: from the moment
+   the intake received each one (``Event.received_at``) to the moment the worker sent its
+   first Cal.com call (the ``sent_at`` of the delivery log's first ``call``), p50/p99. Also
+   the worker's CPU while idle.
+
+    .venv/bin/python bench/workers.py [--events 2000] [--ratelimit-seconds 60] [--skip ...]
+
+The machine is shared (2 cores): every part is short, and figures move from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID  # noqa: E402
+from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from service.events import Event  # noqa: E402
+from service.queue import job_bytes  # noqa: E402
+
+SECRET = "bench-signing-secret"  # noqa: S105 - the benchmark's own key
+QUEUE = "arq:queue"
+RULES = """\
+rules:
+  - name: bench-lookup
+    on: [BOOKING_CREATED]
+    steps:
+      - id: attendee
+        tool: cal_organizations_users_controller_get_organizations_users
+        with:
+          emails: ["${{ payload.attendees[0].email }}"]
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def wait_http(proc: Proc, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.process.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}")
+        try:
+            if httpx.get(proc.url + path, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.name} did not become ready")
+        time.sleep(0.05)
+
+
+class Cluster:
+    """Starts calhooks processes with one environment; stops them all on exit."""
+
+    def __init__(self, redis_url: str, workdir: Path) -> None:
+        self.redis_url = redis_url
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+        rules = workdir / "rules.yaml"
+        rules.write_text(RULES)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CALHOOKS_")}
+        self.env.update(
+            {
+                "CALHOOKS_REDIS_URL": redis_url,
+                "CALHOOKS_API_KEY": SANDBOX_API_KEY,
+                "CALHOOKS_ORG_ID": str(SANDBOX_ORG_ID),
+                "CALHOOKS_RULES_FILE": str(rules),
+                "CALHOOKS_WEBHOOK_SECRETS": SECRET,
+                "CALHOOKS_LOG_LEVEL": "warning",
+                "CALHOOKS_LOG_FORMAT": "json",
+                "CALHOOKS_SPOOL_DIR": str(workdir / "spool"),
+            }
+        )
+
+    def start(self, name: str, args: list[str], env: dict[str, str], ready: str) -> Proc:
+        port = free_port()
+        command = [sys.executable, "-m", "service", *args]
+        if args[0] in ("sandbox", "serve"):
+            command += ["--port", str(port)]
+        full_env = {**self.env, **env}
+        if args[0] == "worker":
+            full_env["CALHOOKS_WORKER_HTTP_PORT"] = str(port)
+            full_env["CALHOOKS_WORKER_NAME"] = name
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=log)
+        proc = Proc(name, process, port)
+        self.procs.append(proc)
+        wait_http(proc, ready)
+        return proc
+
+    def sandbox(self, *args: str) -> Proc:
+        return self.start(
+            "sandbox", ["sandbox", "--log-level", "warning", *args], {}, "/_sandbox/state"
+        )
+
+    def worker(self, name: str, sandbox: Proc, **settings: Any) -> Proc:
+        env = {"CALHOOKS_API_URL": sandbox.url}
+        env.update({f"CALHOOKS_{k.upper()}": str(v) for k, v in settings.items()})
+        return self.start(name, ["worker"], env, "/readyz")
+
+    def intake(self) -> Proc:
+        return self.start("intake", ["serve"], {}, "/readyz")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.process.poll() is None:
+                proc.process.terminate()
+        for proc in self.procs:
+            try:
+                proc.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+        self.procs.clear()
+
+
+@contextmanager
+def cluster(redis: EmbeddedRedis, workdir: Path) -> Iterator[Cluster]:
+    running = Cluster(redis.url, workdir)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def booking(n: int, tag: str) -> dict[str, Any]:
+    """A BOOKING_CREATED body whose first attendee's email is unique to event ``n``."""
+    return {
+        "triggerEvent": "BOOKING_CREATED",
+        "createdAt": "2031-05-01T08:00:00.000Z",
+        "payload": {
+            "type": "30min",
+            "title": f"Bench {n}",
+            "uid": f"bench-{tag}-{n}",
+            "startTime": "2031-05-01T09:00:00Z",
+            "endTime": "2031-05-01T09:30:00Z",
+            "organizer": {"email": "alice@acme.example", "name": "Alice"},
+            "attendees": [{"email": f"bench-{tag}-{n}@client.example", "name": f"Guest {n}"}],
+        },
+    }
+
+
+async def enqueue(redis: aioredis.Redis, bodies: list[dict[str, Any]]) -> None:
+    """Queue events as the intake does (same job record, score, wake token), in one pipeline."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for body in bodies:
+            raw = json.dumps(body, separators=(",", ":")).encode()
+            now = time.time()
+            event = Event(
+                hashlib.sha256(raw).hexdigest(),
+                body["triggerEvent"],
+                body["createdAt"],
+                body["payload"],
+                body,
+                now,
+            )
+            now_ms = int(now * 1000)
+            pipe.psetex(f"arq:job:{event.id}", 86_400_000, job_bytes(event, now_ms))
+            pipe.zadd(QUEUE, {event.id: now_ms})
+            pipe.lpush(f"{QUEUE}:wake", 1)
+            pipe.ltrim(f"{QUEUE}:wake", 0, 63)
+        await pipe.execute()
+
+
+def processed(workers: list[Proc]) -> int:
+    total = 0
+    for worker in workers:
+        text = httpx.get(worker.url + "/metrics", timeout=5).text
+        for line in text.splitlines():
+            match = re.match(
+                r'calhooks_worker_events_total\{outcome="processed"\} ([0-9.e+]+)', line
+            )
+            if match:
+                total += int(float(match[1]))
+    return total
+
+
+async def drain(redis_server: EmbeddedRedis, workdir: Path, max_jobs: int, events: int) -> None:
+    latency = 0.05
+    with cluster(redis_server, workdir) as run:
+        sandbox = run.sandbox("--no-rate-limit", "--latency", str(latency))
+        worker = run.worker(
+            f"drain-{max_jobs}", sandbox, worker_max_jobs=max_jobs, worker_rate_limit_per_minute=0
+        )
+        redis = aioredis.Redis.from_url(redis_server.url)
+        await redis.flushall()
+        cpu_before = cpu_seconds(worker.process.pid)
+        started = time.perf_counter()
+        await enqueue(redis, [booking(n, f"drain{max_jobs}") for n in range(events)])
+        while processed([worker]) < events:  # noqa: ASYNC110 - polls another process
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(worker.process.pid) - cpu_before
+        await redis.aclose()
+    rate = events / elapsed
+    ideal = max_jobs / latency
+    print(
+        f"drain   max_jobs={max_jobs:<4} {events} events in {elapsed:5.2f} s: {rate:7.1f} events/s"
+        f"  = {rate / ideal:.2f}x ideal ({ideal:.0f}/s)   worker CPU {cpu / elapsed * 100:4.0f}%"
+    )
+
+
+async def rate_limit(redis_server: EmbeddedRedis, workdir: Path, seconds: float) -> None:
+    limit = 120
+    with cluster(redis_server, workdir) as run:
+        sandbox = run.sandbox("--rate-limit", str(limit), "--window", "60")
+        redis = aioredis.Redis.from_url(redis_server.url)
+        await redis.flushall()
+        for i in range(4):
+            run.worker(f"rl-{i}", sandbox, worker_rate_limit_per_minute=limit)
+        await enqueue(redis, [booking(n, "rl") for n in range(int(limit * seconds / 60 * 2))])
+        await asyncio.sleep(seconds)
+        async with httpx.AsyncClient(base_url=sandbox.url + "/_sandbox") as admin:
+            records = (await admin.get("/requests")).json()["requests"]
+        await redis.aclose()
+    api = [r for r in records if r.get("tool")]
+    served = [r for r in api if r["status"] == 200]
+    throttled = sum(1 for r in api if r["status"] == 429)
+    per_minute = len(served) / seconds * 60
+    print(
+        f"limit   4 workers, {limit}/min for {seconds:.0f} s: {len(served)} calls served = "
+        f"{per_minute:.1f}/min ({per_minute / limit * 100:.1f}% of the limit), {throttled} x 429"
+    )
+
+
+def sign(raw: bytes) -> str:
+    return hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+
+
+async def latency(redis_server: EmbeddedRedis, workdir: Path, rate: float, seconds: float) -> None:
+    with cluster(redis_server, workdir) as run:
+        sandbox = run.sandbox("--no-rate-limit")
+        redis = aioredis.Redis.from_url(redis_server.url)
+        await redis.flushall()
+        worker = run.worker("latency", sandbox, worker_rate_limit_per_minute=0)
+        intake = run.intake()
+        await asyncio.sleep(1.0)
+        idle_before, idle_started = cpu_seconds(worker.process.pid), time.perf_counter()
+        await asyncio.sleep(10.0)
+        idle = (cpu_seconds(worker.process.pid) - idle_before) / (
+            time.perf_counter() - idle_started
+        )
+        count = int(rate * seconds)
+        bodies = [
+            json.dumps(booking(n, "lat"), separators=(",", ":")).encode() for n in range(count)
+        ]
+        async with httpx.AsyncClient(base_url=intake.url, timeout=10) as http:
+            started = time.perf_counter()
+            pending = []
+            for n, raw in enumerate(bodies):
+                delay = started + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                headers = {"Content-Type": "application/json", "X-Cal-Signature-256": sign(raw)}
+                pending.append(
+                    asyncio.create_task(http.post("/webhooks/cal", content=raw, headers=headers))
+                )
+            answers = await asyncio.gather(*pending)
+        accepted = [
+            hashlib.sha256(raw).hexdigest()
+            for raw, a in zip(bodies, answers, strict=True)
+            if a.status_code == 202
+        ]
+        while processed([worker]) < len(accepted):  # noqa: ASYNC110 - polls another process
+            await asyncio.sleep(0.1)
+        gaps = []
+        for event_id in accepted:
+            log = [
+                json.loads(x) for x in await redis.lrange(f"calhooks:eventlog:{event_id}", 0, -1)
+            ]
+            attempt = next(r for r in log if r["kind"] == "attempt")
+            call = next(r for r in log if r["kind"] == "call")
+            gaps.append(call["sent_at"] - attempt["received_at"])
+        await redis.aclose()
+    gaps.sort()
+    p50, p99 = statistics.median(gaps), gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))]
+    print(
+        f"latency {rate:.0f} events/s for {seconds:.0f} s ({len(accepted)} accepted): accepted -> "
+        f"first Cal.com call p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, "
+        f"max {gaps[-1] * 1000:.2f} ms; worker idle CPU {idle * 100:.2f}%"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000, help="events per drain run")
+    parser.add_argument("--ratelimit-seconds", type=float, default=60.0)
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s for latency")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["drain", "ratelimit", "latency"])
+    options = parser.parse_args()
+    with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if "drain" not in options.skip:
+            await drain(redis_server, workdir, 10, options.events)
+            await drain(redis_server, workdir, 100, options.events * 2)
+        if "ratelimit" not in options.skip:
+            await rate_limit(redis_server, workdir, options.ratelimit_seconds)
+        if "latency" not in options.skip:
+            await latency(redis_server, workdir, options.rate, options.latency_seconds)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
