@@ -36,7 +36,6 @@ import pytest
 import redis
 
 from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, sign
-from service.cli.main import app
 from service.embedded_redis import EmbeddedRedis, free_port
 from service.secretbox import generate_key
 from tests.calcom.sandbox.server import RunningSandbox
@@ -47,13 +46,6 @@ MCP_TOKEN = "test-mcp-token-from-the-deploy-test"
 WEBHOOK_SECRET = "test-webhook-secret-from-the-deploy-test"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 STARTUP_SECONDS = 60  # the startup probes allow 2 s x 30 failures
-
-
-def _calhooks_has(command: str) -> bool:
-    """Whether this checkout's ``calhooks`` CLI registers ``command`` (written in parallel)."""
-    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    names |= {g.name or "" for g in app.registered_groups}
-    return command in names
 
 
 def _secrets(redis_url: str) -> dict[str, dict[str, str]]:
@@ -300,11 +292,6 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-needs_worker = pytest.mark.skipif(
-    not _calhooks_has("worker"), reason="`calhooks worker` is not written yet"
-)
-
-
 def test_web_container_answers_its_probes_and_queues_a_signed_delivery(
     redis_url: str,
     sandbox: RunningSandbox,
@@ -327,7 +314,6 @@ def test_web_container_answers_its_probes_and_queues_a_signed_delivery(
     assert web.terminate(), web.output()
 
 
-@needs_worker
 def test_worker_container_answers_its_probes_and_exports_the_keda_gauge(
     redis_url: str,
     sandbox: RunningSandbox,
@@ -346,7 +332,6 @@ def test_worker_container_answers_its_probes_and_exports_the_keda_gauge(
     assert worker.terminate(), worker.output()
 
 
-@needs_worker
 def test_web_and_worker_hand_a_delivery_over_through_redis(
     redis_url: str,
     sandbox: RunningSandbox,
