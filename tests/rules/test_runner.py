@@ -21,6 +21,7 @@ from workers.rules import (
     run_rule,
 )
 from workers.rules.dryrun import record_only
+from workers.rules.expressions import MAX_VALUE_DEPTH
 from workers.rules.runner import MAX_PAGES
 
 USERS = "cal_organizations_users_controller_get_organizations_users"
@@ -376,3 +377,18 @@ async def test_a_payload_cel_cannot_take_fails_the_rule_not_the_process() -> Non
     with pytest.raises(RuleFailed, match="nested more than") as caught:
         await run_rule(loaded.rules[0], loaded.context(event), Recorder())
     assert caught.value.step == "(event)"
+
+
+async def test_an_item_too_deep_for_cel_fails_the_rule() -> None:
+    """A for_each item nested past what is handed to CEL fails the rule, not the process."""
+    deep: Any = 1
+    for _ in range(MAX_VALUE_DEPTH - 1):
+        deep = [deep]
+    event = FakeEvent("deep", "BOOKING_CREATED", None, {"deep": deep})
+    loaded = rules(
+        "rules: [{name: r, on: BOOKING_CREATED,"
+        " steps: [{for_each: '[[[[payload.deep]]]]', log: x}]}]"
+    )
+    with pytest.raises(RuleFailed, match="nested more than") as caught:
+        await run_rule(loaded.rules[0], loaded.context(event), Recorder())
+    assert (caught.value.step, caught.value.index) == ("#1", 0)

@@ -372,7 +372,10 @@ class _Run:
         outputs: list[Any] = []
         for index, item in enumerate(items):
             position = None if symbolic else index
-            self.set_loop(step, item)
+            try:
+                self.set_loop(step, item)
+            except EvaluationError as error:
+                self.fail(step, position, error, None)
             note = self.condition(step, position)
             if note is False:
                 outputs.append(None)
