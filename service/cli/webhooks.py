@@ -106,6 +106,16 @@ def _run(operation: Operation[T]) -> T:
         fail(f"cannot reach Redis: {exc}")
 
 
+def _note_without_rules() -> None:
+    """Warn (stderr) that without the rules file only the configured extras are subscribed."""
+    if get_settings().rules_file is None:
+        typer.echo(
+            "note: CALHOOKS_RULES_FILE is not set: the webhook subscribes only to"
+            " CALHOOKS_WEBHOOK_EXTRA_TRIGGERS",
+            err=True,
+        )
+
+
 def _desired(settings: Settings) -> DesiredFactory:
     try:
         return desired_factory(settings, load_rule_triggers(settings))
@@ -137,6 +147,7 @@ def plan_command(
         print_json(report.plan_dict(plan, show_secret=show_secret))
     else:
         _echo(report.plan_lines(plan, show_secret=show_secret))
+    _note_without_rules()
     if exit_code and plan.has_changes:
         raise typer.Exit(2)
 
@@ -163,6 +174,7 @@ def apply_command(
         print_json(report.apply_dict(result, show_secret=show_secret))
     else:
         _echo(report.apply_lines(result, show_secret=show_secret))
+    _note_without_rules()
 
 
 @app.command("rotate")

@@ -7,8 +7,9 @@
   ``CALHOOKS_ENCRYPTION_KEY`` is set: without it those secrets cannot be read);
 * a lifespan that, with ``CALHOOKS_WEBHOOKS_AUTO_APPLY``, applies the webhook plan in the
   background once the app has started - never pruning, never delaying start-up or failing
-  it. Every replica does it; the webhooks lock makes one of them change things and the
-  others find nothing to do.
+  it, and only with ``CALHOOKS_RULES_FILE`` set (a web pod without the workers' rules would
+  otherwise unsubscribe the triggers they need). Every replica does it; the webhooks lock
+  makes one of them change things and the others find nothing to do.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ async def auto_apply(
 ) -> ApplyResult | None:
     """Apply the webhook plan (no prune), retrying passing failures; never raises."""
     log = logger.bind(deployment=settings.webhook_deployment)
+    if settings.rules_file is None:
+        # Without the workers' rules the webhook would lose the triggers they need.
+        log.error(
+            "webhooks auto-apply impossible",
+            reason="CALHOOKS_RULES_FILE is not set: give the web pods the workers' rules file",
+        )
+        return None
     try:
         store = WebhookSecretStore.from_settings(settings, redis)
         desired_for = desired_factory(settings, load_rule_triggers(settings))

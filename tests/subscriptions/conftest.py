@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,15 @@ def make_settings(sandbox_url: str, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(**values)
+
+
+def write_rules(path: Path, *triggers: str) -> Path:
+    """A rules file with one logging rule reacting to ``triggers``."""
+    path.write_text(
+        "rules:\n  - name: note\n    on: [" + ", ".join(triggers) + "]\n"
+        "    steps:\n      - log: seen\n"
+    )
+    return path
 
 
 @pytest.fixture

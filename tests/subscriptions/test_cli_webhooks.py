@@ -75,6 +75,8 @@ def stored_secret(sandbox: RunningSandbox) -> str:
 
 def test_plan_apply_and_apply_again(env: redis.Redis, sandbox: RunningSandbox) -> None:
     """plan proposes, apply does and says what it did, a second apply finds nothing to do."""
+    without_rules = runner.invoke(app, ["webhooks", "plan"])
+    assert "note: CALHOOKS_RULES_FILE is not set" in without_rules.stderr
     planned = webhooks("plan")
     assert "+ generate a webhook secret" in planned
     assert f"+ create webhook -> {URL}: active, triggers BOOKING_CREATED, OOO_CREATED" in planned
@@ -233,7 +235,9 @@ def test_triggers_follow_the_rules_file(
     monkeypatch.setenv("CALHOOKS_RULES_FILE", str(rules))
     monkeypatch.setenv("CALHOOKS_WEBHOOK_EXTRA_TRIGGERS", "MEETING_ENDED")
     get_settings.cache_clear()
-    webhooks("apply")
+    result = runner.invoke(app, ["webhooks", "apply"])
+    assert result.exit_code == 0
+    assert "CALHOOKS_RULES_FILE is not set" not in result.stderr
     [webhook] = sandbox.store.webhooks.values()
     assert sorted(webhook.triggers) == ["BOOKING_CANCELLED", "BOOKING_CREATED", "MEETING_ENDED"]
 

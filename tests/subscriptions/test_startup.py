@@ -17,14 +17,16 @@ from service.subscriptions.secret_store import WebhookSecretStore
 from service.subscriptions.startup import auto_apply, intake_extension
 from tests.calcom.sandbox.server import RunningSandbox
 from tests.servers import serve_app
-from tests.subscriptions.conftest import make_settings
+from tests.subscriptions.conftest import make_settings, write_rules
 
 
 def replica_settings(
     sandbox: RunningSandbox, redis: EmbeddedRedis, tmp: Path, **more: object
 ) -> Settings:
+    tmp.mkdir(parents=True, exist_ok=True)
     return make_settings(
         sandbox.url,
+        rules_file=write_rules(tmp / "rules.yaml", "BOOKING_CREATED"),
         redis_url=redis.url,
         data_dir=tmp,
         spool_dir=tmp / "spool",
@@ -87,6 +89,15 @@ async def test_replicas_starting_together_apply_once_and_verify_deliveries(
     assert len(sandbox.store.webhooks) == 1
 
 
+async def test_auto_apply_needs_the_rules_file(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    """Without the workers' rules, auto-apply changes nothing rather than drop their triggers."""
+    settings = make_settings(sandbox.url, rules_file=None, webhook_extra_triggers="OOO_CREATED")
+    assert await auto_apply(settings, redis_client) is None
+    assert sandbox.store.webhooks == {}
+
+
 async def test_auto_apply_without_public_url_logs_and_returns(
     sandbox: RunningSandbox, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -97,13 +108,14 @@ async def test_auto_apply_without_public_url_logs_and_returns(
 
 
 async def test_auto_apply_retries_a_passing_failure(
-    sandbox: RunningSandbox, redis_client: aioredis.Redis
+    sandbox: RunningSandbox, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     """Cal.com down at start-up: auto-apply waits and tries again."""
     from service.calcom.sandbox import FaultRule
 
     sandbox.sandbox.faults.add(FaultRule(status=503, times=8))
-    settings = make_settings(sandbox.url, webhook_extra_triggers="OOO_CREATED", api_retries=0)
+    rules = write_rules(tmp_path / "rules.yaml", "OOO_CREATED")
+    settings = make_settings(sandbox.url, rules_file=rules, api_retries=0)
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
