@@ -40,6 +40,10 @@ from workers import keys
 from workers.redistyped import lrange
 
 MAX_RECORDS = 1000
+#: Record fields that may carry values from Cal.com or the rules (the others are names,
+#: numbers and statuses): only records with one of them go through the redaction.
+_MAY_HOLD_SECRETS = frozenset({"params", "error", "output", "fields", "reason"})
+_COMPACT: dict[str, Any] = {"default": str, "separators": (",", ":")}
 
 _current: ContextVar[EventRecorder | None] = ContextVar("calhooks_event_recorder", default=None)
 
@@ -69,7 +73,10 @@ class EventRecorder:
             return
         records, self._pending = self._pending, []
         key = keys.eventlog(self.event_id)
-        encoded = [json.dumps(redact(r), default=str, separators=(",", ":")) for r in records]
+        encoded = [
+            json.dumps(redact(r) if _MAY_HOLD_SECRETS & r.keys() else r, **_COMPACT)
+            for r in records
+        ]
         pipe.rpush(key, *encoded)
         pipe.ltrim(key, -MAX_RECORDS, -1)
         if self.kept:

@@ -390,7 +390,13 @@ class Processor:
             await self.dead_letters.remove(entry_id(attempt.event.id, rule))
 
     def _finish_turn(self, attempt: Attempt, turn: Turn) -> None:
+        """Record the event in its booking and release the turn in the attempt's last write.
+
+        The lock is released only after the booking's new state is written (same pipeline),
+        so the booking's next event reads that state.
+        """
         event = attempt.event
+        turn.released = True  # the turn's own exit must not release it before that write
         attempt.closing.append(
             lambda pipe: self.order.finish(pipe, turn, event.id, event.trigger, event.received_at)
         )

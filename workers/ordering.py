@@ -69,9 +69,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_LAST = """
+# KEYS booking, pending, lock. ARGV event id, received_at, ttl s, then field, value, ...
+# Records the event in the booking, unregisters it, then releases the lock (in that order).
+_FINISH = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 local seen = tonumber(redis.call('HGET', KEYS[1], 'last')) or 0
-if tonumber(ARGV[1]) > seen then redis.call('HSET', KEYS[1], 'last', ARGV[1]) end
+if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 """
 
 
@@ -91,7 +97,7 @@ class Turn:
     uid: str | None
     skip_reason: str | None = None
     late: bool = False
-    #: ``finish`` has queued the lock's release with the booking's new state.
+    #: The lock's release is taken care of (``finish``, in the attempt's last write).
     released: bool = False
 
 
@@ -186,10 +192,15 @@ class BookingOrder:
             fields["created"] = event_id
         if trigger in TERMINAL:
             fields["ended"] = trigger.removeprefix("BOOKING_")
-        booking = keys.booking(turn.uid)
-        pipe.hset(booking, mapping=fields)
-        pipe.eval(_LAST, 1, booking, repr(received_at))
-        pipe.expire(booking, self.ttl)
-        pipe.zrem(keys.booking_pending(turn.uid), event_id)
-        pipe.eval(_RELEASE, 1, keys.booking_lock(turn.uid), event_id)
+        pipe.eval(
+            _FINISH,
+            3,
+            keys.booking(turn.uid),
+            keys.booking_pending(turn.uid),
+            keys.booking_lock(turn.uid),
+            event_id,
+            repr(received_at),
+            self.ttl,
+            *(item for pair in fields.items() for item in pair),
+        )
         turn.released = True

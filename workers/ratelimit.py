@@ -7,12 +7,14 @@ slot in one log kept in Redis, whatever process it comes from.
 
 The log is a sorted set of send times, updated by a Lua script, atomically, with Redis's
 clock (so workers on different hosts agree). A request reserves the earliest time at which
-no window of ``window`` seconds would hold more than ``L - 1`` requests (one spare for
-network jitter at the window's edges), and sleeps until then: one round trip per request,
-waiters served in order, no polling. Any fixed window Cal.com counts is inside such a
-window, so the limit is never exceeded however many workers run - and as long as there is
-work, ``L - 1`` requests go out per window (99 % of 120), in a burst when a quiet spell
-left room for one: an event's few calls never wait when the limit is far away.
+no span of ``window + margin`` seconds would hold more than ``L - 1`` sends, and sleeps
+until then: one round trip per request, waiters served in order, no polling. Cal.com counts
+arrivals, not sends, and arrivals lag sends by different amounts (the first request of a
+burst opens a connection, the others reuse one); the margin (1 s for a 60-s window) absorbs
+that, and the spare request any remaining skew - so no window Cal.com counts ever holds more
+than its limit, however many workers run. As long as there is work, ``L - 1`` requests go
+out per ``window + margin`` (97.5 % of 120 a minute), in a burst when a quiet spell left
+room for one: an event's few calls never wait while the limit is far away.
 ``window`` is 60 s unless Cal.com is configured otherwise (``L`` per minute is then
 ``L * window / 60`` per window).
 
@@ -50,7 +52,13 @@ logger = structlog.get_logger(__name__)
 
 BLOCK_WITHOUT_RESET = 60.0
 
-# KEYS[1] state hash, KEYS[2] send log; ARGV limit per window, window s, max_wait s, member.
+
+def jitter_margin(window: float) -> float:
+    """Seconds added to the window against uneven network delays (1 s for 60 s)."""
+    return max(0.25, window / 60)
+
+
+# KEYS[1] state hash, KEYS[2] send log; ARGV limit per window, span s, max_wait s, member.
 # Returns {wait seconds, reserved 0|1, the block (epoch s) the reservation respects}.
 _RESERVE = """
 local limit = tonumber(ARGV[1])
@@ -147,6 +155,8 @@ class SharedRateLimit:
         self.log_key = keys.rate_limit_log(bucket)
         self.per_minute = per_minute
         self.window = window
+        #: The span no ``per_window - 1`` sends may exceed: the window plus a margin.
+        self.span = window + jitter_margin(window)
         #: Requests allowed per window (what Cal.com's X-RateLimit-Limit-* counts).
         self.per_window = max(1, round(per_minute * window / 60))
         self.max_wait = max_wait
@@ -166,7 +176,7 @@ class SharedRateLimit:
             return 0.0
         raw_wait, reserved, raw_block = await self._reserve(
             keys=[self.key, self.log_key],
-            args=[self.per_window, self.window, self.max_wait, uuid.uuid4().hex],
+            args=[self.per_window, self.span, self.max_wait, uuid.uuid4().hex],
         )
         waited = float(raw_wait)
         if not reserved:

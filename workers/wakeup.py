@@ -7,19 +7,20 @@ poll delay burns CPU on an idle worker. The intake therefore pushes a token to
 
 * keeps one ``BLPOP`` on that list outstanding (on its own pooled connection) while it has a
   free slot, and polls as soon as a token arrives;
-* polls as soon as a running job finishes if it was full (due jobs may be waiting);
+* polls as soon as a running job finishes if due jobs were left for want of room;
 * hands a token back when it woke but was full, so another worker can take the job;
 * still polls every ``poll_delay`` seconds, which catches deferred jobs (retries) coming due
   and any token lost to a trim or a crash.
 
-It also claims jobs in batches: arq's ``start_jobs`` makes four round trips per job (``WATCH``
-its in-progress key, ``EXISTS``, ``ZSCORE``, then ``MULTI``/``PSETEX``/``EXEC``); here one Lua
-script checks and claims every due job the worker has room for, atomically, in one round
-trip - the same checks (not in progress elsewhere, still queued, due) and the same
-in-progress key, so arq workers of either kind can share a queue.
+It also claims jobs in batches: arq's poll reads the due jobs (``ZRANGEBYSCORE``) and then
+makes four round trips per job (``WATCH`` its in-progress key, ``EXISTS``, ``ZSCORE``, then
+``MULTI``/``PSETEX``/``EXEC``); here one Lua script reads the due jobs and claims as many as
+the worker has room for, atomically, in one round trip - the same checks (not in progress
+elsewhere, still queued, due) and the same in-progress key, so arq workers of either kind
+can share a queue.
 
 Everything else - how jobs are run, retried and finished, and the shutdown signals - is
-arq's own code: only the loop of ``Worker.main`` and ``start_jobs`` are replaced (their
+arq's own code: only ``Worker.main``'s loop and ``_poll_iteration`` are replaced (their
 bodies follow arq 0.28's; ``pyproject.toml`` pins arq below 0.29 for that reason).
 
 ``arq workers.WorkerSettings`` (arq's own CLI) builds a plain ``arq.Worker`` and so polls
@@ -48,26 +49,22 @@ logger = logging.getLogger("calhooks.worker")
 
 WAKE_LIST_LENGTH = 64
 
-# KEYS[1] queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, most to claim,
-# then job ids. Returns {id, score, id, score, ...} of the jobs claimed.
+# KEYS[1] queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, most to
+# claim, most due jobs to look at. Returns {{id, score, id, score, ...}, due jobs seen}.
 _CLAIM = """
-local now = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[5])
 local room = tonumber(ARGV[4])
 local claimed = {}
-for i = 5, #ARGV do
+for _, id in ipairs(due) do
   if #claimed >= room * 2 then break end
-  local id = ARGV[i]
   local progress = ARGV[3] .. id
   if redis.call('EXISTS', progress) == 0 then
-    local score = redis.call('ZSCORE', KEYS[1], id)
-    if score and tonumber(score) <= now then
-      redis.call('PSETEX', progress, ARGV[2], '1')
-      claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = score
-    end
+    redis.call('PSETEX', progress, ARGV[2], '1')
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = redis.call('ZSCORE', KEYS[1], id)
   end
 end
-return claimed
+return {claimed, #due}
 """
 
 
@@ -85,6 +82,7 @@ class WakeableWorker(Worker):
         self._room.set()
         self._woken_by_token = False
         self._claim: AsyncScript | None = None
+        self._backlog = False
 
     @property
     def full(self) -> bool:
@@ -94,26 +92,39 @@ class WakeableWorker(Worker):
         was_full = self.full
         super()._release_sem_dec_counter_on_complete()
         self._room.set()
-        if was_full:
+        if was_full or self._backlog:
             self._wake.set()
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Claim as many of ``job_ids`` as there is room for, in one round trip, and run them."""
+    async def _poll_iteration(self) -> None:
+        """arq's poll, with the due jobs read and claimed by one script (see the docstring)."""
         room = self.max_jobs - self.job_counter
-        if room <= 0 or not job_ids:
-            return
+        if self.burst and self.max_burst_jobs >= 0:
+            room = min(room, self.max_burst_jobs - self._jobs_started())
+        if self.allow_pick_jobs and room > 0:
+            await self._claim_due(room)
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # an error in arq's run_job must not pass silently
+        await self.heart_beat()
+
+    async def _claim_due(self, room: int) -> None:
         if self._claim is None:
             self._claim = self.pool.register_script(_CLAIM)
-        claimed = await self._claim(
+        claimed, due = await self._claim(
             keys=[self.queue_name],
             args=[
                 timestamp_ms(),
                 int(self.in_progress_timeout_s * 1000),
                 in_progress_key_prefix,
                 room,
-                *job_ids,
+                self.queue_read_limit,
             ],
         )
+        # Due jobs were left for want of room: poll again as soon as a slot frees.
+        self._backlog = len(claimed) // 2 < int(due)
         for raw_id, raw_score in zip(claimed[::2], claimed[1::2], strict=True):
             await self.sem.acquire()
             self.job_counter += 1

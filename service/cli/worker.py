@@ -29,11 +29,12 @@ def worker(
     ] = None,
 ) -> None:
     """Process queued events until stopped (SIGTERM/SIGINT drain gracefully)."""
-    from workers.settings import worker_options
+    from workers.settings import use_fast_event_loop, worker_options
     from workers.wakeup import WakeableWorker
 
     settings = get_settings()
     configure_from_settings()
+    use_fast_event_loop()
     overrides: dict[str, Any] = {"burst": burst}
     if max_jobs is not None:
         overrides["max_jobs"] = max_jobs
