@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -248,6 +249,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         runtime.probes = _probe_routes(runtime, ctx)
         await runtime.probes.start()
     ctx["calhooks"] = runtime
+    # Everything loaded so far (tools registry, rules, modules) lives as long as the process:
+    # keep it out of the garbage collector's way, so collections stay short under load.
+    gc.collect()
+    gc.freeze()
     logger.info(
         "worker.started",
         worker=name,
