@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -119,7 +120,8 @@ async def test_time_off_booking_creates_ooo_and_its_cancellation_removes_it(
     env = environment(
         redis_server.url, sandbox.url, EXAMPLES, webhook_secrets=SECRET, worker_ordering_wait=5
     )
-    processes.append(start_worker("w1", env, tmp_path))
+    worker = start_worker("w1", env, tmp_path)
+    processes.append(worker)
     intake = start_intake(env, tmp_path)
     processes.append(intake)
     await subscribe(sandbox, intake, ["BOOKING_CREATED", "BOOKING_CANCELLED"])
@@ -137,6 +139,11 @@ async def test_time_off_booking_creates_ooo_and_its_cancellation_removes_it(
     )
     await eventually(lambda: not ooo_entries(sandbox, ALICE, uid), what="the entry's deletion")
     assert len(sandbox.requests(CREATE_OOO)) == 1
+    assert worker.get("/livez").status_code == 200
+    metrics = worker.get("/metrics").text
+    assert 'calhooks_worker_events_total{outcome="processed"} 2.0' in metrics
+    assert f'calhooks_calcom_calls_total{{status="201",tool="{CREATE_OOO}"}} 1.0' in metrics
+    assert await redis.exists("arq:queue:health-check:w1")
 
 
 def ooo_rule(name: str, users: list[tuple[str, int]], *, extra: str = "") -> str:
@@ -382,3 +389,48 @@ rules:
     sent = sorted(datetime.fromisoformat(r.at.replace("Z", "+00:00")).timestamp() for r in calls)
     busiest = max(sum(1 for t in sent if start <= t < start + 3) for start in sent)
     assert busiest <= 30
+
+
+async def test_arq_own_cli_runs_the_same_jobs(
+    sandbox: RunningSandbox,
+    redis_server: EmbeddedRedis,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    """`arq workers.WorkerSettings --burst` processes a queued event like `calhooks worker`."""
+    rules = write_rules(tmp_path, ooo_rule("via-arq", [("block", ALICE)]))
+    env = environment(redis_server.url, sandbox.url, rules, worker_http_port=0)
+    event = await queue_event(redis, booking_body("arq-cli-1"))
+    arq = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "arq"),
+        "workers.WorkerSettings",
+        "--burst",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(arq.communicate(), 60)
+    assert arq.returncode == 0, output.decode()
+    assert (await Ledger(redis, ttl=60).load(event)).rules == {"via-arq": "done"}
+    assert len(ooo_entries(sandbox, ALICE, "arq-cli-1")) == 1
+
+
+async def test_sigterm_lets_the_running_event_finish(
+    sandbox: RunningSandbox,
+    redis_server: EmbeddedRedis,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    """On SIGTERM a worker takes no new job, finishes the one in flight, and exits 0."""
+    rules = write_rules(tmp_path, ooo_rule("drain", [("block", ALICE)]))
+    env = environment(redis_server.url, sandbox.url, rules, worker_job_completion_wait=15)
+    worker = start_worker("draining", env, tmp_path)
+    processes.append(worker)
+    sandbox.sandbox.faults.add(tool=CREATE_OOO, latency=1.0)
+    event = await queue_event(redis, booking_body("drain-1"))
+    await eventually(lambda: sandbox.requests(CREATE_OOO), what="the create to be in flight")
+    worker.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.process.wait, 30) == 0
+    assert (await Ledger(redis, ttl=60).load(event)).rules == {"drain": "done"}
+    assert len(ooo_entries(sandbox, ALICE, "drain-1")) == 1
