@@ -54,23 +54,9 @@ def booking_pending(uid: str) -> str:
     return f"{PREFIX}booking:{uid}:pending"
 
 
-def worker_health(name: str) -> str:
-    """One worker's own health key (arq's shared one is deleted when any worker stops)."""
-    return f"{PREFIX}worker:{name}:health"
-
-
-def workers() -> str:
-    """Sorted set of worker names scored by their last heartbeat."""
-    return f"{PREFIX}workers"
-
-
 def wake(queue_name: str) -> str:
     """The list an enqueuer pushes to so an idle worker polls at once (the intake contract)."""
     return f"{queue_name}:wake"
-
-
-def arq_job(job_id: str) -> str:
-    return f"arq:job:{job_id}"
 
 
 def arq_result(job_id: str) -> str:
