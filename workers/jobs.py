@@ -43,24 +43,15 @@ from workers.eventlog import EventLog, EventRecorder
 from workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
 from workers.ordering import BookingOrder, Turn
 from workers.retries import Defer, RetryPolicy, is_transient
+from workers.rules import EventLike as RuleEvent
 from workers.rules import RuleFailed, StepCall
 
 logger = structlog.get_logger(__name__)
 
 
-class EventLike(Protocol):
-    """What the workers (and the rules) read of ``service.events.Event``."""
+class EventLike(RuleEvent, Protocol):
+    """What the workers read of ``service.events.Event``: what the rules read, plus its dict."""
 
-    @property
-    def id(self) -> str: ...
-    @property
-    def trigger(self) -> str: ...
-    @property
-    def created_at(self) -> str | None: ...
-    @property
-    def payload(self) -> dict[str, Any]: ...
-    @property
-    def received_at(self) -> float: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 
