@@ -6,7 +6,7 @@ One run, on loopback, each server in its own process with the same uvicorn optio
 * ``bare``   - a Starlette endpoint that reads the body and answers 202: the ceiling;
 * ``naive``  - the same endpoint calling arq's ``enqueue_job`` per request (what a
   straightforward receiver does: several Redis round trips per delivery, no verification);
-* ``intake`` - ``service.app.create_app``: signature check, JSON validation, dedupe and
+* ``intake`` - ``calhooks.service.app.create_app``: signature check, JSON validation, dedupe and
   enqueue, JSON log line per request (written to a file), metrics.
 
 The load generator is ``wrk`` (Debian: ``apt-get install wrk``) with ``-t2 -c64`` by default
@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 
 PATH = "/webhooks/cal"
 SECRET = "bench-signing-secret"  # noqa: S105 - a benchmark's own key
@@ -137,9 +137,9 @@ def _naive_app(redis_url: str) -> Any:
 
 
 def _intake_app(redis_url: str, spool_dir: str, log_file: str) -> Any:
-    from service.app import create_app
-    from service.logs import configure_logging
-    from service.settings import Settings
+    from calhooks.service.app import create_app
+    from calhooks.service.core.logs import configure_logging
+    from calhooks.service.core.settings import Settings
 
     # A production log configuration (JSON lines, info), written to a file as a container's
     # stdout would be; that cost is part of the intake's.
@@ -157,8 +157,8 @@ def _intake_app(redis_url: str, spool_dir: str, log_file: str) -> Any:
 def serve(target: str, port: int, redis_url: str, work_dir: str) -> None:
     import uvicorn
 
-    from service.cli.serve import server_options
-    from service.settings import Settings
+    from calhooks.service.cli.serve import server_options
+    from calhooks.service.core.settings import Settings
 
     if target == "bare":
         app = _bare_app()
@@ -359,7 +359,7 @@ def main() -> None:
 
 
 def _redis_cli() -> list[str]:
-    from service.embedded_redis import redis_server_binary
+    from calhooks.service.core.embedded_redis import redis_server_binary
 
     cli = Path(redis_server_binary()).with_name("redis-cli")
     return [str(cli) if cli.exists() else "redis-cli"]

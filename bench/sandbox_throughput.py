@@ -29,8 +29,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.calcom.sandbox import SANDBOX_API_KEY  # noqa: E402
-from service.embedded_redis import free_port  # noqa: E402
+from calhooks.service.core.embedded_redis import free_port  # noqa: E402
+from calhooks.service.sandbox import SANDBOX_API_KEY  # noqa: E402
 
 Operation = Callable[[httpx.AsyncClient], Awaitable[int]]
 

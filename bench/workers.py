@@ -48,10 +48,9 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID  # noqa: E402
-from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from service.events import Event  # noqa: E402
-from service.queue import job_bytes  # noqa: E402
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from calhooks.service.events import Event, job_bytes  # noqa: E402
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID  # noqa: E402
 
 SECRET = "bench-signing-secret"  # noqa: S105 - the benchmark's own key
 QUEUE = "arq:queue"

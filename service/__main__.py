@@ -1,12 +1,12 @@
-"""``python -m service``: with no arguments, serve (like ``calhooks serve``); else the CLI."""
+"""``python -m calhooks.service``: no arguments serve (as ``calhooks serve``); else the CLI."""
 
 import sys
 
 if len(sys.argv) <= 1:
-    from service.cli.serve import run
+    from calhooks.service.cli.serve import run
 
     run()
 else:
-    from service.cli.main import main
+    from calhooks.service.cli.main import main
 
     main()

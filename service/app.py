@@ -4,8 +4,8 @@
 spool, the acceptor and its replay task - and returns a Starlette app whose lifespan starts and
 stops them. Routes:
 
-* ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``service.intake``;
-* ``GET /livez``, ``/readyz``, ``/metrics`` - ``service.health``;
+* ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``calhooks.service.intake.endpoint``;
+* ``GET /livez``, ``/readyz``, ``/metrics`` - ``calhooks.service.intake.health``;
 * ``/cal-organizations`` - the MCP server (``service.mcp.http``, bearer ``CALHOOKS_MCP_TOKEN``);
 * anything passed as ``routes``, with the async context managers in ``lifespans`` entered
   for the app's lifetime.
@@ -31,16 +31,16 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.acceptor import Acceptor
-from service.health import Health
-from service.intake import RETRY_AFTER_SECONDS, IntakeEndpoint
-from service.mcp.http import create_mcp_app, mcp_routes
-from service.queue import EventQueue
-from service.redispipe import RedisAddress, RedisPipe
-from service.settings import Settings, get_settings
-from service.spool import Spool
-from service.subscriptions.startup import intake_extension
-from service.webhook_secrets import SecretProvider, SecretSource
+from calhooks.service.core.settings import Settings, get_settings
+from calhooks.service.intake.acceptor import Acceptor
+from calhooks.service.intake.endpoint import RETRY_AFTER_SECONDS, IntakeEndpoint
+from calhooks.service.intake.health import Health
+from calhooks.service.intake.queue import EventQueue
+from calhooks.service.intake.redispipe import RedisAddress, RedisPipe
+from calhooks.service.intake.secrets import SecretProvider, SecretSource
+from calhooks.service.intake.spool import Spool
+from calhooks.service.mcp.http import create_mcp_app, mcp_routes
+from calhooks.service.subscriptions.startup import intake_extension
 
 log = structlog.get_logger("calhooks.web")
 

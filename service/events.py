@@ -1,4 +1,16 @@
-"""The event: one Cal.com delivery, normalised into the single shape the workers consume.
+"""The contract between the intake and the workers: the event and the arq job that carries it.
+
+The intake (``calhooks.service.intake``) writes jobs and the workers (``calhooks.workers``) read
+them; both import this module and nothing else of each other. It holds:
+
+* ``Event``: one Cal.com delivery, normalised into the single shape the workers consume;
+* the job: one arq job per event, function ``process_event`` (``JOB_FUNCTION``), one
+  positional argument (``Event.to_dict()``), job id = event id, on ``settings.queue_name``.
+  Jobs are JSON, not pickle: ``serialize_job``/``deserialize_job`` are what the worker hands
+  arq as ``job_serializer``/``job_deserializer`` (they also carry arq's result records, so
+  anything JSON cannot hold is turned into something it can);
+* the key names both sides share: the queue's wake-up list (``wake_key``) and the intake's
+  de-duplication keys (``DEDUPE_PREFIX``).
 
 Cal.com's bodies are not uniform (FACTS.md §5):
 
@@ -23,11 +35,17 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import orjson
 
-from service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+
+JOB_FUNCTION = "process_event"
+DEDUPE_PREFIX = "calhooks:intake:seen:"
+#: Length the wake-up list is trimmed to: a worker needs one token, not one per event.
+WAKE_LIST_LENGTH = 64
 
 PING = "PING"
 #: Triggers Cal.com documents, plus the dashboard's test delivery.
@@ -182,3 +200,48 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return "object"
+
+
+def _jsonable(value: Any) -> Any:
+    """What ``json`` cannot encode, in a form it can (arq's results may hold anything)."""
+    if isinstance(value, BaseException):
+        return {"error": type(value).__name__, "message": str(value)}
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return repr(value)
+
+
+def serialize_job(obj: Any) -> bytes:
+    """arq's ``job_serializer``: compact JSON.
+
+    orjson for speed; the standard library's encoder when orjson refuses a value (an integer
+    beyond 64 bits, a string with a lone surrogate), so every parsed body round-trips.
+    """
+    try:
+        return orjson.dumps(obj, default=_jsonable)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), default=_jsonable).encode()
+
+
+def deserialize_job(data: bytes) -> dict[str, Any]:
+    """arq's ``job_deserializer`` (the standard library's: exact for any integer)."""
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("an arq job must be a JSON object")
+    return value
+
+
+def job_bytes(event: Event, enqueue_time_ms: int) -> bytes:
+    """The arq job record for ``event``, as arq's ``serialize_job`` lays it out."""
+    return serialize_job(
+        {"t": None, "f": JOB_FUNCTION, "a": [event.to_dict()], "k": {}, "et": enqueue_time_ms}
+    )
+
+
+def wake_key(queue_name: str) -> str:
+    """The list an enqueuer pushes to so an idle worker polls at once."""
+    return f"{queue_name}:wake"

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom.sandbox import create_app
-from service.embedded_redis import EmbeddedRedis
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.sandbox import create_app
+from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 
 

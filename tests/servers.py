@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from service.embedded_redis import free_port
+from calhooks.service.core.embedded_redis import free_port
 
 
 @contextmanager

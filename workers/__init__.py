@@ -1,7 +1,8 @@
 """calhooks reactions: arq workers that run the rules against Cal.com.
 
-``arq workers.WorkerSettings`` runs them with arq's own CLI; ``WorkerSettings`` is built on
-first access (from the environment), so importing this package starts nothing.
+``arq calhooks.workers.WorkerSettings`` runs them with arq's own CLI; ``WorkerSettings`` is
+built on first access (from the environment), so importing this package starts nothing.
+The worker's entry point is ``calhooks.workers.bootstrap``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "WorkerSettings":
-        from workers import settings
+        from calhooks.workers import bootstrap
 
-        return settings.WorkerSettings
+        return bootstrap.WorkerSettings
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,14 +30,14 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 
-from service.calcom.errors import CalcomError, CalcomTransportError, ToolValidationError
-from workers import keys
-from workers.eventlog import redact
-from workers.ledger import Ledger
-from workers.redistyped import hget
+from calhooks.service.calcom.errors import CalcomError, CalcomTransportError, ToolValidationError
+from calhooks.service.events import JOB_FUNCTION, WAKE_LIST_LENGTH, wake_key
+from calhooks.workers import keys
+from calhooks.workers.eventlog import redact
+from calhooks.workers.ledger import Ledger
+from calhooks.workers.redistyped import hget
 
 Status = Literal["dead", "replaying"]
-JOB_FUNCTION = "process_event"
 
 
 def entry_id(event_id: str, rule: str) -> str:
@@ -177,8 +177,8 @@ class DeadLetterQueue:
             JOB_FUNCTION, entry.event, _job_id=entry.event_id, _queue_name=queue_name
         )
         async with arq.pipeline(transaction=False) as pipe:
-            pipe.lpush(keys.wake(queue_name), 1)
-            pipe.ltrim(keys.wake(queue_name), 0, 63)
+            pipe.lpush(wake_key(queue_name), 1)
+            pipe.ltrim(wake_key(queue_name), 0, WAKE_LIST_LENGTH - 1)
             await pipe.execute()
         return job is not None
 

@@ -34,10 +34,10 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from service.calcom.tools import Tool
-from service.logs import redact_secrets
-from workers import keys
-from workers.redistyped import lrange
+from calhooks.service.calcom.tools import Tool
+from calhooks.service.core.logs import redact_secrets
+from calhooks.workers import keys
+from calhooks.workers.redistyped import lrange
 
 MAX_RECORDS = 1000
 #: Record fields that may carry values from Cal.com or the rules (the others are names,

@@ -17,7 +17,7 @@ identify it. A finder returns the entity (shaped like the create's answer) or ``
 
 Assigning an attribute option to a user and creating a delegation credential have no list
 tool to look them up with; for those (and as a second guard for every create) a repeated
-create that Cal.com answers with 409 Conflict counts as done (see ``workers.ledger``).
+create that Cal.com answers with 409 Conflict counts as done (see ``calhooks.workers.ledger``).
 
 Cal.com keeps OOO days, not instants: it moves ``start`` to 00:00:00.000Z and ``end`` to
 23:59:59.999Z of their days, so entries are matched on the UTC day of each.
@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from service.calcom.client import CalcomClient
+from calhooks.service.calcom.client import CalcomClient
 
 Finder = Callable[[CalcomClient, Mapping[str, Any]], Awaitable[Any | None]]
 

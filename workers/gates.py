@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from service.calcom.client import RequestGate
-from service.calcom.tools import Tool
+from calhooks.service.calcom.client import RequestGate
+from calhooks.service.calcom.tools import Tool
 
 
 class GateChain:

@@ -8,7 +8,7 @@ cannot tell one pod's health from another's. Each worker therefore answers for i
   ``poll_delay``); touches nothing external, so a Redis outage does not restart every pod;
 * ``GET /readyz`` - 200 once started, while Redis answers and the worker is taking jobs
   (503 during a SIGTERM drain);
-* ``GET /metrics`` - Prometheus text format (``workers.metrics``), with the queue's ready
+* ``GET /metrics`` - Prometheus text format (``calhooks.workers.metrics``), with the queue's ready
   backlog and the dead-letter count refreshed on each scrape.
 
 arq's own health key is also written per worker (``<queue>:health-check:<worker name>``,

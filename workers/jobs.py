@@ -3,9 +3,9 @@
 One job per event (the intake queues ``process_event(event_dict)`` with the event id as the
 job id). An attempt:
 
-1. counts the run in the event's ledger (``workers.ledger``) - runs that never ended were
+1. counts the run in the event's ledger (``calhooks.workers.ledger``) - runs that never ended were
    crashes, and an event that keeps killing its worker is dead-lettered, not retried forever;
-2. takes the event's turn with its booking (``workers.ordering``), or is skipped as stale;
+2. takes the event's turn with its booking (``calhooks.workers.ordering``), or is skipped as stale;
 3. matches the rules (once: the first attempt's match is recorded, so a rule added later
    does not run for an old event, and a rule since changed to no longer match is skipped);
 4. runs each matched rule not yet done; each tool step goes through the ledger
@@ -13,15 +13,15 @@ job id). An attempt:
 5. sorts failures: a transient one (429, 5xx, Cal.com unreachable) is retried with
    ``arq.Retry`` after a back-off (``workers.retries``) up to ``CALHOOKS_WORKER_MAX_TRIES``;
    a permanent one, or the last transient one, sends the rule to the dead-letter queue
-   (``workers.deadletter``). Other rules of the event are unaffected.
+   (``calhooks.workers.deadletter``). Other rules of the event are unaffected.
 
 Waiting for something outside the event (its booking's earlier events, the shared rate
 limit) raises ``Defer`` and re-queues the job without counting an attempt. Each attempt has
 its own deadline (``CALHOOKS_WORKER_JOB_TIMEOUT``), shorter than arq's own timeout - which
 would fail the job without a dead letter - and expiring into a transient failure.
 
-Everything that happens is written to the event's delivery log (``workers.eventlog``) and
-counted in ``workers.metrics``.
+Everything that happens is written to the event's delivery log (``calhooks.workers.eventlog``) and
+counted in ``calhooks.workers.metrics``.
 """
 
 from __future__ import annotations
@@ -35,16 +35,16 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from arq import Retry
 
-from service.calcom.client import CalcomClient
-from service.calcom.tools import get_tool
-from workers import metrics
-from workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
-from workers.eventlog import EventLog, EventRecorder
-from workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
-from workers.ordering import BookingOrder, Turn
-from workers.retries import Defer, RetryPolicy, is_transient
-from workers.rules import EventLike as RuleEvent
-from workers.rules import RuleFailed, StepCall
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.tools import get_tool
+from calhooks.workers import metrics
+from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
+from calhooks.workers.eventlog import EventLog, EventRecorder
+from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
+from calhooks.workers.ordering import BookingOrder, Turn
+from calhooks.workers.retries import Defer, RetryPolicy, is_transient
+from calhooks.workers.rules import EventLike as RuleEvent
+from calhooks.workers.rules import RuleFailed, StepCall
 
 logger = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ R = TypeVar("R", bound=NamedRule)
 
 
 class Rules(Protocol[R]):
-    """The rules as the processor uses them: ``workers.rules.RuleSet``, or a test's own."""
+    """The rules as the processor uses them: ``calhooks.workers.rules.RuleSet``, or a test's own."""
 
     def matching(self, event: EventLike) -> Sequence[R]: ...
 
@@ -144,7 +144,7 @@ class Attempt:
 
 
 class Processor:
-    """Runs events through the rules; one per worker process (see ``workers.settings``)."""
+    """Runs events through the rules; one per worker process (see ``workers.bootstrap``)."""
 
     def __init__(
         self,
@@ -439,7 +439,7 @@ class Processor:
 
 
 async def process_event(ctx: dict[str, Any], event_data: dict[str, Any]) -> dict[str, Any]:
-    """The arq job: ``ctx["calhooks"]`` is the worker's ``Runtime`` (``workers.settings``)."""
+    """The arq job: ``ctx["calhooks"]`` is the worker's ``Runtime`` (``workers.bootstrap``)."""
     runtime = ctx["calhooks"]
     event = runtime.parse_event(event_data)
     result: dict[str, Any] = await runtime.processor.process(event)

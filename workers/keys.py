@@ -54,10 +54,5 @@ def booking_pending(uid: str) -> str:
     return f"{PREFIX}booking:{uid}:pending"
 
 
-def wake(queue_name: str) -> str:
-    """The list an enqueuer pushes to so an idle worker polls at once (the intake contract)."""
-    return f"{queue_name}:wake"
-
-
 def arq_result(job_id: str) -> str:
     return f"arq:result:{job_id}"

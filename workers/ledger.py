@@ -60,12 +60,12 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from service.calcom.client import CalcomClient
-from service.calcom.errors import CalcomError, ToolValidationError
-from service.calcom.tools import Tool
-from workers import keys
-from workers.finders import FINDERS, Finder
-from workers.redistyped import hdel, hget, hgetall
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.errors import CalcomError, ToolValidationError
+from calhooks.service.calcom.tools import Tool
+from calhooks.workers import keys
+from calhooks.workers.finders import FINDERS, Finder
+from calhooks.workers.redistyped import hdel, hget, hgetall
 
 STARTED = "started"
 DONE = "done"

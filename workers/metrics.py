@@ -24,7 +24,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from service.calcom.tools import Tool
+from calhooks.service.calcom.tools import Tool
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from workers import keys
-from workers.retries import Defer
+from calhooks.workers import keys
+from calhooks.workers.retries import Defer
 
 CREATION = frozenset({"BOOKING_CREATED", "BOOKING_REQUESTED", "BOOKING_RESCHEDULED"})
 TERMINAL = frozenset({"BOOKING_CANCELLED", "BOOKING_REJECTED"})

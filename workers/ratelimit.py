@@ -42,11 +42,11 @@ import httpx
 import redis.asyncio as aioredis
 import structlog
 
-from service.calcom.backoff import rate_limit_state, server_wait
-from service.calcom.client import Credentials
-from service.calcom.tools import Tool
-from workers import keys
-from workers.retries import Defer
+from calhooks.service.calcom.backoff import rate_limit_state, server_wait
+from calhooks.service.calcom.client import Credentials
+from calhooks.service.calcom.tools import Tool
+from calhooks.workers import keys
+from calhooks.workers.retries import Defer
 
 logger = structlog.get_logger(__name__)
 
@@ -137,7 +137,7 @@ def advertised_limit(headers: Mapping[str, str]) -> int | None:
 
 
 class SharedRateLimit:
-    """A ``service.calcom.client.RequestGate`` reserving each request's slot in the shared log."""
+    """A ``calcom.client.RequestGate`` reserving each request's slot in the shared log."""
 
     def __init__(
         self,

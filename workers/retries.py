@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import redis.exceptions
 
-from service.calcom.backoff import server_wait
-from service.calcom.errors import CalcomError, CalcomTransportError
+from calhooks.service.calcom.backoff import server_wait
+from calhooks.service.calcom.errors import CalcomError, CalcomTransportError
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (

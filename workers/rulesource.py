@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from service.settings import Settings
-from workers.rules import RulesError, RuleSet, load_rules, rules_env
+from calhooks.service.core.settings import Settings
+from calhooks.workers.rules import RulesError, RuleSet, load_rules, rules_env
 
 logger = structlog.get_logger(__name__)
 

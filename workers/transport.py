@@ -1,6 +1,6 @@
 """An httpx transport over aiohttp, for the workers' Cal.com calls.
 
-The Cal.com client (``service.calcom.client``) speaks httpx. httpx's own network layer
+The Cal.com client (``calhooks.service.calcom.client``) speaks httpx. httpx's own network layer
 (httpcore on anyio, parsing with h11) costs about 2 ms of CPU per request when a worker has
 dozens of calls in flight - more than everything else an event costs together, and the
 ceiling on a worker's throughput. aiohttp's (a C parser, a plain asyncio connection pool)

@@ -23,7 +23,7 @@ Everything else - how jobs are run, retried and finished, and the shutdown signa
 arq's own code: only ``Worker.main``'s loop and ``_poll_iteration`` are replaced (their
 bodies follow arq 0.28's; ``pyproject.toml`` pins arq below 0.29 for that reason).
 
-``arq workers.WorkerSettings`` (arq's own CLI) builds a plain ``arq.Worker`` and so polls
+``arq calhooks.workers.WorkerSettings`` (arq's own CLI) builds a plain ``arq.Worker`` and so polls
 without waking; ``calhooks worker`` runs this class.
 """
 
@@ -42,12 +42,11 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.commands.core import AsyncScript
 
-from workers import keys
-from workers.redistyped import blpop
+from calhooks.service.events import WAKE_LIST_LENGTH, wake_key
+from calhooks.workers.redistyped import blpop
 
 logger = logging.getLogger("calhooks.worker")
 
-WAKE_LIST_LENGTH = 64
 
 # KEYS[1] queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, most to
 # claim, most due jobs to look at. Returns {{id, score, id, score, ...}, due jobs seen}.
@@ -73,7 +72,7 @@ class WakeableWorker(Worker):
 
     def __init__(self, *args: Any, listen_timeout: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.wake_key = keys.wake(self.queue_name)
+        self.wake_key = wake_key(self.queue_name)
         self.listen_timeout = listen_timeout
         self.last_iteration: float = 0.0
         self.wakeups = 0

@@ -1,8 +1,8 @@
 """Cal.com API v2 organization tools: the registry, the async client and their errors."""
 
-from service.calcom.backoff import Backoff, server_wait
-from service.calcom.client import CalcomClient, CalcomResponse, Credentials, RequestGate
-from service.calcom.errors import (
+from calhooks.service.calcom.backoff import Backoff, server_wait
+from calhooks.service.calcom.client import CalcomClient, CalcomResponse, Credentials, RequestGate
+from calhooks.service.calcom.errors import (
     CalcomError,
     CalcomTransportError,
     ParameterProblem,
@@ -10,8 +10,8 @@ from service.calcom.errors import (
     ToolValidationError,
     UnknownToolError,
 )
-from service.calcom.tools import TOOLS, Parameter, Tool, get_tool, tool_name
-from service.calcom.validation import PreparedRequest, prepare_request, validate_params
+from calhooks.service.calcom.tools import TOOLS, Parameter, Tool, get_tool, tool_name
+from calhooks.service.calcom.validation import PreparedRequest, prepare_request, validate_params
 
 __all__ = [
     "TOOLS",

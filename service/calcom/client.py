@@ -32,11 +32,11 @@ from typing import Any, Protocol, Self
 import httpx
 import structlog
 
-from service.calcom.backoff import Backoff, server_wait
-from service.calcom.errors import CalcomError, CalcomTransportError
-from service.calcom.tools import Tool, get_tool
-from service.calcom.validation import prepare_request
-from service.settings import Settings
+from calhooks.service.calcom.backoff import Backoff, server_wait
+from calhooks.service.calcom.errors import CalcomError, CalcomTransportError
+from calhooks.service.calcom.tools import Tool, get_tool
+from calhooks.service.calcom.validation import prepare_request
+from calhooks.service.core.settings import Settings
 
 logger = structlog.get_logger(__name__)
 

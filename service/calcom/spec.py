@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from service.calcom.overlay import Document, apply_overlay
+from calhooks.service.calcom.overlay import Document, apply_overlay
 
 SPEC_RESOURCE = "data/openapi-orgs.json"
 
@@ -24,7 +24,11 @@ _DROP = frozenset({"example", "nullable", "xml", "externalDocs", "deprecated", "
 @cache
 def load_document() -> Document:
     """The vendored document with every overlay correction applied."""
-    raw = resources.files("service.calcom").joinpath(SPEC_RESOURCE).read_text(encoding="utf-8")
+    raw = (
+        resources.files("calhooks.service.calcom")
+        .joinpath(SPEC_RESOURCE)
+        .read_text(encoding="utf-8")
+    )
     return apply_overlay(json.loads(raw))
 
 

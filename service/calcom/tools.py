@@ -24,8 +24,8 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal
 
-from service.calcom.errors import UnknownToolError
-from service.calcom.spec import load_document, to_json_schema
+from calhooks.service.calcom.errors import UnknownToolError
+from calhooks.service.calcom.spec import load_document, to_json_schema
 
 Location = Literal["path", "query", "body"]
 

@@ -17,8 +17,8 @@ from urllib.parse import quote
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
-from service.calcom.errors import ParameterProblem, ToolValidationError
-from service.calcom.tools import Tool
+from calhooks.service.calcom.errors import ParameterProblem, ToolValidationError
+from calhooks.service.calcom.tools import Tool
 
 _FORMATS = FormatChecker(formats=["email"])
 

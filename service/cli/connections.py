@@ -16,18 +16,18 @@ from typing import Annotated, Any, TypeVar
 import typer
 from redis.exceptions import RedisError
 
-from service.calcom.client import CalcomClient, Credentials
-from service.calcom.errors import ToolError
-from service.cli.output import fail, print_json
-from service.mcp.connections import (
+from calhooks.service.calcom.client import CalcomClient, Credentials
+from calhooks.service.calcom.errors import ToolError
+from calhooks.service.cli.output import fail, print_json
+from calhooks.service.core.redisconn import create_redis
+from calhooks.service.core.settings import get_settings
+from calhooks.service.mcp.connections import (
     Connection,
     ConnectionStore,
     ConnectionStoreError,
     secret_box,
 )
-from service.mcp.tenants import DEFAULT_TENANT, TokenConfigError
-from service.redisconn import create_redis
-from service.settings import get_settings
+from calhooks.service.mcp.tenants import DEFAULT_TENANT, TokenConfigError
 
 app = typer.Typer(
     help="MCP connections: Cal.com accounts picked per tool call by their PCID.",

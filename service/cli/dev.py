@@ -28,8 +28,8 @@ import typer
 import uvicorn
 from starlette.types import ASGIApp
 
-from service.cli.output import fail
-from service.settings import Settings, get_settings
+from calhooks.service.cli.output import fail
+from calhooks.service.core.settings import Settings, get_settings
 
 app = typer.Typer(help="Run the sandbox, intake and a worker together, for trying calhooks.")
 
@@ -87,7 +87,7 @@ class Plan:
 
 
 def _environment(plan: Plan, secret: str) -> dict[str, str]:
-    from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+    from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
 
     env = {
         "CALHOOKS_API_URL": f"http://{plan.host}:{plan.sandbox_port}",
@@ -107,9 +107,9 @@ def _environment(plan: Plan, secret: str) -> dict[str, str]:
 
 
 async def _register_webhook(settings: Settings, intake_url: str, secret: str) -> list[str]:
-    from service.calcom import CalcomClient
-    from service.calcom.overlay import WEBHOOK_TRIGGERS
-    from workers.rulesource import RulesSource
+    from calhooks.service.calcom import CalcomClient
+    from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+    from calhooks.workers.rulesource import RulesSource
 
     triggers = sorted(RulesSource.from_settings(settings).triggers()) or sorted(WEBHOOK_TRIGGERS)
     async with CalcomClient.from_settings(settings) as cal:
@@ -168,8 +168,8 @@ def settings_rules(settings: Settings) -> str:
 
 
 async def _run_worker(stop: asyncio.Event) -> None:
-    from workers.settings import worker_options
-    from workers.wakeup import WakeableWorker
+    from calhooks.workers.bootstrap import worker_options
+    from calhooks.workers.wakeup import WakeableWorker
 
     options = worker_options(get_settings(), handle_signals=False)
     options["ctx"]["logging_configured"] = True
@@ -194,8 +194,8 @@ async def _run_worker(stop: asyncio.Event) -> None:
 
 
 async def _serve(plan: Plan, secret: str, redis: str) -> None:
-    from service.app import create_app as create_intake
-    from service.calcom.sandbox import create_app as create_sandbox
+    from calhooks.service.app import create_app as create_intake
+    from calhooks.service.sandbox import create_app as create_sandbox
 
     settings = get_settings()
     sandbox = ServerThread(create_sandbox(), plan.host, plan.sandbox_port, "sandbox")
@@ -250,8 +250,8 @@ def dev(
     ] = None,
 ) -> None:
     """Run the sandbox, intake and a worker on embedded Redis, with example rules."""
-    from service.logs import configure_logging
-    from service.redisconn import SOCKET_NAME, redis_url
+    from calhooks.service.core.logs import configure_logging
+    from calhooks.service.core.redisconn import SOCKET_NAME, redis_url
 
     _check_ports(host, {"sandbox": sandbox_port, "intake": port, "worker": worker_port})
     rules_file = rules or (None if os.environ.get("CALHOOKS_RULES_FILE") else EXAMPLE_RULES)

@@ -19,12 +19,12 @@ from typing import Annotated, TypeVar
 import typer
 from arq.connections import ArqRedis, create_pool
 
-from service.cli.output import fail, print_json
-from service.redisconn import arq_redis_settings
-from service.settings import Settings, get_settings
-from workers.deadletter import DeadLetter, DeadLetterQueue, replay
-from workers.eventlog import EventLog
-from workers.ledger import Ledger
+from calhooks.service.cli.output import fail, print_json
+from calhooks.service.core.redisconn import arq_redis_settings
+from calhooks.service.core.settings import Settings, get_settings
+from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, replay
+from calhooks.workers.eventlog import EventLog
+from calhooks.workers.ledger import Ledger
 
 app = typer.Typer(help="The dead-letter queue: rules that failed for good.", no_args_is_help=True)
 
@@ -42,7 +42,7 @@ class Stores:
 
 @asynccontextmanager
 async def open_stores() -> AsyncIterator[Stores]:
-    from service.queue import deserialize_job, serialize_job
+    from calhooks.service.events import deserialize_job, serialize_job
 
     settings = get_settings()
     arq = await create_pool(

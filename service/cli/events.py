@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.output import fail, print_json
-from service.redisconn import create_redis
-from service.settings import get_settings
-from workers import keys
-from workers.deadletter import DeadLetterQueue, entry_id
-from workers.eventlog import EventLog
-from workers.ledger import Ledger
+from calhooks.service.cli.output import fail, print_json
+from calhooks.service.core.redisconn import create_redis
+from calhooks.service.core.settings import get_settings
+from calhooks.workers import keys
+from calhooks.workers.deadletter import DeadLetterQueue, entry_id
+from calhooks.workers.eventlog import EventLog
+from calhooks.workers.ledger import Ledger
 
 app = typer.Typer(help="What happened to the events calhooks received.", no_args_is_help=True)
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import connections, dev, dlq, events, mcp, sandbox, serve, tools, webhooks, worker
-from service.cli import rules as rules_cli
-from service.secretbox import generate_key
+from calhooks.service.cli import (
+    connections,
+    dev,
+    dlq,
+    events,
+    mcp,
+    sandbox,
+    serve,
+    tools,
+    webhooks,
+    worker,
+)
+from calhooks.service.cli import rules as rules_cli
+from calhooks.service.core.secretbox import generate_key
 
 app = typer.Typer(
     name="calhooks",

@@ -13,9 +13,9 @@ import structlog
 import typer
 import uvicorn
 
-from service.cli.output import fail
-from service.logs import configure_from_settings
-from service.settings import get_settings
+from calhooks.service.cli.output import fail
+from calhooks.service.core.logs import configure_from_settings
+from calhooks.service.core.settings import get_settings
 
 app = typer.Typer(
     help="The 37 Cal.com tools as an MCP server (stdio by default).",
@@ -28,8 +28,8 @@ def stdio(ctx: typer.Context) -> None:
     """Serve MCP over stdin/stdout, as Claude Desktop, Cursor and the Inspector launch it."""
     if ctx.invoked_subcommand is not None:
         return
-    from service.mcp.server import has_own_credentials
-    from service.mcp.stdio import run_stdio
+    from calhooks.service.mcp.server import has_own_credentials
+    from calhooks.service.mcp.stdio import run_stdio
 
     settings = get_settings()
     configure_from_settings()  # logs go to stderr; stdout carries the protocol
@@ -47,8 +47,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8790,
 ) -> None:
     """Serve only MCP over streamable HTTP at /cal-organizations (bearer CALHOOKS_MCP_TOKEN)."""
-    from service.mcp.http import MCP_PATH, create_standalone_app
-    from service.mcp.tenants import TokenConfigError
+    from calhooks.service.mcp.http import MCP_PATH, create_standalone_app
+    from calhooks.service.mcp.tenants import TokenConfigError
 
     settings = get_settings()
     configure_from_settings()

@@ -25,11 +25,11 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from service.calcom import CalcomClient, Credentials
-from service.cli.output import fail, print_json
-from service.settings import get_settings
-from workers.rules import RulesError, RuleSet, load_rules, rules_env
-from workers.rules.dryrun import DryRunReport, calling, dry_run, format_report, record_only
+from calhooks.service.calcom import CalcomClient, Credentials
+from calhooks.service.cli.output import fail, print_json
+from calhooks.service.core.settings import get_settings
+from calhooks.workers.rules import RulesError, RuleSet, load_rules, rules_env
+from calhooks.workers.rules.dryrun import DryRunReport, calling, dry_run, format_report, record_only
 
 app = typer.Typer(help="Check rules files and try them on an event.", no_args_is_help=True)
 
@@ -58,7 +58,7 @@ def check(file: FileArgument) -> None:
 
 
 def _read_event(path: Path) -> Any:
-    from service.events import BodyError, Event, event_from_body
+    from calhooks.service.events import BodyError, Event, event_from_body
 
     try:
         raw = path.read_bytes()
@@ -135,7 +135,7 @@ def try_on_event(
     env = rules_env(get_settings())
     client = None
     if against == "sandbox":
-        from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+        from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
 
         sandbox_org = org_id if org_id is not None else SANDBOX_ORG_ID
         env["org_id"] = sandbox_org

@@ -14,7 +14,9 @@ import httpx
 import typer
 import uvicorn
 
-from service.calcom.sandbox import (
+from calhooks.service.cli.output import fail, print_json
+from calhooks.service.core.logs import configure_logging
+from calhooks.service.sandbox import (
     SANDBOX_API_KEY,
     SANDBOX_ORG_ID,
     SECOND_API_KEY,
@@ -24,8 +26,6 @@ from service.calcom.sandbox import (
     RateLimit,
     create_app,
 )
-from service.cli.output import fail, print_json
-from service.logs import configure_logging
 
 app = typer.Typer(
     help="A local fake of Cal.com's organization API that also sends signed webhooks.",

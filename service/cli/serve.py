@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from service.logs import configure_from_settings
-from service.settings import Settings, get_settings
+from calhooks.service.core.logs import configure_from_settings
+from calhooks.service.core.settings import Settings, get_settings
 
 #: Longer than the idle timeout of common load balancers (AWS ALB: 60 s).
 KEEP_ALIVE_SECONDS = 75
@@ -44,13 +44,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
     """The uvicorn configuration of ``calhooks serve`` (the app is built here)."""
-    from service.app import create_app
+    from calhooks.service.app import create_app
 
     return uvicorn.Config(create_app(settings), host=host, port=port, **server_options(settings))
 
 
 def run(host: str | None = None, port: int | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (``python -m service`` with no arguments calls this)."""
+    """Serve until SIGTERM/SIGINT (``python -m calhooks.service`` with no arguments calls this)."""
     configure_from_settings()
     settings = get_settings()
     config = uvicorn_config(

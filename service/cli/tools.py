@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from service.calcom import TOOLS, CalcomClient, Parameter, Tool, ToolError, get_tool
-from service.cli.output import fail, print_json
-from service.settings import get_settings
+from calhooks.service.calcom import TOOLS, CalcomClient, Parameter, Tool, ToolError, get_tool
+from calhooks.service.cli.output import fail, print_json
+from calhooks.service.core.settings import get_settings
 
 app = typer.Typer(help="The 37 Cal.com organization tools.", no_args_is_help=True)
 

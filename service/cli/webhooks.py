@@ -19,22 +19,26 @@ import httpx
 import typer
 from redis.exceptions import RedisError
 
-from service.calcom.client import CalcomClient
-from service.calcom.errors import ToolError
-from service.cli.output import fail, print_json
-from service.logs import configure_logging
-from service.redisconn import create_redis
-from service.settings import Settings, get_settings
-from service.subscriptions import ping, report
-from service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
-from service.subscriptions.desired import DesiredFactory, DesiredStateError, desired_factory
-from service.subscriptions.lock import LockBusyError
-from service.subscriptions.plan import Plan, plan_webhooks
-from service.subscriptions.propagation import PropagationError
-from service.subscriptions.remote import list_webhooks
-from service.subscriptions.rotate import RotationError, RotationResult, rotate_secret
-from service.subscriptions.rule_triggers import load_rule_triggers
-from service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.errors import ToolError
+from calhooks.service.cli.output import fail, print_json
+from calhooks.service.core.logs import configure_logging
+from calhooks.service.core.redisconn import create_redis
+from calhooks.service.core.settings import Settings, get_settings
+from calhooks.service.subscriptions import ping, report
+from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
+from calhooks.service.subscriptions.desired import (
+    DesiredFactory,
+    DesiredStateError,
+    desired_factory,
+)
+from calhooks.service.subscriptions.lock import LockBusyError
+from calhooks.service.subscriptions.plan import Plan, plan_webhooks
+from calhooks.service.subscriptions.propagation import PropagationError
+from calhooks.service.subscriptions.remote import list_webhooks
+from calhooks.service.subscriptions.rotate import RotationError, RotationResult, rotate_secret
+from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
+from calhooks.service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
 
 app = typer.Typer(
     help="The Cal.com webhook calhooks registers for itself: plan, apply, rotate, test.",

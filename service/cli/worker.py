@@ -1,9 +1,10 @@
 """``calhooks worker``: run an arq worker that processes queued events with the rules.
 
-It wakes as soon as the intake queues an event (``workers.wakeup``), serves ``/livez``,
+It wakes as soon as the intake queues an event (``calhooks.workers.wakeup``), serves ``/livez``,
 ``/readyz`` and ``/metrics`` on ``CALHOOKS_WORKER_HTTP_PORT``, and on SIGTERM stops taking
 jobs and gives running ones ``CALHOOKS_WORKER_JOB_COMPLETION_WAIT`` seconds before they are
-handed back to the queue. ``arq workers.WorkerSettings`` runs the same jobs with arq's own CLI
+handed back to the queue. ``arq calhooks.workers.WorkerSettings`` runs the same jobs with arq's
+own CLI
 (polling, no wake-up).
 """
 
@@ -13,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from service.logs import configure_from_settings
-from service.settings import get_settings
+from calhooks.service.core.logs import configure_from_settings
+from calhooks.service.core.settings import get_settings
 
 app = typer.Typer(help="Run a worker: process queued events with the rules.")
 
@@ -29,8 +30,8 @@ def worker(
     ] = None,
 ) -> None:
     """Process queued events until stopped (SIGTERM/SIGINT drain gracefully)."""
-    from workers.settings import use_fast_event_loop, worker_options
-    from workers.wakeup import WakeableWorker
+    from calhooks.workers.bootstrap import use_fast_event_loop, worker_options
+    from calhooks.workers.wakeup import WakeableWorker
 
     settings = get_settings()
     configure_from_settings()

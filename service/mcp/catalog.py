@@ -1,4 +1,4 @@
-"""The MCP view of the tools registry: one ``mcp_types.Tool`` per ``service.calcom.TOOLS`` entry.
+"""The MCP view of the tools registry: one ``mcp_types.Tool`` per ``calcom.TOOLS`` entry.
 
 Nothing here is written per tool. Each MCP tool takes its name, summary, method and path
 from the registry, its input schema from ``Tool.input_schema`` (the real parameter names,
@@ -14,7 +14,7 @@ from typing import Any
 
 import mcp_types as types
 
-from service.calcom.tools import TOOLS, Tool
+from calhooks.service.calcom.tools import TOOLS, Tool
 
 PCID = "PCID"
 

@@ -32,11 +32,11 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 
-from service.calcom.client import Credentials
-from service.logs import register_secret
-from service.mcp.tenants import DEFAULT_TENANT, TokenConfigError, check_tenant_name
-from service.secretbox import SecretBox, SecretBoxError
-from service.settings import Settings
+from calhooks.service.calcom.client import Credentials
+from calhooks.service.core.logs import register_secret
+from calhooks.service.core.secretbox import SecretBox, SecretBoxError
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.tenants import DEFAULT_TENANT, TokenConfigError, check_tenant_name
 
 RECORDS_KEY = "calhooks:mcp:connections"
 NAMES_KEY = "calhooks:mcp:connection-names"

@@ -33,10 +33,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from service.logs import register_secret
-from service.mcp.server import create_mcp_server
-from service.mcp.tenants import TENANT_SCOPE_KEY, TokenTable
-from service.settings import Settings
+from calhooks.service.core.logs import register_secret
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.server import create_mcp_server
+from calhooks.service.mcp.tenants import TENANT_SCOPE_KEY, TokenTable
 
 MCP_PATH = "/cal-organizations"
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import mcp_types as types
 
-from service.calcom.client import CalcomResponse
-from service.calcom.errors import CalcomError, CalcomTransportError, ToolValidationError
-from service.logs import REDACTED
+from calhooks.service.calcom.client import CalcomResponse
+from calhooks.service.calcom.errors import CalcomError, CalcomTransportError, ToolValidationError
+from calhooks.service.core.logs import REDACTED
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:

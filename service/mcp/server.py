@@ -1,15 +1,15 @@
 """The calhooks MCP server: the 37 Cal.com organization tools, a connection picked per call.
 
 Built on the SDK's low-level ``mcp.server.Server``: the tools come from the registry with
-explicit JSON Schemas (``service.mcp.catalog``), so there is nothing for a decorator-based
+explicit JSON Schemas (``calhooks.service.mcp.catalog``), so there is nothing for a decorator-based
 framework to infer. ``tools/call`` takes the ``PCID`` argument out, resolves it to a
 connection of the caller's tenant, and calls Cal.com through one pooled ``CalcomClient``
 (``with_credentials`` per call). Every failure - a bad or unknown PCID, invalid arguments,
 a Cal.com error, Cal.com unreachable, even a bug - comes back as a tool result with
 ``isError: true``; only an unknown tool name is a JSON-RPC error, as the MCP spec asks.
 
-Transports: streamable HTTP (``service.mcp.http``, caller's tenant from its bearer token)
-and stdio (``service.mcp.stdio``, a local user who may use any connection, and who may
+Transports: streamable HTTP (``calhooks.service.mcp.http``, caller's tenant from its bearer token)
+and stdio (``calhooks.service.mcp.stdio``, a local user who may use any connection, and who may
 omit the PCID when ``CALHOOKS_API_KEY`` or a platform client is configured).
 """
 
@@ -31,25 +31,25 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from redis.exceptions import RedisError
 
-from service.calcom.client import CalcomClient, Credentials
-from service.calcom.errors import (
+from calhooks.service.calcom.client import CalcomClient, Credentials
+from calhooks.service.calcom.errors import (
     CalcomError,
     CalcomTransportError,
     ToolValidationError,
     UnknownToolError,
 )
-from service.calcom.tools import get_tool
-from service.mcp import results
-from service.mcp.catalog import PCID, mcp_tools
-from service.mcp.connections import (
+from calhooks.service.calcom.tools import get_tool
+from calhooks.service.core.redisconn import create_redis, redis_url
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp import results
+from calhooks.service.mcp.catalog import PCID, mcp_tools
+from calhooks.service.mcp.connections import (
     Connection,
     ConnectionStore,
     ConnectionStoreError,
     secret_box,
 )
-from service.mcp.tenants import TENANT_SCOPE_KEY
-from service.redisconn import create_redis, redis_url
-from service.settings import Settings
+from calhooks.service.mcp.tenants import TENANT_SCOPE_KEY
 
 logger = structlog.get_logger(__name__)
 

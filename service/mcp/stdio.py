@@ -14,8 +14,8 @@ from __future__ import annotations
 import anyio
 from mcp.server.stdio import stdio_server
 
-from service.mcp.server import create_mcp_server
-from service.settings import Settings
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.server import create_mcp_server
 
 
 async def serve_stdio(settings: Settings) -> None:

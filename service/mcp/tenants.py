@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from service.settings import Settings
+from calhooks.service.core.settings import Settings
 
 DEFAULT_TENANT = "default"
 MIN_TOKEN_LENGTH = 16

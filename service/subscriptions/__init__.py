@@ -14,11 +14,11 @@
 * ``startup`` - what ``calhooks serve`` takes: the secret source, auto-apply.
 """
 
-from service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
-from service.subscriptions.desired import DesiredWebhook, desired_factory
-from service.subscriptions.plan import Plan, plan_webhooks
-from service.subscriptions.rotate import RotationResult, rotate_secret
-from service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
+from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
+from calhooks.service.subscriptions.desired import DesiredWebhook, desired_factory
+from calhooks.service.subscriptions.plan import Plan, plan_webhooks
+from calhooks.service.subscriptions.rotate import RotationResult, rotate_secret
+from calhooks.service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
 
 __all__ = [
     "ApplyResult",

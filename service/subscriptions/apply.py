@@ -22,11 +22,11 @@ from typing import Any
 
 import structlog
 
-from service.calcom.client import CalcomClient
-from service.calcom.errors import CalcomError, CalcomTransportError
-from service.subscriptions.desired import DesiredFactory, DesiredWebhook
-from service.subscriptions.lock import LOCK_WAIT, webhooks_lock
-from service.subscriptions.plan import (
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.errors import CalcomError, CalcomTransportError
+from calhooks.service.subscriptions.desired import DesiredFactory, DesiredWebhook
+from calhooks.service.subscriptions.lock import LOCK_WAIT, webhooks_lock
+from calhooks.service.subscriptions.plan import (
     Action,
     CreateWebhook,
     DeleteWebhook,
@@ -34,8 +34,8 @@ from service.subscriptions.plan import (
     UpdateWebhook,
     plan_webhooks,
 )
-from service.subscriptions.propagation import wait_for_replicas
-from service.subscriptions.remote import (
+from calhooks.service.subscriptions.propagation import wait_for_replicas
+from calhooks.service.subscriptions.remote import (
     CREATE_TOOL,
     DELETE_TOOL,
     UPDATE_TOOL,
@@ -43,7 +43,7 @@ from service.subscriptions.remote import (
     list_webhooks,
     org_params,
 )
-from service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
+from calhooks.service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from service.calcom.overlay import WEBHOOK_TRIGGERS
-from service.settings import Settings
-from service.subscriptions.ownership import OwnershipError, subscriber_url
-from service.subscriptions.secret_store import StoredSecret
+from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.ownership import OwnershipError, subscriber_url
+from calhooks.service.subscriptions.secret_store import StoredSecret
 
 
 class DesiredStateError(ValueError):

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import structlog
 from redis.exceptions import LockError
 
-from service.subscriptions.secret_store import WebhookSecretStore
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
 

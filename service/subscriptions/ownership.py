@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from service.settings import WEBHOOK_DEPLOYMENT_PATTERN
+from calhooks.service.core.settings import WEBHOOK_DEPLOYMENT_PATTERN
 
 MARK = "calhooks"
 _DEPLOYMENT = re.compile(WEBHOOK_DEPLOYMENT_PATTERN)

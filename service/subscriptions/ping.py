@@ -21,9 +21,8 @@ from typing import Any, Literal
 
 import httpx
 
-from service.calcom.sandbox.deliveries import WEBHOOK_VERSION, compact_json, sign
-from service.calcom.sandbox.payloads import ping_body
-from service.subscriptions.secret_store import StoredSecret
+from calhooks.service.calcom.webhooks import WEBHOOK_VERSION, compact_json, ping_body, sign
+from calhooks.service.subscriptions.secret_store import StoredSecret
 
 Route = Literal["sandbox", "direct"]
 _RESPONSE_SHOWN = 300
@@ -109,7 +108,7 @@ async def direct_ping(
     raw = compact_json(ping_body(datetime.now(UTC))).encode()
     headers = {
         "Content-Type": "application/json",
-        "X-Cal-Signature-256": sign(raw, secret.value),
+        "X-Cal-Signature-256": sign(raw, secret.value.encode()),
         "X-Cal-Webhook-Version": WEBHOOK_VERSION,
     }
     try:

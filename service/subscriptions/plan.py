@@ -20,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.subscriptions.desired import DesiredWebhook
-from service.subscriptions.ownership import is_own, same_endpoint
-from service.subscriptions.remote import RemoteWebhook
-from service.subscriptions.secret_store import StoredSecret
+from calhooks.service.subscriptions.desired import DesiredWebhook
+from calhooks.service.subscriptions.ownership import is_own, same_endpoint
+from calhooks.service.subscriptions.remote import RemoteWebhook
+from calhooks.service.subscriptions.secret_store import StoredSecret
 
 # Labels standing for a secret in a plan, which never carries a value.
 NEW_SECRET = "(new)"  # noqa: S105

@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from service.subscriptions.secret_store import Clock, WebhookSecretStore
+from calhooks.service.subscriptions.secret_store import Clock, WebhookSecretStore
 
 #: Replicas that have not refreshed for this long are removed from the record.
 FORGET_REPLICAS_AFTER = 24 * 3600.0

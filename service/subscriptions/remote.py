@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.calcom.client import CalcomClient
+from calhooks.service.calcom.client import CalcomClient
 
 LIST_TOOL = "cal_organizations_webhooks_controller_get_all_organization_webhooks"
 CREATE_TOOL = "cal_organizations_webhooks_controller_create_organization_webhook"

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from service.subscriptions.apply import ApplyResult
-from service.subscriptions.plan import (
+from calhooks.service.subscriptions.apply import ApplyResult
+from calhooks.service.subscriptions.plan import (
     Action,
     Change,
     CreateWebhook,
@@ -20,9 +20,9 @@ from service.subscriptions.plan import (
     StaleWebhook,
     UpdateWebhook,
 )
-from service.subscriptions.remote import RemoteWebhook
-from service.subscriptions.rotate import RotationResult
-from service.subscriptions.secret_store import SecretSnapshot, StoredSecret
+from calhooks.service.subscriptions.remote import RemoteWebhook
+from calhooks.service.subscriptions.rotate import RotationResult
+from calhooks.service.subscriptions.secret_store import SecretSnapshot, StoredSecret
 
 
 def _triggers(items: Sequence[str]) -> str:

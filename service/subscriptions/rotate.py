@@ -26,20 +26,20 @@ from dataclasses import dataclass
 
 import structlog
 
-from service.calcom.client import CalcomClient
-from service.calcom.errors import CalcomError, ToolError
-from service.subscriptions.desired import DesiredFactory, DesiredWebhook
-from service.subscriptions.lock import LOCK_WAIT, webhooks_lock
-from service.subscriptions.plan import plan_webhooks
-from service.subscriptions.propagation import PropagationError, wait_for_replicas
-from service.subscriptions.remote import (
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.errors import CalcomError, ToolError
+from calhooks.service.subscriptions.desired import DesiredFactory, DesiredWebhook
+from calhooks.service.subscriptions.lock import LOCK_WAIT, webhooks_lock
+from calhooks.service.subscriptions.plan import plan_webhooks
+from calhooks.service.subscriptions.propagation import PropagationError, wait_for_replicas
+from calhooks.service.subscriptions.remote import (
     GET_TOOL,
     UPDATE_TOOL,
     RemoteWebhook,
     list_webhooks,
     org_params,
 )
-from service.subscriptions.secret_store import Clock, StoredSecret, WebhookSecretStore
+from calhooks.service.subscriptions.secret_store import Clock, StoredSecret, WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service.settings import Settings
-from service.subscriptions.desired import DesiredStateError
+from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.desired import DesiredStateError
 
 
 def load_rule_triggers(settings: Settings) -> tuple[str, ...]:
@@ -13,7 +13,7 @@ def load_rule_triggers(settings: Settings) -> tuple[str, ...]:
     subscribing without knowing what the rules need could drop events they wait for.
     """
     # Imported here: the intake process needs the rules engine only to auto-apply.
-    from workers.rules import RulesError, load_rules_from_settings
+    from calhooks.workers.rules import RulesError, load_rules_from_settings
 
     try:
         rules = load_rules_from_settings(settings)

@@ -1,4 +1,4 @@
-"""The secret store as one of the intake's secret sources (``service.webhook_secrets``).
+"""The secret store as one of the intake's secret sources (``calhooks.service.intake.secrets``).
 
 The intake's ``SecretProvider`` combines sources: ``CALHOOKS_WEBHOOK_SECRETS``,
 ``CALHOOKS_WEBHOOK_SECRETS_FILE`` (secrets operators manage themselves) and this one, the
@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 import structlog
 
-from service.settings import Settings
-from service.subscriptions.secret_store import (
+from calhooks.service.core.settings import Settings
+from calhooks.service.intake.secrets import WebhookSecret
+from calhooks.service.subscriptions.secret_store import (
     SecretStoreError,
     StoredSecret,
     WebhookSecretStore,
 )
-from service.webhook_secrets import WebhookSecret
 
 logger = structlog.get_logger(__name__)
 

@@ -30,9 +30,9 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from service.logs import register_secret
-from service.secretbox import SecretBox, SecretBoxError
-from service.settings import Settings
+from calhooks.service.core.logs import register_secret
+from calhooks.service.core.secretbox import SecretBox, SecretBoxError
+from calhooks.service.core.settings import Settings
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix that makes leaked secrets recognisable
 SECRET_BYTES = 32

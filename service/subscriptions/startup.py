@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import structlog
 
-from service.calcom.client import CalcomClient
-from service.calcom.errors import ToolError
-from service.redisconn import create_redis
-from service.settings import Settings
-from service.subscriptions.apply import ApplyResult, apply_webhooks
-from service.subscriptions.desired import DesiredStateError, desired_factory
-from service.subscriptions.lock import LockBusyError
-from service.subscriptions.propagation import PropagationError
-from service.subscriptions.report import done_text
-from service.subscriptions.rule_triggers import load_rule_triggers
-from service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
-from service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.errors import ToolError
+from calhooks.service.core.redisconn import create_redis
+from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks
+from calhooks.service.subscriptions.desired import DesiredStateError, desired_factory
+from calhooks.service.subscriptions.lock import LockBusyError
+from calhooks.service.subscriptions.propagation import PropagationError
+from calhooks.service.subscriptions.report import done_text
+from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
+from calhooks.service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
+from calhooks.service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
 

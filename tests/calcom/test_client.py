@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.calcom import (
+from calhooks.service.calcom import (
     Backoff,
     CalcomClient,
     CalcomError,
@@ -14,8 +14,8 @@ from service.calcom import (
     Credentials,
     ToolValidationError,
 )
-from service.calcom.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from tests.sandbox.server import RunningSandbox
 
 USERS = "cal_organizations_users_controller_get_organizations_users"
 USER_OOO = "cal_organizations_users_ooocontroller_get_organization_user_ooo"
@@ -193,7 +193,7 @@ async def test_dropped_connection_on_create_is_not_retried(
 
 async def test_unreachable_raises_transport_error(sleeps: Sleeps) -> None:
     """Connection refused on every attempt ends in CalcomTransportError."""
-    from service.embedded_redis import free_port
+    from calhooks.service.core.embedded_redis import free_port
 
     client = CalcomClient(base_url=f"http://127.0.0.1:{free_port()}", retries=2, sleep=sleeps)
     async with client:

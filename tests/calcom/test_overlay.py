@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from service.calcom import get_tool
-from service.calcom.overlay import CORRECTIONS, WEBHOOK_TRIGGERS, apply_overlay
+from calhooks.service.calcom import get_tool
+from calhooks.service.calcom.overlay import CORRECTIONS, WEBHOOK_TRIGGERS, apply_overlay
 
 
 def raw_document() -> dict:  # type: ignore[type-arg]
-    text = resources.files("service.calcom").joinpath("data/openapi-orgs.json").read_text()
+    text = resources.files("calhooks.service.calcom").joinpath("data/openapi-orgs.json").read_text()
     loaded: dict = json.loads(text)  # type: ignore[type-arg]
     return loaded
 

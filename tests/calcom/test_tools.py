@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from service.calcom import TOOLS, UnknownToolError, get_tool, tool_name
-from service.calcom.spec import load_document
+from calhooks.service.calcom import TOOLS, UnknownToolError, get_tool, tool_name
+from calhooks.service.calcom.spec import load_document
 
 # The catalog's names, written out (the registry derives them; this is the check).
 CATALOG = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.calcom import ToolValidationError, get_tool, prepare_request, validate_params
+from calhooks.service.calcom import ToolValidationError, get_tool, prepare_request, validate_params
 
 OOO = get_tool("cal_organizations_users_ooocontroller_create_organization_user_ooo")
 USERS = get_tool("cal_organizations_users_controller_get_organizations_users")

@@ -35,11 +35,12 @@ import httpx
 import pytest
 import redis
 
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, sign
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.secretbox import generate_key
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.calcom.webhooks import sign
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
+from calhooks.service.core.secretbox import generate_key
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
 from tests.deploy.kustomize import Invocation, Manifest, find, invocation, pod_spec, render
+from tests.sandbox.server import RunningSandbox
 
 OVERLAY = "overlays/production"
 MCP_TOKEN = "test-mcp-token-from-the-deploy-test"
@@ -275,7 +276,7 @@ def _deliver(web: Container, trigger: str) -> httpx.Response:
         content=body,
         headers={
             "content-type": "application/json",
-            "x-cal-signature-256": sign(body, WEBHOOK_SECRET),
+            "x-cal-signature-256": sign(body, WEBHOOK_SECRET.encode()),
         },
         timeout=10,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.settings import ENV_PREFIX, Settings
+from calhooks.service.core.settings import ENV_PREFIX, Settings
 from tests.deploy.kustomize import (
     OVERLAYS,
     ROOT,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from service.embedded_redis import redis_server_binary
+from calhooks.service.core.embedded_redis import redis_server_binary
 from tests.deploy.kustomize import container, find, render
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from service.embedded_redis import EmbeddedRedis
-from service.settings import Settings
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.settings import Settings
 from tests.servers import serve_app
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
@@ -71,7 +71,7 @@ class Served:
 
     @property
     def intake(self) -> Any:
-        """The app's ``service.app.Intake``."""
+        """The app's ``calhooks.service.app.Intake``."""
         return self.app.state.intake
 
     def get(self, path: str) -> httpx.Response:
@@ -98,7 +98,7 @@ class Served:
 @pytest.fixture
 def serve(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Any]:
     """``serve(**settings)``: start an intake (on the suite's Redis unless told otherwise)."""
-    from service.app import create_app
+    from calhooks.service.app import create_app
 
     with_stack: list[Any] = []
 

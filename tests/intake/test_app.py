@@ -14,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from service.webhook_secrets import WebhookSecret
+from calhooks.service.intake.secrets import WebhookSecret
 from tests.intake.conftest import booking, command
 
 
 def test_livez_touches_nothing(serve: Any, tmp_path: Path) -> None:
     """/livez answers 200 even when Redis is unreachable."""
-    from service.embedded_redis import free_port
+    from calhooks.service.core.embedded_redis import free_port
 
     served = serve(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     response = served.get("/livez")
@@ -40,7 +40,7 @@ def test_readyz_reports_redis_and_secrets(serve: Any) -> None:
 
 def test_readyz_unready_without_redis(serve: Any) -> None:
     """Redis unreachable: 503, with the reason in the body."""
-    from service.embedded_redis import free_port
+    from calhooks.service.core.embedded_redis import free_port
 
     response = httpx.get(serve(redis_url=f"redis://127.0.0.1:{free_port()}/0").url + "/readyz")
     assert response.status_code == 503

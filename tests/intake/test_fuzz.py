@@ -11,8 +11,8 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.app import create_app
-from service.embedded_redis import EmbeddedRedis
+from calhooks.service.app import create_app
+from calhooks.service.core.embedded_redis import EmbeddedRedis
 from tests.intake.conftest import PATH, make_settings, signature
 
 ANSWERS = {200, 202, 400, 401, 405, 413}

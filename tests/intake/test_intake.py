@@ -15,8 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from service.events import event_id
-from service.queue import deserialize_job
+from calhooks.service.events import deserialize_job, event_id
 from tests.intake.conftest import (
     OLD_SECRET,
     PATH,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.embedded_redis import EmbeddedRedis
-from service.events import event_id
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.events import event_id
 from tests.intake.conftest import booking, command, compact
 
 

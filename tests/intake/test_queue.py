@@ -13,17 +13,17 @@ import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from service.embedded_redis import EmbeddedRedis
-from service.events import Event, event_from_body
-from service.queue import (
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.events import (
     DEDUPE_PREFIX,
     JOB_FUNCTION,
-    Enqueued,
-    EventQueue,
+    Event,
     deserialize_job,
+    event_from_body,
     serialize_job,
 )
-from service.redispipe import RedisAddress, RedisPipe
+from calhooks.service.intake.queue import Enqueued, EventQueue
+from calhooks.service.intake.redispipe import RedisAddress, RedisPipe
 from tests.intake.conftest import booking, command, fixture_body
 
 QUEUE = "arq:queue"

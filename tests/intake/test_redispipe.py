@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
-from service.redispipe import (
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
+from calhooks.service.intake.redispipe import (
     RedisAddress,
     RedisDeadline,
     RedisPipe,

@@ -1,4 +1,4 @@
-"""`calhooks serve` / `python -m service`: uvicorn options, and a graceful SIGTERM."""
+"""`calhooks serve` / `python -m calhooks.service`: uvicorn options, and a graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli.main import app as cli
-from service.cli.serve import server_options
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.settings import Settings
+from calhooks.service.cli.main import app as cli
+from calhooks.service.cli.serve import server_options
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
+from calhooks.service.core.settings import Settings
 from tests.intake.conftest import PATH, SECRET, booking, signature
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_uvicorn_options() -> None:
 def python_m_service(
     tmp_path: Path, redis_server: EmbeddedRedis
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`python -m service` with no arguments, configured by the environment only."""
+    """`python -m calhooks.service` with no arguments, configured by the environment only."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CALHOOKS_")},
@@ -69,7 +69,7 @@ def python_m_service(
         except httpx.TransportError:
             pass
         assert process.poll() is None, (tmp_path / "serve.log").read_text()
-        assert time.monotonic() < deadline, "python -m service did not start"
+        assert time.monotonic() < deadline, "python -m calhooks.service did not start"
         time.sleep(0.1)
     yield url, process
     if process.poll() is None:

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from service.signatures import NO_SECRET, Verdict, sign, verify
+from calhooks.service.calcom.webhooks import NO_SECRET, sign
+from calhooks.service.intake.signatures import Verdict, verify
 from tests.intake.conftest import OLD_SECRET, SECRET, signature
 
 BODY = b'{"triggerEvent":"BOOKING_CREATED","createdAt":"2025-10-10T09:12:44.301Z","payload":{}}'

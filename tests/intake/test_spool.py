@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.spool import (
+from calhooks.service.intake.spool import (
     HEADER_SIZE,
     Record,
     Spool,

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom.client import Credentials
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, SECOND_API_KEY, SECOND_ORG_ID
-from service.embedded_redis import EmbeddedRedis
-from service.mcp.connections import ConnectionStore
-from service.mcp.http import MCP_PATH, create_standalone_app
-from service.secretbox import generate_key
-from service.settings import Settings
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.calcom.client import Credentials
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.secretbox import generate_key
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.connections import ConnectionStore
+from calhooks.service.mcp.http import MCP_PATH, create_standalone_app
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, SECOND_API_KEY, SECOND_ORG_ID
+from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 
 #: Bearer token of the tenant ``default``.

@@ -16,11 +16,11 @@ import mcp_types as types
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from service.calcom.sandbox import SANDBOX_API_KEY, SECOND_API_KEY
-from service.calcom.tools import TOOLS
-from service.mcp.catalog import PCID
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.calcom.tools import TOOLS
+from calhooks.service.mcp.catalog import PCID
+from calhooks.service.sandbox import SANDBOX_API_KEY, SECOND_API_KEY
 from tests.mcp.conftest import TOKEN, Pcids
+from tests.sandbox.server import RunningSandbox
 
 CREATE_OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"
 LIST_OOO = "cal_organizations_users_ooocontroller_get_organization_user_ooo"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from service.calcom.tools import TOOLS
-from service.mcp.catalog import PCID, mcp_tools
+from calhooks.service.calcom.tools import TOOLS
+from calhooks.service.mcp.catalog import PCID, mcp_tools
 
 
 def test_every_registry_tool_and_nothing_else() -> None:

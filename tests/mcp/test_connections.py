@@ -10,15 +10,15 @@ from typing import Any, cast
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom.client import Credentials
-from service.mcp.connections import (
+from calhooks.service.calcom.client import Credentials
+from calhooks.service.core.secretbox import SecretBox, generate_key
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.connections import (
     NAMES_KEY,
     RECORDS_KEY,
     ConnectionStore,
     ConnectionStoreError,
 )
-from service.secretbox import SecretBox, generate_key
-from service.settings import Settings
 
 KEY = "cal_live_0123456789abcdef0123456789"
 

@@ -10,17 +10,17 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from service.app import create_app
-from service.calcom.client import Credentials
-from service.calcom.sandbox import SANDBOX_API_KEY
-from service.embedded_redis import free_port
-from service.mcp.catalog import PCID
-from service.mcp.connections import ConnectionStore
-from service.mcp.http import MCP_PATH, create_standalone_app
-from service.settings import Settings
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.app import create_app
+from calhooks.service.calcom.client import Credentials
+from calhooks.service.core.embedded_redis import free_port
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.catalog import PCID
+from calhooks.service.mcp.connections import ConnectionStore
+from calhooks.service.mcp.http import MCP_PATH, create_standalone_app
+from calhooks.service.sandbox import SANDBOX_API_KEY
 from tests.mcp import scenarios
 from tests.mcp.conftest import GLOBEX_TOKEN, TOKEN, Pcids
+from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 
 JSON_ONLY = {"Accept": "application/json", "Content-Type": "application/json"}

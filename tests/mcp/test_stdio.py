@@ -1,4 +1,4 @@
-"""MCP over stdio: ``python -m service mcp`` spawned by the SDK's stdio client."""
+"""MCP over stdio: ``python -m calhooks.service mcp`` spawned by the SDK's stdio client."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
-from service.mcp.catalog import PCID
-from service.settings import Settings
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.catalog import PCID
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
 from tests.mcp import scenarios
 from tests.mcp.conftest import Pcids
+from tests.sandbox.server import RunningSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 

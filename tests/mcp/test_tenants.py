@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from service.mcp.tenants import TokenConfigError, TokenTable
-from service.settings import Settings
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp.tenants import TokenConfigError, TokenTable
 
 A = "a-token-of-tenant-default-0001"
 B = "b-token-of-tenant-blue-0000002"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.rules import RulesError, RuleSet, StepCall, parse_rules
-from workers.rules.model import Problem
+from calhooks.workers.rules import RulesError, RuleSet, StepCall, parse_rules
+from calhooks.workers.rules.model import Problem
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "webhooks"
@@ -20,7 +20,7 @@ EXAMPLES = ROOT / "examples"
 
 @dataclass(frozen=True)
 class FakeEvent:
-    """The fields of ``service.events.Event`` the rules read."""
+    """The fields of ``calhooks.service.events.Event`` the rules read."""
 
     id: str
     trigger: str

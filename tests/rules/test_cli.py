@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.calcom.sandbox import SANDBOX_ORG_ID
-from service.cli.main import app
-from service.events import event_from_body
-from service.settings import get_settings
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.cli.main import app
+from calhooks.service.core.settings import get_settings
+from calhooks.service.events import event_from_body
+from calhooks.service.sandbox import SANDBOX_ORG_ID
 from tests.rules.helpers import EXAMPLES, FIXTURES
+from tests.sandbox.server import RunningSandbox
 
 runner = CliRunner()
 RULES = str(EXAMPLES / "rules.yaml")

@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
-from service.calcom.sandbox import DEPARTMENT_ATTRIBUTE_ID, SANDBOX_ORG_ID, option_id
-from tests.calcom.sandbox.server import RunningSandbox
-from tests.rules.helpers import EXAMPLES, FakeEvent, example_event, fixture_event
-from workers.rules import RuleSet, StepOutcome, Unknown, load_rules
-from workers.rules.dryrun import (
+from calhooks.service.sandbox import DEPARTMENT_ATTRIBUTE_ID, SANDBOX_ORG_ID, option_id
+from calhooks.workers.rules import RuleSet, StepOutcome, Unknown, load_rules
+from calhooks.workers.rules.dryrun import (
     ORG_ID_UNKNOWN,
     DryRunReport,
     calling,
     dry_run,
     format_report,
 )
+from tests.rules.helpers import EXAMPLES, FakeEvent, example_event, fixture_event
+from tests.sandbox.server import RunningSandbox
 
 USERS = "cal_organizations_users_controller_get_organizations_users"
 CREATE_OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"

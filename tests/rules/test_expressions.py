@@ -9,8 +9,7 @@ from typing import Any
 import cel
 import pytest
 
-from tests.rules.helpers import fixture_event
-from workers.rules.expressions import (
+from calhooks.workers.rules.expressions import (
     EXTENSION_FUNCTIONS,
     MAX_EXPRESSION_LENGTH,
     MAX_VALUE_DEPTH,
@@ -31,7 +30,8 @@ from workers.rules.expressions import (
     unknown_function_problems,
     whole_expression,
 )
-from workers.rules.runner import EventContext
+from calhooks.workers.rules.runner import EventContext
+from tests.rules.helpers import fixture_event
 
 
 def run(source: str, **variables: Any) -> Any:

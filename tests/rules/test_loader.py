@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
-from tests.rules.helpers import EXAMPLES, problems, rules
-from workers.rules import (
+from calhooks.service.core.settings import Settings
+from calhooks.workers.rules import (
     RulesError,
     load_rules,
     load_rules_from_settings,
     parse_rules,
     rules_env,
 )
-from workers.rules.model import Constant, Dynamic, Interpolated, ListOf, MapOf, Problem
+from calhooks.workers.rules.model import Constant, Dynamic, Interpolated, ListOf, MapOf, Problem
+from tests.rules.helpers import EXAMPLES, problems, rules
 
 USERS = "cal_organizations_users_controller_get_organizations_users"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from calhooks.workers.rules import parse_rules
+from calhooks.workers.rules.dryrun import dry_run
 from tests.rules.helpers import ROOT, example_event
-from workers.rules import parse_rules
-from workers.rules.dryrun import dry_run
 
 
 def rules_section() -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
+from calhooks.workers.rules import RuleSet
 from tests.rules.helpers import FakeEvent, Recorder, fixture_event, rules
-from workers.rules import RuleSet
 
 RULES = """
 rules:

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from service.calcom.errors import CalcomError, ToolValidationError
-from tests.rules.helpers import FakeEvent, Recorder, fixture_event, rules
-from workers.rules import (
+from calhooks.service.calcom.errors import CalcomError, ToolValidationError
+from calhooks.workers.rules import (
     EvaluationError,
     EventContext,
     RuleFailed,
@@ -20,9 +19,10 @@ from workers.rules import (
     Unknown,
     run_rule,
 )
-from workers.rules.dryrun import record_only
-from workers.rules.expressions import MAX_VALUE_DEPTH
-from workers.rules.runner import MAX_PAGES
+from calhooks.workers.rules.dryrun import record_only
+from calhooks.workers.rules.expressions import MAX_VALUE_DEPTH
+from calhooks.workers.rules.runner import MAX_PAGES
+from tests.rules.helpers import FakeEvent, Recorder, fixture_event, rules
 
 USERS = "cal_organizations_users_controller_get_organizations_users"
 OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.workers.rules.model import Problem
+from calhooks.workers.rules.validator import trigger_problem
 from tests.rules.helpers import problems, rules
-from workers.rules.model import Problem
-from workers.rules.validator import trigger_problem
 
 OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"
 USERS = "cal_organizations_users_controller_get_organizations_users"

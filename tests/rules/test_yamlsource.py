@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.rules.yamlsource import (
+from calhooks.workers.rules.yamlsource import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
     MAX_NODES,

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom.client import CalcomClient
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
-from service.secretbox import generate_key
-from service.settings import Settings
-from service.subscriptions.secret_store import WebhookSecretStore
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.core.secretbox import generate_key
+from calhooks.service.core.settings import Settings
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+from tests.sandbox.server import RunningSandbox
 
 PUBLIC_URL = "https://hooks.example.com"
 ENCRYPTION_KEY = generate_key()

@@ -7,16 +7,26 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom.client import CalcomClient
-from service.calcom.errors import CalcomError
-from service.calcom.sandbox import FaultRule
-from service.settings import Settings
-from service.subscriptions.apply import ApplyResult, apply_webhooks, execute_plan, plan_current
-from service.subscriptions.desired import DesiredFactory, desired_factory
-from service.subscriptions.plan import CreateWebhook, DeleteWebhook, UpdateWebhook, plan_webhooks
-from service.subscriptions.remote import CREATE_TOOL, list_webhooks
-from service.subscriptions.secret_store import WebhookSecretStore
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.errors import CalcomError
+from calhooks.service.core.settings import Settings
+from calhooks.service.sandbox import FaultRule
+from calhooks.service.subscriptions.apply import (
+    ApplyResult,
+    apply_webhooks,
+    execute_plan,
+    plan_current,
+)
+from calhooks.service.subscriptions.desired import DesiredFactory, desired_factory
+from calhooks.service.subscriptions.plan import (
+    CreateWebhook,
+    DeleteWebhook,
+    UpdateWebhook,
+    plan_webhooks,
+)
+from calhooks.service.subscriptions.remote import CREATE_TOOL, list_webhooks
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+from tests.sandbox.server import RunningSandbox
 from tests.subscriptions.conftest import make_settings
 
 URL = "https://hooks.example.com/webhooks/cal?calhooks=test"

@@ -10,13 +10,13 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from service.app import create_app
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
-from service.cli.main import app
-from service.embedded_redis import EmbeddedRedis
-from service.secretbox import generate_key
-from service.settings import Settings, get_settings
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.app import create_app
+from calhooks.service.cli.main import app
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.secretbox import generate_key
+from calhooks.service.core.settings import Settings, get_settings
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 
 runner = CliRunner()

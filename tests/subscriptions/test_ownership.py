@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.subscriptions.ownership import (
+from calhooks.service.subscriptions.ownership import (
     OwnershipError,
     is_own,
     owner_of,

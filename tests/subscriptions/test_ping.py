@@ -5,10 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.embedded_redis import free_port
-from service.subscriptions.ping import PingError, PingOutcome, direct_ping, is_sandbox, sandbox_ping
-from service.subscriptions.secret_store import StoredSecret
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.core.embedded_redis import free_port
+from calhooks.service.subscriptions.ping import (
+    PingError,
+    PingOutcome,
+    direct_ping,
+    is_sandbox,
+    sandbox_ping,
+)
+from calhooks.service.subscriptions.secret_store import StoredSecret
+from tests.sandbox.server import RunningSandbox
 
 
 async def test_only_the_sandbox_is_taken_for_the_sandbox(sandbox: RunningSandbox) -> None:

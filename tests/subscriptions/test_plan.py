@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service.subscriptions.desired import DesiredWebhook
-from service.subscriptions.plan import (
+from calhooks.service.subscriptions.desired import DesiredWebhook
+from calhooks.service.subscriptions.plan import (
     NEW_SECRET,
     NO_SECRET,
     UNKNOWN_SECRET,
@@ -14,8 +14,8 @@ from service.subscriptions.plan import (
     UpdateWebhook,
     plan_webhooks,
 )
-from service.subscriptions.remote import RemoteWebhook
-from service.subscriptions.secret_store import StoredSecret
+from calhooks.service.subscriptions.remote import RemoteWebhook
+from calhooks.service.subscriptions.secret_store import StoredSecret
 
 URL = "https://hooks.example.com/webhooks/cal?calhooks=prod"
 OLD_URL = "https://old.example.com/webhooks/cal?calhooks=prod"

@@ -14,17 +14,17 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from service.app import create_app
-from service.calcom.client import CalcomClient
-from service.embedded_redis import EmbeddedRedis
-from service.settings import Settings
-from service.subscriptions.apply import apply_webhooks
-from service.subscriptions.desired import desired_factory
-from service.subscriptions.ping import direct_ping
-from service.subscriptions.propagation import wait_for_replicas
-from service.subscriptions.rotate import RotationError, rotate_secret
-from service.subscriptions.secret_store import WebhookSecretStore
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.app import create_app
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.apply import apply_webhooks
+from calhooks.service.subscriptions.desired import desired_factory
+from calhooks.service.subscriptions.ping import direct_ping
+from calhooks.service.subscriptions.propagation import wait_for_replicas
+from calhooks.service.subscriptions.rotate import RotationError, rotate_secret
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 from tests.subscriptions.conftest import make_settings
 
@@ -207,7 +207,7 @@ async def test_a_replica_stuck_on_an_old_version_stops_the_rotation(
 
 async def test_replicas_gone_quiet_are_not_waited_for(redis_client: aioredis.Redis) -> None:
     """Only replicas heard from recently count; one silent for long is forgotten."""
-    from service.secretbox import SecretBox, generate_key
+    from calhooks.service.core.secretbox import SecretBox, generate_key
 
     now = [1000.0]
     store = WebhookSecretStore(

@@ -8,9 +8,9 @@ from typing import cast
 import pytest
 import redis.asyncio as aioredis
 
-from service.secretbox import SecretBox, generate_key
-from service.settings import Settings
-from service.subscriptions.secret_store import (
+from calhooks.service.core.secretbox import SecretBox, generate_key
+from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.secret_store import (
     SECRET_PREFIX,
     SecretStoreError,
     WebhookSecretStore,
@@ -144,6 +144,6 @@ def test_store_needs_an_encryption_key(redis_client: aioredis.Redis) -> None:
 
 def test_secret_values_stay_out_of_reprs() -> None:
     """A stored secret printed by accident shows its id, never its value."""
-    from service.subscriptions.secret_store import StoredSecret
+    from calhooks.service.subscriptions.secret_store import StoredSecret
 
     assert "whsec_x" not in repr(StoredSecret("id1", "whsec_xyz", 0.0))

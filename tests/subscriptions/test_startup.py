@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
-from service.app import create_app
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.settings import Settings
-from service.subscriptions.secret_source import StoredSecretsSource
-from service.subscriptions.secret_store import WebhookSecretStore
-from service.subscriptions.startup import auto_apply, intake_extension
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.app import create_app
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
+from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.secret_source import StoredSecretsSource
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+from calhooks.service.subscriptions.startup import auto_apply, intake_extension
+from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 from tests.subscriptions.conftest import make_settings, write_rules
 
@@ -111,7 +111,7 @@ async def test_auto_apply_retries_a_passing_failure(
     sandbox: RunningSandbox, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     """Cal.com down at start-up: auto-apply waits and tries again."""
-    from service.calcom.sandbox import FaultRule
+    from calhooks.service.sandbox import FaultRule
 
     sandbox.sandbox.faults.add(FaultRule(status=503, times=8))
     rules = write_rules(tmp_path / "rules.yaml", "OOO_CREATED")

@@ -15,10 +15,9 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from service.calcom.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
-from service.embedded_redis import free_port
-from service.events import event_id, normalise
-from service.queue import job_bytes
+from calhooks.service.core.embedded_redis import free_port
+from calhooks.service.events import event_id, job_bytes, normalise
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 30.0

@@ -12,13 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
-from service.cli.main import app
-from service.embedded_redis import EmbeddedRedis
-from service.settings import get_settings
-from workers.deadletter import DeadLetter, DeadLetterQueue
-from workers.eventlog import EventLog
-from workers.ledger import Ledger
-from workers.redistyped import lrange
+from calhooks.service.cli.main import app
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.settings import get_settings
+from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue
+from calhooks.workers.eventlog import EventLog
+from calhooks.workers.ledger import Ledger
+from calhooks.workers.redistyped import lrange
 
 runner = CliRunner()
 T = TypeVar("T")

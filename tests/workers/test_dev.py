@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.calcom.sandbox import SANDBOX_API_KEY
-from service.embedded_redis import free_port
+from calhooks.service.core.embedded_redis import free_port
+from calhooks.service.sandbox import SANDBOX_API_KEY
 
 pytestmark = pytest.mark.slow
 

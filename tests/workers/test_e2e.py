@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom.sandbox import RateLimit
-from service.embedded_redis import EmbeddedRedis
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.sandbox import RateLimit
+from calhooks.workers.deadletter import DeadLetterQueue
+from calhooks.workers.eventlog import EventLog
+from calhooks.workers.ledger import Ledger
+from tests.sandbox.server import RunningSandbox
 from tests.workers.processes import (
     Process,
     environment,
@@ -26,9 +29,6 @@ from tests.workers.processes import (
     start_intake,
     start_worker,
 )
-from workers.deadletter import DeadLetterQueue
-from workers.eventlog import EventLog
-from workers.ledger import Ledger
 
 pytestmark = pytest.mark.slow
 
@@ -397,13 +397,13 @@ async def test_arq_own_cli_runs_the_same_jobs(
     redis: aioredis.Redis,
     tmp_path: Path,
 ) -> None:
-    """`arq workers.WorkerSettings --burst` processes a queued event like `calhooks worker`."""
+    """`arq calhooks.workers.WorkerSettings --burst` runs a queued event as `calhooks worker`."""
     rules = write_rules(tmp_path, ooo_rule("via-arq", [("block", ALICE)]))
     env = environment(redis_server.url, sandbox.url, rules, worker_http_port=0)
     event = await queue_event(redis, booking_body("arq-cli-1"))
     arq = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "arq"),
-        "workers.WorkerSettings",
+        "calhooks.workers.WorkerSettings",
         "--burst",
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from workers.eventlog import EventLog
+from calhooks.workers.eventlog import EventLog
 
 TOOL = "cal_organizations_users_ooocontroller_create_organization_user_ooo"
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from service.calcom.sandbox import DEPARTMENT_ATTRIBUTE_ID
-from tests.calcom.sandbox.server import RunningSandbox
-from workers import finders
+from calhooks.service.sandbox import DEPARTMENT_ATTRIBUTE_ID
+from calhooks.workers import finders
+from tests.sandbox.server import RunningSandbox
 
 BOB = 102
 HOOK = "https://hooks.example/calhooks"
@@ -115,6 +115,6 @@ async def test_a_managed_organization_is_found_by_slug(sandbox: RunningSandbox) 
 
 def test_every_finder_belongs_to_a_create_tool() -> None:
     """Finders are keyed by POST tools of the registry."""
-    from service.calcom import get_tool
+    from calhooks.service.calcom import get_tool
 
     assert {get_tool(name).method for name in finders.FINDERS} == {"POST"}

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from workers.health import Liveness, Metrics, ProbeServer, Readiness, Reply
-from workers.metrics import CALCOM_CALLS, render
+from calhooks.workers.health import Liveness, Metrics, ProbeServer, Readiness, Reply
+from calhooks.workers.metrics import CALCOM_CALLS, render
 
 
 class State:

@@ -12,16 +12,16 @@ import pytest
 import redis.asyncio as aioredis
 from arq import Retry
 
-from service.calcom import CalcomClient
-from tests.calcom.sandbox.server import RunningSandbox
-from workers.deadletter import DeadLetterQueue, entry_id
-from workers.eventlog import CallLog, EventLog
-from workers.gates import GateChain
-from workers.jobs import EventLike, Invoke, Processor
-from workers.ledger import Ledger
-from workers.ordering import BookingOrder
-from workers.retries import Defer, RetryPolicy
-from workers.rules import StepCall
+from calhooks.service.calcom import CalcomClient
+from calhooks.workers.deadletter import DeadLetterQueue, entry_id
+from calhooks.workers.eventlog import CallLog, EventLog
+from calhooks.workers.gates import GateChain
+from calhooks.workers.jobs import EventLike, Invoke, Processor
+from calhooks.workers.ledger import Ledger
+from calhooks.workers.ordering import BookingOrder
+from calhooks.workers.retries import Defer, RetryPolicy
+from calhooks.workers.rules import StepCall
+from tests.sandbox.server import RunningSandbox
 
 LIST_USERS = "cal_organizations_users_controller_get_organizations_users"
 CREATE_OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"

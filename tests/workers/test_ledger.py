@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom import CalcomClient, get_tool
-from service.calcom.errors import CalcomError, ToolValidationError
-from workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
-from workers.redistyped import hgetall
+from calhooks.service.calcom import CalcomClient, get_tool
+from calhooks.service.calcom.errors import CalcomError, ToolValidationError
+from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
+from calhooks.workers.redistyped import hgetall
 
 CREATE_OOO = get_tool("cal_organizations_users_ooocontroller_create_organization_user_ooo")
 DELETE_OOO = get_tool("cal_organizations_users_ooocontroller_delete_organization_user_ooo")

@@ -8,8 +8,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from workers.ordering import BookingOrder, Turn, booking_uid
-from workers.retries import Defer
+from calhooks.workers.ordering import BookingOrder, Turn, booking_uid
+from calhooks.workers.retries import Defer
 
 BOOKING = {"uid": "bk-1", "title": "Time off"}
 

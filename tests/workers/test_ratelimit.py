@@ -7,10 +7,10 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from service.calcom.client import Credentials
-from service.embedded_redis import EmbeddedRedis
-from workers.ratelimit import SharedRateLimit, advertised_limit, bucket_name
-from workers.retries import Defer
+from calhooks.service.calcom.client import Credentials
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.workers.ratelimit import SharedRateLimit, advertised_limit, bucket_name
+from calhooks.workers.retries import Defer
 
 
 class FakeSleep:

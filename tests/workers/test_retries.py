@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis.exceptions
 
-from service.calcom.errors import CalcomError, CalcomTransportError, ToolValidationError
-from workers.retries import Defer, RetryPolicy, asked_wait, is_transient
+from calhooks.service.calcom.errors import CalcomError, CalcomTransportError, ToolValidationError
+from calhooks.workers.retries import Defer, RetryPolicy, asked_wait, is_transient
 
 
 def cal_error(status: int, headers: dict[str, str] | None = None) -> CalcomError:

@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.calcom import CalcomClient, CalcomError, CalcomTransportError, Credentials
-from service.calcom.sandbox import SANDBOX_API_KEY
-from service.embedded_redis import free_port
-from tests.calcom.sandbox.server import RunningSandbox
+from calhooks.service.calcom import CalcomClient, CalcomError, CalcomTransportError, Credentials
+from calhooks.service.core.embedded_redis import free_port
+from calhooks.service.sandbox import SANDBOX_API_KEY
+from calhooks.workers.transport import http_client
+from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
-from workers.transport import http_client
 
 USERS = "cal_organizations_users_controller_get_organizations_users"
 CREATE_OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"

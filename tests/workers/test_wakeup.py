@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker
 
-from service.embedded_redis import EmbeddedRedis
-from workers.wakeup import WakeableWorker
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.workers.wakeup import WakeableWorker
 
 
 async def record(ctx: dict[str, Any], name: str) -> str:

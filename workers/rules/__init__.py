@@ -3,15 +3,20 @@
 ``load_rules(path)`` / ``parse_rules(text)`` give a ``RuleSet`` or raise ``RulesError``
 listing every problem; ``RuleSet.matching(event)`` picks the rules an event triggers and
 ``RuleSet.run(rule, event, invoke)`` runs one, handing each tool call to ``invoke`` as a
-``StepCall``. ``workers.rules.dryrun`` shows what a rules file would do with an event.
+``StepCall``. ``calhooks.workers.rules.dryrun`` shows what a rules file would do with an event.
 The language is documented in README.md ("Rules") and in the modules' docstrings.
 """
 
-from workers.rules.expressions import EvaluationError, Expression
-from workers.rules.loader import load_rules, load_rules_from_settings, parse_rules, rules_env
-from workers.rules.model import Problem, Rule, RulesError, Step
-from workers.rules.ruleset import Match, RuleSet
-from workers.rules.runner import (
+from calhooks.workers.rules.expressions import EvaluationError, Expression
+from calhooks.workers.rules.loader import (
+    load_rules,
+    load_rules_from_settings,
+    parse_rules,
+    rules_env,
+)
+from calhooks.workers.rules.model import Problem, Rule, RulesError, Step
+from calhooks.workers.rules.ruleset import Match, RuleSet
+from calhooks.workers.rules.runner import (
     EventContext,
     EventLike,
     Invoke,

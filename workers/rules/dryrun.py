@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from service.calcom.client import CalcomClient
-from workers.rules.ruleset import RuleSet
-from workers.rules.runner import (
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.workers.rules.ruleset import RuleSet
+from calhooks.workers.rules.runner import (
     EventLike,
     Invoke,
     RuleFailed,

@@ -18,7 +18,7 @@ input. The shape of the file (``README.md`` "Rules" has the full reference)::
               emails: ["${{ payload.organizer.email }}"]
 
 Parsing here checks the shape (known keys, types, names, expression syntax); the checks
-against Cal.com's tools and between steps are ``workers.rules.validator``'s.
+against Cal.com's tools and between steps are ``calhooks.workers.rules.validator``'s.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from service.settings import Settings
-from workers.rules import validator
-from workers.rules.expressions import (
+from calhooks.service.core.settings import Settings
+from calhooks.workers.rules import validator
+from calhooks.workers.rules.expressions import (
     Expression,
     ExpressionSyntaxError,
     TemplateSyntaxError,
@@ -40,7 +40,7 @@ from workers.rules.expressions import (
     split_template,
     whole_expression,
 )
-from workers.rules.model import (
+from calhooks.workers.rules.model import (
     LOG_LEVELS,
     Constant,
     Dynamic,
@@ -55,8 +55,8 @@ from workers.rules.model import (
     StepKind,
     Template,
 )
-from workers.rules.ruleset import RuleSet
-from workers.rules.yamlsource import MAX_FILE_BYTES, Node, YamlProblem, decode, parse_yaml
+from calhooks.workers.rules.ruleset import RuleSet
+from calhooks.workers.rules.yamlsource import MAX_FILE_BYTES, Node, YamlProblem, decode, parse_yaml
 
 FILE_KEYS = ("version", "env", "rules")
 RULE_KEYS = ("name", "description", "on", "when", "steps")

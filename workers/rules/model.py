@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from workers.rules.expressions import Expression
+from calhooks.workers.rules.expressions import Expression
 
 StepKind = Literal["tool", "log", "let"]
 LogLevel = Literal["debug", "info", "warning", "error"]

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from workers.rules.expressions import EvaluationError, compact, evaluate, to_text
-from workers.rules.model import Rule
-from workers.rules.runner import (
+from calhooks.workers.rules.expressions import EvaluationError, compact, evaluate, to_text
+from calhooks.workers.rules.model import Rule
+from calhooks.workers.rules.runner import (
     EventContext,
     EventLike,
     Invoke,

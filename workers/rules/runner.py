@@ -7,7 +7,7 @@ the step's ``when``, then its values, and
 * for a ``tool`` step hands a ``StepCall`` - rule, step key, loop index, tool name and the
   fully evaluated parameters - to ``invoke``, an async callable that performs the call and
   returns Cal.com's ``data``. The workers pass one that runs each call exactly once
-  (``workers.jobs``); the dry run passes one that only records it. With ``paginate`` a
+  (``calhooks.workers.jobs``); the dry run passes one that only records it. With ``paginate`` a
   list tool is invoked page after page (``take``/``skip``), one ``StepCall`` per page;
 * for a ``log`` step writes the message and fields to ``log``;
 * for a ``let`` step keeps the values.
@@ -40,10 +40,10 @@ from typing import Any, Literal, NoReturn, Protocol
 import cel
 import structlog
 
-from service.calcom.errors import ToolValidationError
-from service.calcom.tools import Tool
-from service.calcom.validation import validate_params
-from workers.rules.expressions import (
+from calhooks.service.calcom.errors import ToolValidationError
+from calhooks.service.calcom.tools import Tool
+from calhooks.service.calcom.validation import validate_params
+from calhooks.workers.rules.expressions import (
     EvaluationError,
     Expression,
     NotJSON,
@@ -55,7 +55,7 @@ from workers.rules.expressions import (
     to_json,
     to_text,
 )
-from workers.rules.model import (
+from calhooks.workers.rules.model import (
     Constant,
     Dynamic,
     Interpolated,
@@ -66,16 +66,16 @@ from workers.rules.model import (
     StepKind,
     Template,
 )
-from workers.rules.validator import tool_of
+from calhooks.workers.rules.validator import tool_of
 
 #: Most pages one ``paginate`` step fetches (x 250 items for most list tools).
 MAX_PAGES = 200
 
-logger = structlog.get_logger("workers.rules")
+logger = structlog.get_logger("calhooks.workers.rules")
 
 
 class EventLike(Protocol):
-    """What the rules read of ``service.events.Event``."""
+    """What the rules read of ``calhooks.service.events.Event``."""
 
     @property
     def id(self) -> str: ...

@@ -3,7 +3,7 @@
 Run by the loader after parsing; every problem is reported through ``report`` (line,
 message, rule, step) so a file's problems come out together:
 
-* triggers Cal.com does not have (``service.calcom.overlay.WEBHOOK_TRIGGERS``); ``PING``
+* triggers Cal.com does not have (``calhooks.service.calcom.overlay.WEBHOOK_TRIGGERS``); ``PING``
   is refused too: it is the dashboard's test delivery, answered by the intake itself and
   never queued, so a rule on it would never run;
 * unknown tools, unknown parameters, missing required parameters (``orgId`` excepted: it
@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from service.calcom.overlay import WEBHOOK_TRIGGERS
-from service.calcom.tools import TOOLS, Parameter, Tool
-from workers.rules.expressions import (
+from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.tools import TOOLS, Parameter, Tool
+from calhooks.workers.rules.expressions import (
     EVENT_FIELDS,
     NAMESPACES,
     ROOT_NAMES,
@@ -41,7 +41,7 @@ from workers.rules.expressions import (
     to_json,
     unknown_function_problems,
 )
-from workers.rules.model import (
+from calhooks.workers.rules.model import (
     Constant,
     Dynamic,
     Interpolated,

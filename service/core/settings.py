@@ -1,0 +1,244 @@
+"""calhooks' settings: every environment variable in one place.
+
+All variables carry the ``CALHOOKS_`` prefix and are read once per process by
+``get_settings()``. ``python -m calhooks.service.core.settings`` prints the Markdown table that
+the README
+embeds; ``tests/test_settings.py`` fails when the two drift apart.
+
+Groups (by field-name prefix): Cal.com API access, logging, Redis, intake, workers, MCP.
+Secrets are ``SecretStr`` so a stray ``repr`` never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CALHOOKS_"
+#: A deployment name as it marks webhook URLs (service/subscriptions/ownership.py).
+WEBHOOK_DEPLOYMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, from the environment (and an optional ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Cal.com API access.
+    api_url: str = Field(
+        "https://api.cal.com", description="Base URL of Cal.com's API (no /v2 suffix)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Cal.com API key (`cal_live_...`), sent as `Authorization: Bearer`."
+    )
+    client_id: str | None = Field(
+        None, description="Platform OAuth client id (`x-cal-client-id`), instead of an API key."
+    )
+    client_secret: SecretStr | None = Field(
+        None, description="Platform OAuth client secret (`x-cal-secret-key`), with client_id."
+    )
+    org_id: int | None = Field(
+        None, description="Default `orgId` for tools that take one when a call omits it."
+    )
+    api_timeout: float = Field(10.0, gt=0, description="Seconds to wait for each Cal.com request.")
+    api_connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait to connect.")
+    api_retries: int = Field(
+        3, ge=0, description="Retries of a failed Cal.com request (429, 5xx, timeouts)."
+    )
+    api_retry_base_delay: float = Field(
+        0.5, ge=0, description="First back-off delay in seconds; doubles on each retry."
+    )
+    api_retry_max_delay: float = Field(
+        30.0, ge=0, description="Longest single wait between retries, in seconds."
+    )
+    api_max_connections: int = Field(
+        20, ge=1, description="Connection pool size toward Cal.com per process."
+    )
+
+    # Redis (queue, dedupe, shared state). Unset: an embedded redis-server under data_dir.
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (`redis://`, `rediss://`, `unix://`); unset: an embedded Redis.",
+    )
+    redis_sentinels: str | None = Field(
+        default=None,
+        description="Sentinel `host:port,host:port`; with it, redis_url's host is ignored.",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="Sentinel master name (with redis_sentinels)."
+    )
+    data_dir: Path = Field(
+        default=Path("~/.local/share/calhooks"),
+        description="Local state: the embedded Redis (when redis_url is unset).",
+    )
+    queue_name: str = Field(default="arq:queue", description="arq queue the intake fills.")
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key encrypting secrets kept in Redis (`calhooks keygen` makes one).",
+    )
+
+    # Logging.
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest log level written."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`json` lines, human `console`, or `auto` (console on a terminal)."
+    )
+
+    # Intake (service/: `calhooks serve`, the webhook endpoint, its spool and probes).
+    host: str = Field("127.0.0.1", description="Address `calhooks serve` listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port `calhooks serve` listens on.")
+    webhook_path: str = Field(
+        "/webhooks/cal", pattern=r"^/", description="Path Cal.com posts deliveries to."
+    )
+    webhook_secrets: SecretStr | None = Field(
+        None,
+        description="Signing secrets, comma-separated, current first; `SECRET;expires=ISO8601`.",
+    )
+    webhook_secrets_file: Path | None = Field(
+        None, description="JSON file of signing secrets with expiries, re-read when it changes."
+    )
+    webhook_secrets_refresh: float = Field(
+        5.0, gt=0, description="Seconds between checks of the secrets file for changes."
+    )
+    allow_unsigned: bool = Field(
+        False,
+        description="Accept deliveries signed `no-secret-provided` (webhooks without secret).",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest delivery body accepted; larger gets 413."
+    )
+    dedupe_window: int = Field(
+        7 * 24 * 3600, ge=60, description="Seconds a delivery's body is remembered to drop repeats."
+    )
+    redis_deadline: float = Field(
+        0.25, gt=0, description="Seconds the intake waits for Redis before spooling to disk."
+    )
+    spool_dir: Path | None = Field(
+        None, description="Directory of the intake's disk spool; unset: `<data_dir>/spool`."
+    )
+    spool_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024, description="Spool size at which deliveries get 503."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies trusted for `X-Forwarded-For`/`-Proto` (comma-separated, or `*`).",
+    )
+    shutdown_timeout: float = Field(
+        20.0, gt=0, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+
+    # Workers (workers/, `calhooks worker`).
+    worker_http_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - probes and Prometheus reach the pod's address
+        description="Address of the worker's `/livez`, `/readyz`, `/metrics` server.",
+    )
+    worker_http_port: int = Field(
+        9091, ge=0, le=65535, description="Port of the worker's probe server (0: no server)."
+    )
+    worker_name: str | None = Field(
+        None, description="Name of this worker in its health key and logs; unset: host-pid."
+    )
+    worker_max_jobs: int = Field(10, ge=1, description="Events one worker process runs at once.")
+    worker_poll_delay: float = Field(
+        0.5, gt=0, description="Seconds between queue polls when no wake-up comes (fallback)."
+    )
+    worker_job_timeout: float = Field(
+        300.0, gt=0, description="Seconds one attempt at an event may run before it is retried."
+    )
+    worker_job_completion_wait: int = Field(
+        25, ge=0, description="On SIGTERM, seconds running events get to finish before requeue."
+    )
+    worker_max_tries: int = Field(
+        16, ge=1, description="Attempts at a failing rule before it is dead-lettered."
+    )
+    worker_retry_base_delay: float = Field(
+        10.0, gt=0, description="First retry delay in seconds; doubles each try, with jitter."
+    )
+    worker_retry_max_delay: float = Field(
+        3600.0, gt=0, description="Longest delay between two tries (defaults span ~4-7 h)."
+    )
+    worker_rate_limit_per_minute: int = Field(
+        120, ge=0, description="Cal.com requests per minute across all workers (0: no limit)."
+    )
+    worker_rate_limit_window: float = Field(
+        60.0, gt=0, description="Seconds of the fixed window Cal.com counts requests in."
+    )
+    worker_ordering_wait: float = Field(
+        30.0, ge=0, description="Seconds a cancellation waits for its booking's creation."
+    )
+    worker_record_ttl: int = Field(
+        7 * 24 * 3600, ge=60, description="Seconds step records and delivery logs are kept."
+    )
+    worker_health_interval: float = Field(
+        10.0, gt=0, description="Seconds between writes of the worker's own health key."
+    )
+
+    # Rules (workers/rules/, `calhooks rules check|test`).
+    rules_file: Path | None = Field(
+        None, description="YAML rules file the workers run; its triggers are the webhook's."
+    )
+    rules_env: dict[str, Any] = Field(
+        {}, description='JSON object laid over the rules file\'s `env:` (`{"flag": true}`).'
+    )
+
+    # MCP server (service/mcp/: `/cal-organizations`, `calhooks mcp`, `calhooks connections`).
+    mcp_token: SecretStr | None = Field(
+        None,
+        description="Bearer token MCP clients send to `/cal-organizations` (tenant `default`).",
+    )
+    mcp_tokens: SecretStr | None = Field(
+        None,
+        description="More tokens as `tenant:token,...`; each sees only its tenant's connections.",
+    )
+
+    # Webhook subscriptions (service/subscriptions/, `calhooks webhooks ...`).
+    public_url: str | None = Field(
+        None,
+        description="Public base URL Cal.com delivers to (`https://hooks.example.com`).",
+    )
+    webhook_deployment: str = Field(
+        "default",
+        pattern=WEBHOOK_DEPLOYMENT_PATTERN,
+        description="Name marking this deployment's webhooks (`?calhooks=NAME` in their URL).",
+    )
+    webhook_extra_triggers: str | None = Field(
+        None, description="Triggers to subscribe to besides the rules' ones, comma-separated."
+    )
+    webhook_rotation_grace: float = Field(
+        3600.0, ge=0, description="Seconds an old secret stays valid after `webhooks rotate`."
+    )
+    webhooks_auto_apply: bool = Field(
+        False, description="Apply the webhook plan (never pruning) when `calhooks serve` starts."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
+
+
+def settings_table() -> str:
+    """The Markdown table of every variable, as embedded in the README."""
+    rows = ["| variable | default | description |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = "—" if default is None else f"`{default}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {info.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -1,0 +1,276 @@
+"""The webhook endpoint Cal.com posts to: a plain ASGI callable, mounted in the Starlette app.
+
+Per request, in this order (the first failing step answers):
+
+====  ==========================================================================
+405   not a POST
+413   ``Content-Length`` over ``CALHOOKS_MAX_BODY_BYTES``, or the body read so far is (the
+      body is read chunk by chunk and never buffered past the limit)
+401   ``X-Cal-Signature-256`` missing, malformed, or matching no valid secret; or
+      ``no-secret-provided`` unless ``CALHOOKS_ALLOW_UNSIGNED`` (checked on the raw bytes,
+      before any parsing)
+400   not JSON, not an object, no usable ``triggerEvent`` (the message says which)
+200   ``PING`` (the dashboard's test delivery): ``{"ping": true}``, not queued
+200   a delivery already seen within the dedupe window: ``{"id": ..., "duplicate": true}``
+202   queued - or spooled to disk while Redis is away: ``{"id": ...}``
+503   Redis and the spool both refused, or anything unexpected (logged with a traceback),
+      with ``Retry-After``; never a 500
+====  ==========================================================================
+
+It is a bare ASGI callable rather than a Starlette endpoint because it is the hot path: no
+``Request`` object, headers scanned once, responses pre-encoded. One structured log line per
+request carries the request id (``X-Request-Id``, taken from the caller when sane), the
+outcome, the event id, trigger and latency - never the body or a secret.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from starlette.types import Message, Receive, Scope, Send
+
+from calhooks.service.events import PING, BodyError, event_from_body
+from calhooks.service.intake import metrics
+from calhooks.service.intake.acceptor import Acceptor, Stored, Unavailable
+from calhooks.service.intake.accesslog import DeliveryLog
+from calhooks.service.intake.secrets import SecretProvider
+from calhooks.service.intake.signatures import Verdict, verify
+
+log = structlog.get_logger("calhooks.intake")
+
+RETRY_AFTER_SECONDS = 10
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class _TooLarge(Exception):
+    """The body passed the size limit while being read."""
+
+
+class _Answer:
+    """What to send back, and what to log about it."""
+
+    __slots__ = ("body", "extra_headers", "fields", "outcome", "status")
+
+    def __init__(
+        self,
+        status: int,
+        outcome: str,
+        body: bytes,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        **fields: Any,
+    ) -> None:
+        self.status = status
+        self.outcome = outcome
+        self.body = body
+        self.extra_headers = headers
+        self.fields = fields
+
+
+def _error_body(error: str, message: str) -> bytes:
+    return json.dumps({"error": error, "message": message}).encode()
+
+
+class IntakeEndpoint:
+    """ASGI app for ``POST <webhook path>``; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        secrets: SecretProvider,
+        acceptor: Acceptor,
+        max_body_bytes: int,
+        allow_unsigned: bool = False,
+        clock: Callable[[], float] = time.time,
+        delivery_log: DeliveryLog | None = None,
+    ) -> None:
+        self.log = delivery_log or DeliveryLog()
+        # Request ids: unique per process and cheap (no system call per request).
+        self._id_prefix = os.urandom(3).hex().encode()
+        self._id_counter = itertools.count(1)
+        self.secrets = secrets
+        self.acceptor = acceptor
+        self.max_body_bytes = max_body_bytes
+        self.allow_unsigned = allow_unsigned
+        self.clock = clock
+        self._too_large = _Answer(
+            413, "too_large", _error_body("too_large", f"body exceeds {max_body_bytes} bytes")
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        request_id: bytes | None = None
+        try:
+            request_id, answer = await self._handle(scope, receive)
+        except Exception:
+            log.exception("intake failed unexpectedly", request_id=_text(request_id))
+            answer = _Answer(
+                503,
+                "error",
+                _error_body("unavailable", "unexpected error; retry later"),
+                headers=[(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)],
+            )
+        if request_id is None:
+            request_id = b"%s%010x" % (self._id_prefix, next(self._id_counter))
+        if answer is None:  # the client went away before sending its whole body
+            self.log.log("info", "delivery aborted by client", request_id=request_id.decode())
+            return
+        headers = [
+            *_JSON_HEADERS,
+            (b"content-length", b"%d" % len(answer.body)),
+            (b"x-request-id", request_id),
+        ]
+        if answer.extra_headers:
+            headers.extend(answer.extra_headers)
+        try:
+            await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+            await send({"type": "http.response.body", "body": answer.body})
+        except OSError:  # the client disconnected; what was stored stays stored
+            pass
+        elapsed = time.perf_counter() - started
+        metrics.REQUEST_SECONDS.observe(elapsed)
+        metrics.DELIVERY_COUNTERS[answer.outcome].inc()
+        self.log.log(
+            _LEVELS[answer.outcome],
+            "delivery",
+            request_id=request_id.decode(),
+            outcome=answer.outcome,
+            status=answer.status,
+            latency_ms=round(elapsed * 1000, 3),
+            **answer.fields,
+        )
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[bytes | None, _Answer | None]:
+        signature: bytes | None = None
+        request_id: bytes | None = None
+        declared_length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-cal-signature-256":
+                signature = value
+            elif name == b"content-length":
+                declared_length = value
+            elif name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+                request_id = value
+        if scope["method"] != "POST":
+            return request_id, _Answer(
+                405,
+                "bad_method",
+                _error_body("method_not_allowed", "deliveries are POSTed"),
+                headers=[(b"allow", b"POST")],
+            )
+        if declared_length is not None:
+            try:
+                too_long = int(declared_length) > self.max_body_bytes
+            except ValueError:
+                too_long = False  # the server has already refused a malformed one
+            if too_long:
+                return request_id, self._too_large
+        try:
+            body = await self._read_body(receive)
+        except _TooLarge:
+            return request_id, self._too_large
+        if body is None:
+            return request_id, None
+        return request_id, await self._deliver(body, signature)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The body (``None`` if the client left); ``_TooLarge`` as soon as it passes the limit."""
+        message: Message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk: bytes = message.get("body", b"")
+        if len(chunk) > self.max_body_bytes:
+            raise _TooLarge
+        if not message.get("more_body", False):
+            return chunk
+        chunks, size = [chunk], len(chunk)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _deliver(self, body: bytes, signature_header: bytes | None) -> _Answer:
+        header = signature_header.decode("latin-1") if signature_header is not None else None
+        verdict = verify(body, header, self.secrets.keys(), allow_unsigned=self.allow_unsigned)
+        if verdict in (Verdict.MISMATCH, Verdict.NO_SECRETS) and (
+            await self.secrets.refresh_if_stale()
+        ):
+            verdict = verify(body, header, self.secrets.keys(), allow_unsigned=self.allow_unsigned)
+        if not verdict.accepted:
+            return _Answer(
+                401,
+                "bad_signature",
+                _error_body("bad_signature", verdict.reason),
+                reason=verdict.value,
+                bytes=len(body),
+            )
+        received_at = self.clock()
+        try:
+            event = event_from_body(body, received_at=received_at)
+        except BodyError as error:
+            return _Answer(
+                400, "bad_body", _error_body("bad_body", str(error)), reason=str(error),
+                bytes=len(body),
+            )  # fmt: skip
+        if event.trigger == PING:
+            return _Answer(200, "ping", b'{"ping":true}', event_id=event.id, trigger=PING)
+        try:
+            stored = await self.acceptor.accept(event, body)
+        except Unavailable as error:
+            return _Answer(
+                503,
+                "unavailable",
+                _error_body("unavailable", "cannot store the delivery now; retry later"),
+                headers=[(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)],
+                event_id=event.id,
+                trigger=event.trigger,
+                reason=str(error),
+            )
+        if stored is Stored.DUPLICATE:
+            return _Answer(
+                200,
+                "duplicate",
+                b'{"id":"%s","duplicate":true}' % event.id.encode(),
+                event_id=event.id,
+                trigger=event.trigger,
+            )
+        metrics.count_event(event.trigger)
+        fields: dict[str, Any] = {"event_id": event.id, "trigger": event.trigger}
+        if not event.known:
+            fields["unknown_trigger"] = True
+        return _Answer(202, stored.value, b'{"id":"%s"}' % event.id.encode(), **fields)
+
+
+_LEVELS = {
+    "accepted": "info",
+    "spooled": "warning",
+    "duplicate": "info",
+    "ping": "info",
+    "bad_signature": "warning",
+    "bad_body": "warning",
+    "too_large": "warning",
+    "bad_method": "info",
+    "unavailable": "error",
+    "error": "error",
+}
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None

@@ -1,0 +1,55 @@
+"""Sandbox Cal.com: a stateful, spec-validating fake of the 37 organization operations that
+also delivers signed webhooks (``calhooks sandbox``; ``create_app()`` for tests).
+
+Seeded credentials (see ``seed``): ``SANDBOX_API_KEY`` for Acme (``SANDBOX_ORG_ID`` 1, alice
+the admin), ``SANDBOX_MEMBER_API_KEY`` (bob, a member), the platform client
+``SANDBOX_CLIENT_ID``/``SANDBOX_CLIENT_SECRET``, and ``SECOND_API_KEY`` for Globex
+(``SECOND_ORG_ID`` 2).
+"""
+
+from calhooks.service.calcom.webhooks import NO_SECRET, WEBHOOK_VERSION
+from calhooks.service.sandbox.app import create_app
+from calhooks.service.sandbox.deliveries import Delivery, signature
+from calhooks.service.sandbox.faults import FaultRule
+from calhooks.service.sandbox.payloads import SUPPORTED_TRIGGERS
+from calhooks.service.sandbox.ratelimit import RateLimit
+from calhooks.service.sandbox.requestlog import RequestRecord
+from calhooks.service.sandbox.sandbox import CALCOM_RATE_LIMIT, Sandbox
+from calhooks.service.sandbox.seed import (
+    DEPARTMENT_ATTRIBUTE_ID,
+    MANAGED_API_KEY,
+    MANAGED_ORG_ID,
+    SANDBOX_API_KEY,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_MEMBER_API_KEY,
+    SANDBOX_ORG_ID,
+    SECOND_API_KEY,
+    SECOND_ORG_ID,
+    option_id,
+)
+
+__all__ = [
+    "CALCOM_RATE_LIMIT",
+    "DEPARTMENT_ATTRIBUTE_ID",
+    "MANAGED_API_KEY",
+    "MANAGED_ORG_ID",
+    "NO_SECRET",
+    "SANDBOX_API_KEY",
+    "SANDBOX_CLIENT_ID",
+    "SANDBOX_CLIENT_SECRET",
+    "SANDBOX_MEMBER_API_KEY",
+    "SANDBOX_ORG_ID",
+    "SECOND_API_KEY",
+    "SECOND_ORG_ID",
+    "SUPPORTED_TRIGGERS",
+    "WEBHOOK_VERSION",
+    "Delivery",
+    "FaultRule",
+    "RateLimit",
+    "RequestRecord",
+    "Sandbox",
+    "create_app",
+    "option_id",
+    "signature",
+]

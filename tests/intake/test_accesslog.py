@@ -1,0 +1,84 @@
+"""The per-delivery log line: the standard chain's JSON, batched per loop turn; else structlog."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from calhooks.service.core.logs import configure_logging
+from calhooks.service.intake.accesslog import DeliveryLog
+
+
+def only_our_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root's handlers as in a served process: ours alone, without pytest's capture handlers.
+
+    Called inside the test: pytest adds its handlers for the test's call phase.
+    """
+    root = logging.getLogger()
+    ours = [
+        h for h in root.handlers if isinstance(h.formatter, structlog.stdlib.ProcessorFormatter)
+    ]
+    monkeypatch.setattr(root, "handlers", ours)
+
+
+@pytest.fixture
+def json_stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    configure_logging("info", "json", stream=buffer)
+    yield buffer
+    structlog.contextvars.clear_contextvars()
+    configure_logging("warning", "console")
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+async def test_json_lines_match_the_standard_chain(
+    json_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same keys as a structlog line; all lines of a loop turn written together, in order."""
+    only_our_handler(monkeypatch)
+    log = DeliveryLog()
+    assert log.fast
+    structlog.contextvars.bind_contextvars(pod="web-0")
+    structlog.get_logger("calhooks.intake").info("delivery", outcome="reference")
+    reference = lines(json_stream)[0]
+    log.log("info", "delivery", outcome="accepted", event_id="e1")
+    log.log("warning", "delivery", outcome="bad_signature")
+    assert len(lines(json_stream)) == 1  # not yet written: waiting for the loop to turn
+    await asyncio.sleep(0)
+    first, second = lines(json_stream)[1:]
+    assert set(first) == set(reference) | {"event_id"}
+    assert (first["outcome"], first["level"], first["pod"]) == ("accepted", "info", "web-0")
+    assert (second["outcome"], second["level"]) == ("bad_signature", "warning")
+    assert str(first["timestamp"]).endswith("Z")
+
+
+def test_levels_below_the_configured_one_are_dropped(
+    json_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With CALHOOKS_LOG_LEVEL=warning, info lines are not written (no loop: written at once)."""
+    configure_logging("warning", "json", stream=json_stream)
+    only_our_handler(monkeypatch)
+    log = DeliveryLog()
+    log.log("info", "delivery", outcome="accepted")
+    log.log("error", "delivery", outcome="unavailable")
+    assert [line["outcome"] for line in lines(json_stream)] == ["unavailable"]
+
+
+def test_other_setups_go_through_structlog() -> None:
+    """A console or captured set-up gets the lines through structlog, unchanged."""
+    configure_logging("info", "console", stream=io.StringIO())
+    log = DeliveryLog()
+    assert not log.fast
+    with capture_logs() as captured:
+        log.log("info", "delivery", outcome="accepted")
+    assert captured == [{"event": "delivery", "outcome": "accepted", "log_level": "info"}]

@@ -1,0 +1,90 @@
+"""``calhooks sandbox``: serving (in a real subprocess) and ``emit`` against a running sandbox."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from calhooks.service.cli.main import app
+from calhooks.service.core.embedded_redis import free_port
+from tests.sandbox.server import RunningSandbox
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_emit_prints_what_was_sent(sandbox: RunningSandbox) -> None:
+    """emit builds the event in the running sandbox and prints the body it sent."""
+    result = runner.invoke(
+        app,
+        [
+            "sandbox",
+            "emit",
+            "BOOKING_CREATED",
+            "--user",
+            "alice",
+            "--event-type",
+            "time-off",
+            "--set",
+            'metadata={"ticket": 42}',
+            "--set",
+            "additionalNotes=Out for the day",
+            "--url",
+            sandbox.url,
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)["body"]["payload"]
+    assert (payload["type"], payload["organizer"]["username"]) == ("time-off", "alice")
+    assert payload["metadata"]["ticket"] == 42
+    assert payload["additionalNotes"] == "Out for the day"
+    assert "no active webhook is subscribed to BOOKING_CREATED" in result.stderr
+
+
+def test_emit_errors_are_one_line(sandbox: RunningSandbox) -> None:
+    """An unsupported trigger or an unreachable sandbox exits 1 with one line."""
+    unsupported = runner.invoke(app, ["sandbox", "emit", "BOOKING_PAID", "--url", sandbox.url])
+    assert unsupported.exit_code == 1
+    assert unsupported.stderr.startswith("error: trigger 'BOOKING_PAID' is not supported")
+    gone = runner.invoke(
+        app, ["sandbox", "emit", "BOOKING_CREATED", "--url", f"http://127.0.0.1:{free_port()}"]
+    )
+    assert gone.exit_code == 1
+    assert gone.stderr.startswith("error: cannot reach the sandbox")
+    assert len(gone.stderr.strip().splitlines()) == 1
+
+
+def test_serve_empty_without_rate_limit() -> None:
+    """`calhooks sandbox --empty --no-rate-limit` serves a bare, unthrottled sandbox."""
+    port = free_port()
+    command = [sys.executable, "-m", "service", "sandbox", "--port", str(port), "--empty"]
+    server = subprocess.Popen(
+        [*command, "--no-rate-limit", "--log-level", "warning"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        state = None
+        deadline = time.monotonic() + 30
+        while state is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                state = httpx.get(f"http://127.0.0.1:{port}/_sandbox/state").json()
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert state is not None, "the sandbox did not come up"
+        assert (state["seeded"], state["users"], state["rateLimit"]["enabled"]) == (
+            False,
+            [],
+            False,
+        )
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+    assert b"CALHOOKS_API_URL=http://127.0.0.1:" in stderr
