@@ -28,8 +28,8 @@ import typer
 from calhooks.service.calcom import CalcomClient, Credentials
 from calhooks.service.cli.output import fail, print_json
 from calhooks.service.core.settings import get_settings
-from calhooks.workers.rules import RulesError, RuleSet, load_rules, rules_env
-from calhooks.workers.rules.dryrun import DryRunReport, calling, dry_run, format_report, record_only
+from calhooks.workers.rules import Invoke, RulesError, RuleSet, StepCall, load_rules, rules_env
+from calhooks.workers.rules.dryrun import DryRunReport, dry_run, format_report, record_only
 
 app = typer.Typer(help="Check rules files and try them on an event.", no_args_is_help=True)
 
@@ -88,6 +88,15 @@ async def _sandbox_problem(url: str) -> str | None:
         status = response.status_code
         return f"{url} is not a calhooks sandbox (GET /_sandbox/rate-limit: {status})"
     return None
+
+
+def calling(client: CalcomClient) -> Invoke:
+    """An ``invoke`` that makes each call with ``client`` (a sandbox's, for a trial run)."""
+
+    async def invoke(call: StepCall) -> Any:
+        return await client.call(call.tool, **call.params)
+
+    return invoke
 
 
 async def _run(rules: RuleSet, event: Any, sandbox: CalcomClient | None) -> DryRunReport:

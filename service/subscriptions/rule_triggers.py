@@ -12,11 +12,11 @@ def load_rule_triggers(settings: Settings) -> tuple[str, ...]:
     A rules file that cannot be loaded is a ``DesiredStateError`` listing its problems:
     subscribing without knowing what the rules need could drop events they wait for.
     """
-    # Imported here: the intake process needs the rules engine only to auto-apply.
-    from calhooks.workers.rules import RulesError, load_rules_from_settings
+    # Imported here: the web process needs the rules package only to auto-apply, and never
+    # the worker runtime (an import-linter contract in .importlinter holds that).
+    from calhooks.workers.rules import RulesError, rule_triggers
 
     try:
-        rules = load_rules_from_settings(settings)
+        return rule_triggers(settings)
     except RulesError as exc:
         raise DesiredStateError(f"CALHOOKS_RULES_FILE {settings.rules_file}: {exc}") from exc
-    return () if rules is None else tuple(sorted(rules.triggers))

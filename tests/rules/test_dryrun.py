@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from calhooks.service.cli.rules import calling
 from calhooks.service.sandbox import DEPARTMENT_ATTRIBUTE_ID, SANDBOX_ORG_ID, option_id
 from calhooks.workers.rules import RuleSet, StepOutcome, Unknown, load_rules
 from calhooks.workers.rules.dryrun import (
     ORG_ID_UNKNOWN,
     DryRunReport,
-    calling,
     dry_run,
     format_report,
 )

@@ -12,6 +12,7 @@ from calhooks.workers.rules.loader import (
     load_rules,
     load_rules_from_settings,
     parse_rules,
+    rule_triggers,
     rules_env,
 )
 from calhooks.workers.rules.model import Problem, Rule, RulesError, Step
@@ -48,6 +49,7 @@ __all__ = [
     "load_rules",
     "load_rules_from_settings",
     "parse_rules",
+    "rule_triggers",
     "rules_env",
     "run_rule",
 ]

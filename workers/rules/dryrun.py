@@ -3,9 +3,9 @@
 ``dry_run(rules, event)`` runs every matching rule with an ``invoke`` that calls nothing:
 each call is recorded with its fully evaluated parameters and answers ``Unknown``, so a
 parameter computed from an earlier call's output shows as ``<unknown until run: ...>``
-and a condition on one as "decided when run". Pass ``invoke=calling(client)`` to make the
-calls for real - against a sandbox Cal.com (``calhooks rules test --against sandbox``) -
-and see real outputs flow into later steps.
+and a condition on one as "decided when run". Pass an ``invoke`` that makes the calls for
+real - ``calhooks rules test --against sandbox`` passes one calling a sandbox Cal.com - to
+see real outputs flow into later steps. The rules engine never holds an HTTP client itself.
 
 ``format_report`` renders the result for a terminal; ``DryRunReport.to_dict`` as JSON.
 """
@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from calhooks.service.calcom.client import CalcomClient
 from calhooks.workers.rules.ruleset import RuleSet
 from calhooks.workers.rules.runner import (
     EventLike,
@@ -51,15 +50,6 @@ class QuietLog:
 async def record_only(call: StepCall) -> Unknown:
     """The dry run's ``invoke``: calls nothing; the output is unknown until a real run."""
     return Unknown(f"output of {call.step}")
-
-
-def calling(client: CalcomClient) -> Invoke:
-    """An ``invoke`` that makes each call with ``client`` (a sandbox's, for a trial run)."""
-
-    async def invoke(call: StepCall) -> Any:
-        return await client.call(call.tool, **call.params)
-
-    return invoke
 
 
 @dataclass

@@ -591,3 +591,13 @@ def load_rules_from_settings(settings: Settings) -> RuleSet | None:
     if settings.rules_file is None:
         return None
     return load_rules(settings.rules_file, env=rules_env(settings))
+
+
+def rule_triggers(settings: Settings) -> tuple[str, ...]:
+    """The triggers the rules in ``CALHOOKS_RULES_FILE`` react to, sorted (none without one).
+
+    What webhook subscriptions need of the rules: it loads and checks the file (``RulesError``
+    if bad) and imports nothing of the worker runtime.
+    """
+    rules = load_rules_from_settings(settings)
+    return () if rules is None else tuple(sorted(rules.triggers))
