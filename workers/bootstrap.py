@@ -7,7 +7,7 @@ polls every ``CALHOOKS_WORKER_POLL_DELAY`` instead of waking on enqueue). ``Work
 is made on first access, from the environment, so importing this module starts nothing.
 
 On startup the worker builds its ``Runtime``: the Cal.com client behind the shared rate
-limit and the call metrics, the rules, the ledger, dead-letter queue, delivery log and
+limit and the call metrics, the rules, the ledger, dead-letter queue, event log and
 booking order on the worker's own Redis connection, and the probe server.
 """
 

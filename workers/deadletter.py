@@ -15,7 +15,7 @@ the event again under its own job id. The ledger still holds the steps that succ
 they are not repeated; the failing step runs again (with the rules as they are now, say
 after a fix). The entry stays, marked ``replaying``, until the rule succeeds (the worker
 removes it) or fails again (the worker marks it ``dead`` once more). The event's ledger and
-delivery log are kept without expiry while it has entries here.
+event log are kept without expiry while it has entries here.
 """
 
 from __future__ import annotations

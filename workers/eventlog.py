@@ -1,4 +1,4 @@
-"""The delivery log: what happened to each event, for ``calhooks events show ID``.
+"""The event log: what happened to each event, for ``calhooks events show ID``.
 
 One Redis list per event (``calhooks:eventlog:<id>``) of JSON records, oldest first, kept
 ``CALHOOKS_WORKER_RECORD_TTL`` seconds and capped at ``MAX_RECORDS``. Each record has ``at``
@@ -102,7 +102,7 @@ class EventRecorder:
 
 
 class EventLog:
-    """Reads and writes delivery logs."""
+    """Reads and writes event logs."""
 
     def __init__(self, redis: aioredis.Redis, *, ttl: int) -> None:
         self.redis = redis

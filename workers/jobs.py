@@ -20,7 +20,7 @@ limit) raises ``Defer`` and re-queues the job without counting an attempt. Each 
 its own deadline (``CALHOOKS_WORKER_JOB_TIMEOUT``), shorter than arq's own timeout - which
 would fail the job without a dead letter - and expiring into a transient failure.
 
-Everything that happens is written to the event's delivery log (``calhooks.workers.eventlog``) and
+Everything that happens is written to the event's event log (``workers.eventlog``) and
 counted in ``calhooks.workers.metrics``.
 """
 
@@ -203,7 +203,7 @@ class Processor:
             structlog.contextvars.unbind_contextvars("event_id", "trigger")
 
     async def _end(self, attempt: Attempt) -> None:
-        """The attempt's last write, in one round trip: ledger, booking order, delivery log."""
+        """The attempt's last write, in one round trip: ledger, booking order, event log."""
         try:
             async with self.ledger.redis.pipeline(transaction=False) as pipe:
                 self.ledger.end(attempt.state, pipe)

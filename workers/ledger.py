@@ -208,12 +208,6 @@ class Ledger:
         if state.pending:
             await self._durable(state, {})
 
-    async def end_now(self, state: EventState) -> None:
-        """``end`` in a pipeline of its own."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self.end(state, pipe)
-            await pipe.execute()
-
     def record_matched(self, state: EventState, rules: list[str]) -> None:
         state.matched = list(rules)
         state.pending["matched"] = _dump(rules)

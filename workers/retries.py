@@ -85,11 +85,6 @@ class RetryPolicy:
         """Whether a transient failure at attempt ``attempt`` is the last one allowed."""
         return attempt >= self.max_tries
 
-    def total_bounds(self) -> tuple[float, float]:
-        """Shortest and longest total wait from the first attempt to the last (no server waits)."""
-        ceilings = [self.ceiling(attempt) for attempt in range(1, self.max_tries)]
-        return sum(ceilings) / 2, sum(ceilings)
-
 
 class Defer(Exception):
     """Not a failure: run this event again in ``delay`` seconds without counting an attempt.

@@ -20,8 +20,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SIGNATURE_HEADER = "x-cal-signature-256"
-VERSION_HEADER = "x-cal-webhook-version"
+SIGNATURE_HEADER = "X-Cal-Signature-256"
+VERSION_HEADER = "X-Cal-Webhook-Version"
 WEBHOOK_VERSION = "2021-10-20"
 NO_SECRET = "no-secret-provided"  # noqa: S105 - the literal Cal.com sends, not a secret
 
@@ -29,6 +29,15 @@ NO_SECRET = "no-secret-provided"  # noqa: S105 - the literal Cal.com sends, not 
 def sign(body: bytes, secret: bytes) -> str:
     """The ``X-Cal-Signature-256`` value Cal.com sends for ``body`` signed with ``secret``."""
     return hmac.digest(secret, body, hashlib.sha256).hex()
+
+
+def delivery_headers(signature: str, content_type: str = "application/json") -> dict[str, str]:
+    """The headers of a delivery whose ``X-Cal-Signature-256`` is ``signature``."""
+    return {
+        "Content-Type": content_type,
+        SIGNATURE_HEADER: signature,
+        VERSION_HEADER: WEBHOOK_VERSION,
+    }
 
 
 def compact_json(value: Any) -> str:

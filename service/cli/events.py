@@ -1,4 +1,4 @@
-"""``calhooks events show ID``: what happened to one event (its delivery log and ledger).
+"""``calhooks events show ID``: what happened to one event (its event log and ledger).
 
 Prints each attempt, the rules that matched, every Cal.com call and step with its result or
 error, retries, dead letters, and the final state of each rule. The id is the one the

@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Seconds a cancellation waits for its booking's creation."
     )
     worker_record_ttl: int = Field(
-        7 * 24 * 3600, ge=60, description="Seconds step records and delivery logs are kept."
+        7 * 24 * 3600, ge=60, description="Seconds step records and event logs are kept."
     )
     worker_health_interval: float = Field(
         10.0, gt=0, description="Seconds between writes of the worker's own health key."

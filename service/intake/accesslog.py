@@ -2,7 +2,7 @@
 
 Through the standard chain (structlog -> ``logging`` -> ``ProcessorFormatter`` -> a flushed
 write) a line costs the intake about a third of its time per request. When the process logs
-JSON lines to a stream (``service.core.logs`` in production), ``DeliveryLog`` writes the same
+JSON lines to a stream (``service.core.logs`` in production), ``AccessLog`` writes the same
 line itself - the same keys (``event``, ``level``, ``logger``, ``timestamp``, the bound
 context vars, the fields) - and the lines of all requests answered in one turn of the event
 loop in one write, under the handler's lock so they never interleave with other records.
@@ -25,7 +25,7 @@ import structlog
 LOGGER_NAME = "calhooks.intake"
 
 
-class DeliveryLog:
+class AccessLog:
     """``log(level, event, **fields)`` for the per-delivery line; see the module docstring."""
 
     def __init__(self, name: str = LOGGER_NAME) -> None:

@@ -39,7 +39,7 @@ from starlette.types import Message, Receive, Scope, Send
 from calhooks.service.events import PING, BodyError, event_from_body
 from calhooks.service.intake import metrics
 from calhooks.service.intake.acceptor import Acceptor, Stored, Unavailable
-from calhooks.service.intake.accesslog import DeliveryLog
+from calhooks.service.intake.accesslog import AccessLog
 from calhooks.service.intake.secrets import SecretProvider
 from calhooks.service.intake.signatures import Verdict, verify
 
@@ -90,9 +90,9 @@ class IntakeEndpoint:
         max_body_bytes: int,
         allow_unsigned: bool = False,
         clock: Callable[[], float] = time.time,
-        delivery_log: DeliveryLog | None = None,
+        delivery_log: AccessLog | None = None,
     ) -> None:
-        self.log = delivery_log or DeliveryLog()
+        self.log = delivery_log or AccessLog()
         # Request ids: unique per process and cheap (no system call per request).
         self._id_prefix = os.urandom(3).hex().encode()
         self._id_counter = itertools.count(1)

@@ -215,10 +215,6 @@ class RedisPipe:
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
 
-    @property
-    def connected(self) -> bool:
-        return self._connection is not None and self._connection.usable
-
     async def execute(self, *args: Arg, deadline: float | None = None) -> Any:
         """Send one command and wait for its reply (at most ``deadline`` seconds)."""
         connection = self._connection

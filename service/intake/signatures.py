@@ -17,9 +17,8 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from calhooks.service.calcom.webhooks import NO_SECRET, SIGNATURE_HEADER
+from calhooks.service.calcom.webhooks import NO_SECRET
 
-HEADER = SIGNATURE_HEADER
 _DIGEST_HEX_LENGTH = 64
 
 

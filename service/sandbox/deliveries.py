@@ -32,8 +32,8 @@ import structlog
 
 from calhooks.service.calcom.webhooks import (
     NO_SECRET,
-    WEBHOOK_VERSION,
     compact_json,
+    delivery_headers,
     sign,
     utc_timestamp,
 )
@@ -200,12 +200,7 @@ class Deliverer:
             signature(raw, webhook.secret),
         )
         self.records.append(delivery)
-        headers = {
-            "Content-Type": content_type,
-            "X-Cal-Signature-256": delivery.signature,
-            "X-Cal-Webhook-Version": WEBHOOK_VERSION,
-            "User-Agent": "node",
-        }
+        headers = {**delivery_headers(delivery.signature, content_type), "User-Agent": "node"}
         started = time.perf_counter()
         try:
             response = await self._client().post(

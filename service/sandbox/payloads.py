@@ -336,12 +336,3 @@ def ooo_created_body(
     }
     merge(body["payload"], overrides or {})
     return body
-
-
-def is_booking_trigger(trigger: str) -> bool:
-    """Whether ``trigger``'s body is about a booking (organizer and event type needed)."""
-    return (
-        trigger in _BOOKING_TRIGGERS
-        or trigger in _MEETING_TRIGGERS
-        or trigger == "BOOKING_NO_SHOW_UPDATED"
-    )

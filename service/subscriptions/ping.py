@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
-from calhooks.service.calcom.webhooks import WEBHOOK_VERSION, compact_json, ping_body, sign
+from calhooks.service.calcom.webhooks import compact_json, delivery_headers, ping_body, sign
 from calhooks.service.subscriptions.secret_store import StoredSecret
 
 Route = Literal["sandbox", "direct"]
@@ -106,11 +106,7 @@ async def direct_ping(
 ) -> PingOutcome:
     """Send a PING signed with ``secret`` to ``url`` ourselves, exactly as Cal.com would."""
     raw = compact_json(ping_body(datetime.now(UTC))).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-Cal-Signature-256": sign(raw, secret.value.encode()),
-        "X-Cal-Webhook-Version": WEBHOOK_VERSION,
-    }
+    headers = delivery_headers(sign(raw, secret.value.encode()))
     try:
         response = await http.post(url, content=raw, headers=headers)
     except httpx.HTTPError as exc:

@@ -13,7 +13,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from calhooks.service.core.logs import configure_logging
-from calhooks.service.intake.accesslog import DeliveryLog
+from calhooks.service.intake.accesslog import AccessLog
 
 
 def only_our_handler(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,7 +46,7 @@ async def test_json_lines_match_the_standard_chain(
 ) -> None:
     """Same keys as a structlog line; all lines of a loop turn written together, in order."""
     only_our_handler(monkeypatch)
-    log = DeliveryLog()
+    log = AccessLog()
     assert log.fast
     structlog.contextvars.bind_contextvars(pod="web-0")
     structlog.get_logger("calhooks.intake").info("delivery", outcome="reference")
@@ -68,7 +68,7 @@ def test_levels_below_the_configured_one_are_dropped(
     """With CALHOOKS_LOG_LEVEL=warning, info lines are not written (no loop: written at once)."""
     configure_logging("warning", "json", stream=json_stream)
     only_our_handler(monkeypatch)
-    log = DeliveryLog()
+    log = AccessLog()
     log.log("info", "delivery", outcome="accepted")
     log.log("error", "delivery", outcome="unavailable")
     assert [line["outcome"] for line in lines(json_stream)] == ["unavailable"]
@@ -77,7 +77,7 @@ def test_levels_below_the_configured_one_are_dropped(
 def test_other_setups_go_through_structlog() -> None:
     """A console or captured set-up gets the lines through structlog, unchanged."""
     configure_logging("info", "console", stream=io.StringIO())
-    log = DeliveryLog()
+    log = AccessLog()
     assert not log.fast
     with capture_logs() as captured:
         log.log("info", "delivery", outcome="accepted")

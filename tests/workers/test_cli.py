@@ -19,6 +19,7 @@ from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue
 from calhooks.workers.eventlog import EventLog
 from calhooks.workers.ledger import Ledger
 from calhooks.workers.redistyped import lrange
+from tests.workers.helpers import end_now
 
 runner = CliRunner()
 T = TypeVar("T")
@@ -88,7 +89,7 @@ async def add_dead(redis: aioredis.Redis, *entries: DeadLetter) -> None:
         state = await ledger.begin(entry.event_id)
         ledger.set_rule(state, entry.rule, "dead")
         await ledger.keep(state)
-        await ledger.end_now(state)
+        await end_now(ledger, state)
 
 
 def test_list_and_show_entries_with_secrets_redacted(redis_url: str) -> None:
@@ -168,7 +169,7 @@ def test_unknown_entries_and_empty_queues_say_so(redis_url: str) -> None:
 
 
 def test_events_show_tells_what_happened(redis_url: str) -> None:
-    """`events show` prints the delivery log, rule states and dead letters of one event."""
+    """`events show` prints the event log, rule states and dead letters of one event."""
     event_id = "e" * 64
     entry = dead_letter(event_id, rule="broken")
 

@@ -1,4 +1,4 @@
-"""The delivery log: records in order, secrets masked, tool names readable, TTL or kept."""
+"""The event log: records in order, secrets masked, tool names readable, TTL or kept."""
 
 from __future__ import annotations
 

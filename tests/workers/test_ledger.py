@@ -13,6 +13,7 @@ from calhooks.service.calcom import CalcomClient, get_tool
 from calhooks.service.calcom.errors import CalcomError, ToolValidationError
 from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
 from calhooks.workers.redistyped import hgetall
+from tests.workers.helpers import end_now
 
 CREATE_OOO = get_tool("cal_organizations_users_ooocontroller_create_organization_user_ooo")
 DELETE_OOO = get_tool("cal_organizations_users_ooocontroller_delete_organization_user_ooo")
@@ -196,7 +197,7 @@ async def test_runs_that_never_ended_are_counted_as_crashes(redis_client: aiored
     assert state.crashes == 2
     ledger.add_failure(state, "r")
     ledger.set_rule(state, "r", "dead")
-    await ledger.end_now(state)
+    await end_now(ledger, state)
     await ledger.reopen_rule("ev1", "r")
     after = await ledger.begin("ev1")
     assert (after.crashes, after.failures, after.rules) == (0, {}, {})

@@ -35,7 +35,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -475,9 +475,3 @@ def whole_expression(text: str) -> str | None:
     if len(parts) == 1 and isinstance(parts[0], tuple):
         return parts[0][0]
     return None
-
-
-def iter_expressions(parts: Sequence[str | tuple[str]]) -> Iterator[str]:
-    for part in parts:
-        if isinstance(part, tuple):
-            yield part[0]

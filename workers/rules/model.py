@@ -118,16 +118,6 @@ class Step:
     def label(self) -> str:
         return f"step {self.id!r}" if self.id is not None else f"step #{self.position}"
 
-    def expressions(self) -> Iterator[Expression]:
-        if self.when is not None:
-            yield self.when
-        if self.for_each is not None:
-            yield self.for_each
-        if self.message is not None:
-            yield from template_expressions(self.message)
-        for template in self.values.values():
-            yield from template_expressions(template)
-
 
 @dataclass(frozen=True, eq=False)
 class Rule:

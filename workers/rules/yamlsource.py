@@ -82,10 +82,6 @@ class Node:
     def is_list(self) -> bool:
         return isinstance(self.value, list)
 
-    @property
-    def is_scalar(self) -> bool:
-        return not (self.is_map or self.is_list)
-
     def items(self) -> Iterator[tuple[str, Node]]:
         assert isinstance(self.value, dict)
         yield from self.value.items()
