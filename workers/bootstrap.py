@@ -149,14 +149,6 @@ def _parse_event(data: dict[str, Any]) -> EventLike:
     return event
 
 
-def _credentials(settings: Settings) -> Credentials:
-    return Credentials(
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-        client_id=settings.client_id,
-        client_secret=settings.client_secret.get_secret_value() if settings.client_secret else None,
-    )
-
-
 async def _tick(runtime: Runtime) -> None:
     """Proves the event loop turns, for workers without their own loop stamp (arq's CLI)."""
     loop = asyncio.get_running_loop()
@@ -205,7 +197,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     quiet_arq_job_lines()
     redis = ctx["redis"]
     name = worker_name(settings)
-    credentials = _credentials(settings)
+    credentials = Credentials.from_settings(settings)
     limiter = SharedRateLimit(
         redis,
         bucket_name(settings.api_url, credentials),

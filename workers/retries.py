@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import redis.exceptions
 
-from calhooks.service.calcom.backoff import server_wait
+from calhooks.service.calcom.backoff import Backoff, server_wait
 from calhooks.service.calcom.errors import CalcomError, CalcomTransportError
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -64,9 +64,13 @@ class RetryPolicy:
     base_delay: float = 10.0
     max_delay: float = 3600.0
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.base_delay, self.max_delay, jitter="equal")
+
     def ceiling(self, attempt: int) -> float:
         """The longest wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 62)))
+        return self.backoff.ceiling(attempt - 1)
 
     def delay(
         self,
@@ -78,8 +82,7 @@ class RetryPolicy:
         asked = asked_wait(exc) if exc is not None else None
         if asked is not None:
             return asked + rng() * _SERVER_WAIT_JITTER
-        ceiling = self.ceiling(attempt)
-        return ceiling / 2 + rng() * ceiling / 2
+        return self.backoff.delay(attempt - 1, rng)
 
     def gives_up_after(self, attempt: int) -> bool:
         """Whether a transient failure at attempt ``attempt`` is the last one allowed."""

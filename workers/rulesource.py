@@ -11,7 +11,6 @@ queue and records that nothing matched.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from calhooks.service.core.files import Stamp, file_stamp_or_none
 from calhooks.service.core.settings import Settings
 from calhooks.workers.rules import RulesError, RuleSet, load_rules, rules_env
 
@@ -26,14 +26,6 @@ logger = structlog.get_logger(__name__)
 
 #: Seconds between looks at the file (0: before every event).
 CHECK_INTERVAL = 0.0
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
 class RulesSource:
@@ -50,13 +42,13 @@ class RulesSource:
         self.env = dict(env or {})
         self.check_interval = check_interval
         self._rules = RuleSet()
-        self._signature: tuple[int, int, int] | None = None
-        self._rejected: tuple[int, int, int] | None = None
+        self._signature: Stamp | None = None
+        self._rejected: Stamp | None = None
         self._checked = 0.0
         if path is None:
             logger.warning("rules.none", hint="set CALHOOKS_RULES_FILE; no rule will run")
             return
-        self._signature = _signature(path)
+        self._signature = file_stamp_or_none(path)
         self._rules = load_rules(path, env=self.env)
         logger.info("rules.loaded", file=str(path), rules=[rule.name for rule in self._rules])
 
@@ -72,7 +64,7 @@ class RulesSource:
         if self.path is None or (self.check_interval and now - self._checked < self.check_interval):
             return self._rules
         self._checked = now
-        signature = _signature(self.path)
+        signature = file_stamp_or_none(self.path)
         if signature is None or signature in (self._signature, self._rejected):
             return self._rules
         try:

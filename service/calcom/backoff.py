@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Literal
 
 _EPOCH_SECONDS = 1_000_000_000
 _EPOCH_MILLISECONDS = 1_000_000_000_000
@@ -31,17 +32,26 @@ _EPOCH_MILLISECONDS = 1_000_000_000_000
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Exponential back-off with full jitter."""
+    """Exponential back-off: the ceiling doubles from ``base`` to ``cap``, the wait is jittered.
+
+    ``full`` jitter (anywhere up to the ceiling) spreads the client's quick in-process retries
+    best; ``equal`` jitter (half the ceiling fixed, half random) is what the workers' long
+    retries use, so each still waits at least half its ceiling.
+    """
 
     base: float = 0.5
     cap: float = 30.0
+    jitter: Literal["full", "equal"] = "full"
 
     def ceiling(self, attempt: int) -> float:
         """The longest wait before retry number ``attempt`` (0-based)."""
         return float(min(self.cap, self.base * 2.0 ** min(attempt, 62)))
 
     def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
-        return rng() * self.ceiling(attempt)
+        ceiling = self.ceiling(attempt)
+        if self.jitter == "equal":
+            return ceiling / 2 + rng() * ceiling / 2
+        return rng() * ceiling
 
 
 def _seconds_from(value: str, now: float) -> float | None:

@@ -60,6 +60,17 @@ class Credentials:
     client_id: str | None = None
     client_secret: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Credentials:
+        """The organization's credentials from ``CALHOOKS_API_KEY`` or the platform client."""
+        return cls(
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            client_id=settings.client_id,
+            client_secret=(
+                settings.client_secret.get_secret_value() if settings.client_secret else None
+            ),
+        )
+
     def headers(self) -> dict[str, str]:
         if self.api_key:
             return {"Authorization": f"Bearer {self.api_key}"}
@@ -145,13 +156,7 @@ class CalcomClient:
     def from_settings(cls, settings: Settings, **overrides: Any) -> CalcomClient:
         options: dict[str, Any] = {
             "base_url": settings.api_url,
-            "credentials": Credentials(
-                api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-                client_id=settings.client_id,
-                client_secret=(
-                    settings.client_secret.get_secret_value() if settings.client_secret else None
-                ),
-            ),
+            "credentials": Credentials.from_settings(settings),
             "org_id": settings.org_id,
             "timeout": httpx.Timeout(settings.api_timeout, connect=settings.api_connect_timeout),
             "retries": settings.api_retries,

@@ -27,18 +27,13 @@ from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.subscriptions import ping, report
 from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
-from calhooks.service.subscriptions.desired import (
-    DesiredFactory,
-    DesiredStateError,
-    desired_factory,
-)
-from calhooks.service.subscriptions.lock import LockBusyError
+from calhooks.service.subscriptions.desired import DesiredFactory, desired_factory
+from calhooks.service.subscriptions.errors import DesiredStateError, PingError, SubscriptionError
 from calhooks.service.subscriptions.plan import Plan, plan_webhooks
-from calhooks.service.subscriptions.propagation import PropagationError
 from calhooks.service.subscriptions.remote import list_webhooks
-from calhooks.service.subscriptions.rotate import RotationError, RotationResult, rotate_secret
+from calhooks.service.subscriptions.rotate import RotationResult, rotate_secret
 from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-from calhooks.service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 
 app = typer.Typer(
     help="The Cal.com webhook calhooks registers for itself: plan, apply, rotate, test.",
@@ -96,15 +91,7 @@ def _run(operation: Operation[T]) -> T:
 
     try:
         return asyncio.run(main())
-    except (
-        DesiredStateError,
-        SecretStoreError,
-        LockBusyError,
-        PropagationError,
-        RotationError,
-        ping.PingError,
-        ToolError,
-    ) as exc:
+    except (SubscriptionError, ToolError) as exc:
         fail(str(exc))
     except (RedisError, OSError) as exc:
         fail(f"cannot reach Redis: {exc}")
@@ -239,13 +226,13 @@ def ping_command(
         async with httpx.AsyncClient(timeout=settings.api_timeout) as http:
             if not direct and await ping.is_sandbox(http, settings.api_url):
                 if webhook is None:
-                    raise ping.PingError(
+                    raise PingError(
                         f"no webhook delivers to {desired.subscriber_url}: run"
                         " `calhooks webhooks apply` first"
                     )
                 return await ping.sandbox_ping(http, settings.api_url, webhook.id)
             if snapshot.current is None:
-                raise ping.PingError("no webhook secret yet: run `calhooks webhooks apply` first")
+                raise PingError("no webhook secret yet: run `calhooks webhooks apply` first")
             return await ping.direct_ping(
                 http,
                 desired.subscriber_url,

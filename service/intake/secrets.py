@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from calhooks.service.core.files import Stamp, file_stamp
 from calhooks.service.core.logs import register_secret
 from calhooks.service.core.settings import Settings
 
@@ -176,7 +176,7 @@ class SecretsFile:
         self.loaded = False
         self.error: str | None = None
         self._secrets: tuple[WebhookSecret, ...] = ()
-        self._stamp: tuple[int, ...] | None = None
+        self._stamp: Stamp | None = None
 
     def secrets(self) -> Sequence[WebhookSecret]:
         return self._secrets
@@ -184,8 +184,7 @@ class SecretsFile:
     async def refresh(self) -> bool:
         # A mounted Secret is a small file on tmpfs: reading it inline is cheaper than a thread.
         try:
-            info = os.stat(self.path)
-            stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            stamp = file_stamp(self.path)
             if stamp == self._stamp and self.loaded:
                 return False
             secrets = tuple(parse_secrets_file(self.path.read_text(encoding="utf-8")))

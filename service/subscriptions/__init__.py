@@ -11,11 +11,13 @@
 * ``rotate`` - a new secret with no delivery rejected;
 * ``ping`` - a test delivery and whether the intake verified it;
 * ``report`` - plans and outcomes as text and JSON;
-* ``startup`` - what ``calhooks serve`` takes: the secret source, auto-apply.
+* ``startup`` - what ``calhooks serve`` takes: the secret source, auto-apply;
+* ``errors`` - every error above, under ``SubscriptionError``.
 """
 
 from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
 from calhooks.service.subscriptions.desired import DesiredWebhook, desired_factory
+from calhooks.service.subscriptions.errors import SubscriptionError
 from calhooks.service.subscriptions.plan import Plan, plan_webhooks
 from calhooks.service.subscriptions.rotate import RotationResult, rotate_secret
 from calhooks.service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
@@ -26,6 +28,7 @@ __all__ = [
     "Plan",
     "RotationResult",
     "StoredSecret",
+    "SubscriptionError",
     "WebhookSecretStore",
     "apply_webhooks",
     "desired_factory",

@@ -16,12 +16,9 @@ from dataclasses import dataclass
 
 from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
 from calhooks.service.core.settings import Settings
-from calhooks.service.subscriptions.ownership import OwnershipError, subscriber_url
+from calhooks.service.subscriptions.errors import DesiredStateError, OwnershipError
+from calhooks.service.subscriptions.ownership import subscriber_url
 from calhooks.service.subscriptions.secret_store import StoredSecret
-
-
-class DesiredStateError(ValueError):
-    """The desired webhook cannot be worked out from the settings and rules."""
 
 
 @dataclass(frozen=True, slots=True)

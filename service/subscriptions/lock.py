@@ -14,16 +14,13 @@ from contextlib import asynccontextmanager
 import structlog
 from redis.exceptions import LockError
 
+from calhooks.service.subscriptions.errors import LockBusyError
 from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
 
 LOCK_TTL = 300.0
 LOCK_WAIT = 60.0
-
-
-class LockBusyError(Exception):
-    """Another process kept the webhooks lock longer than we were willing to wait."""
 
 
 @asynccontextmanager

@@ -23,13 +23,10 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from calhooks.service.core.settings import WEBHOOK_DEPLOYMENT_PATTERN
+from calhooks.service.subscriptions.errors import OwnershipError
 
 MARK = "calhooks"
 _DEPLOYMENT = re.compile(WEBHOOK_DEPLOYMENT_PATTERN)
-
-
-class OwnershipError(ValueError):
-    """A public URL, intake path or deployment name cannot make a subscriber URL."""
 
 
 def check_deployment(name: str) -> str:

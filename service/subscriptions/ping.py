@@ -22,14 +22,11 @@ from typing import Any, Literal
 import httpx
 
 from calhooks.service.calcom.webhooks import compact_json, delivery_headers, ping_body, sign
+from calhooks.service.subscriptions.errors import PingError
 from calhooks.service.subscriptions.secret_store import StoredSecret
 
 Route = Literal["sandbox", "direct"]
 _RESPONSE_SHOWN = 300
-
-
-class PingError(Exception):
-    """The test delivery could not be asked for."""
 
 
 @dataclass(frozen=True, slots=True)

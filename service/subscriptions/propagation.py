@@ -18,14 +18,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from calhooks.service.subscriptions.errors import PropagationError
 from calhooks.service.subscriptions.secret_store import Clock, WebhookSecretStore
 
 #: Replicas that have not refreshed for this long are removed from the record.
 FORGET_REPLICAS_AFTER = 24 * 3600.0
-
-
-class PropagationError(Exception):
-    """A live replica did not load the store's version in time."""
 
 
 def live_window(refresh_interval: float) -> float:

@@ -29,9 +29,10 @@ import structlog
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.errors import CalcomError, ToolError
 from calhooks.service.subscriptions.desired import DesiredFactory, DesiredWebhook
+from calhooks.service.subscriptions.errors import PropagationError, RotationError
 from calhooks.service.subscriptions.lock import LOCK_WAIT, webhooks_lock
 from calhooks.service.subscriptions.plan import plan_webhooks
-from calhooks.service.subscriptions.propagation import PropagationError, wait_for_replicas
+from calhooks.service.subscriptions.propagation import wait_for_replicas
 from calhooks.service.subscriptions.remote import (
     GET_TOOL,
     UPDATE_TOOL,
@@ -42,10 +43,6 @@ from calhooks.service.subscriptions.remote import (
 from calhooks.service.subscriptions.secret_store import Clock, StoredSecret, WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
-
-
-class RotationError(Exception):
-    """The rotation could not be done (no webhook yet) or could not be finished."""
 
 
 @dataclass(frozen=True, slots=True)

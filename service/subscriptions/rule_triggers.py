@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from calhooks.service.core.settings import Settings
-from calhooks.service.subscriptions.desired import DesiredStateError
+from calhooks.service.subscriptions.errors import DesiredStateError
 
 
 def load_rule_triggers(settings: Settings) -> tuple[str, ...]:

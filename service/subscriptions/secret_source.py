@@ -25,11 +25,8 @@ import structlog
 
 from calhooks.service.core.settings import Settings
 from calhooks.service.intake.secrets import WebhookSecret
-from calhooks.service.subscriptions.secret_store import (
-    SecretStoreError,
-    StoredSecret,
-    WebhookSecretStore,
-)
+from calhooks.service.subscriptions.errors import SecretStoreError
+from calhooks.service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
 

@@ -33,15 +33,12 @@ import redis.asyncio as aioredis
 from calhooks.service.core.logs import register_secret
 from calhooks.service.core.secretbox import SecretBox, SecretBoxError
 from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.errors import SecretStoreError
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix that makes leaked secrets recognisable
 SECRET_BYTES = 32
 
 Clock = Callable[[], float]
-
-
-class SecretStoreError(Exception):
-    """The store cannot be used: no encryption key, or a record that will not decrypt."""
 
 
 def generate_secret() -> str:

@@ -27,13 +27,12 @@ from calhooks.service.calcom.errors import ToolError
 from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings
 from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks
-from calhooks.service.subscriptions.desired import DesiredStateError, desired_factory
-from calhooks.service.subscriptions.lock import LockBusyError
-from calhooks.service.subscriptions.propagation import PropagationError
+from calhooks.service.subscriptions.desired import desired_factory
+from calhooks.service.subscriptions.errors import SubscriptionError
 from calhooks.service.subscriptions.report import done_text
 from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
 from calhooks.service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
-from calhooks.service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 
 logger = structlog.get_logger(__name__)
 
@@ -62,7 +61,7 @@ async def auto_apply(
     try:
         store = WebhookSecretStore.from_settings(settings, redis)
         desired_for = desired_factory(settings, load_rule_triggers(settings))
-    except (SecretStoreError, DesiredStateError) as exc:
+    except SubscriptionError as exc:
         log.error("webhooks auto-apply impossible", reason=str(exc))
         return None
     for attempt, delay in enumerate([0.0, *retry_delays]):
@@ -77,14 +76,7 @@ async def auto_apply(
                     refresh_interval=settings.webhook_secrets_refresh,
                     lock_wait=AUTO_APPLY_LOCK_WAIT,
                 )
-        except (
-            ToolError,
-            LockBusyError,
-            PropagationError,
-            SecretStoreError,
-            aioredis.RedisError,
-            OSError,
-        ) as exc:
+        except (SubscriptionError, ToolError, aioredis.RedisError, OSError) as exc:
             log.warning("webhooks auto-apply failed", attempt=attempt + 1, reason=str(exc))
             continue
         done = [done_text(d.action, d.webhook_id, d.note) for d in result.done]

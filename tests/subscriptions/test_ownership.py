@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from calhooks.service.subscriptions.ownership import (
-    OwnershipError,
-    is_own,
-    owner_of,
-    same_endpoint,
-    subscriber_url,
-)
+from calhooks.service.subscriptions.errors import OwnershipError
+from calhooks.service.subscriptions.ownership import is_own, owner_of, same_endpoint, subscriber_url
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,8 @@ import httpx
 import pytest
 
 from calhooks.service.core.embedded_redis import free_port
-from calhooks.service.subscriptions.ping import (
-    PingError,
-    PingOutcome,
-    direct_ping,
-    is_sandbox,
-    sandbox_ping,
-)
+from calhooks.service.subscriptions.errors import PingError
+from calhooks.service.subscriptions.ping import PingOutcome, direct_ping, is_sandbox, sandbox_ping
 from calhooks.service.subscriptions.secret_store import StoredSecret
 from tests.sandbox.server import RunningSandbox
 

@@ -20,9 +20,10 @@ from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.core.settings import Settings
 from calhooks.service.subscriptions.apply import apply_webhooks
 from calhooks.service.subscriptions.desired import desired_factory
+from calhooks.service.subscriptions.errors import RotationError
 from calhooks.service.subscriptions.ping import direct_ping
 from calhooks.service.subscriptions.propagation import wait_for_replicas
-from calhooks.service.subscriptions.rotate import RotationError, rotate_secret
+from calhooks.service.subscriptions.rotate import rotate_secret
 from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app

@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 
 from calhooks.service.core.secretbox import SecretBox, generate_key
 from calhooks.service.core.settings import Settings
+from calhooks.service.subscriptions.errors import SecretStoreError
 from calhooks.service.subscriptions.secret_store import (
     SECRET_PREFIX,
-    SecretStoreError,
     WebhookSecretStore,
     generate_secret,
 )
