@@ -20,13 +20,15 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import structlog
+from arq.connections import RedisSettings
 from arq.worker import Function, func
+from typing_extensions import Unpack
 
 from calhooks.service.calcom.client import CalcomClient, Credentials
 from calhooks.service.core.redisconn import arq_redis_settings
@@ -95,10 +97,32 @@ def job_function(settings: Settings) -> Function:
     )
 
 
-def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+class WorkerOptions(TypedDict, total=False):
+    """The ``arq.Worker.__init__`` keyword arguments calhooks sets (arq 0.28's names and types)."""
+
+    functions: list[Function]
+    queue_name: str
+    redis_settings: RedisSettings
+    on_startup: Callable[[dict[str, Any]], Awaitable[None]]
+    on_shutdown: Callable[[dict[str, Any]], Awaitable[None]]
+    max_jobs: int
+    job_timeout: float
+    poll_delay: float
+    max_tries: int
+    job_completion_wait: int
+    health_check_interval: float
+    health_check_key: str
+    job_serializer: Callable[[Any], bytes]
+    job_deserializer: Callable[[bytes], Any]
+    ctx: dict[str, Any]
+    burst: bool
+    handle_signals: bool
+
+
+def worker_options(settings: Settings, **overrides: Unpack[WorkerOptions]) -> WorkerOptions:
     """Keyword arguments for ``arq.Worker`` (and ``WakeableWorker``)."""
     serialize, deserialize = _job_serializers()
-    options: dict[str, Any] = {
+    options: WorkerOptions = {
         "functions": [job_function(settings)],
         "queue_name": settings.queue_name,
         "redis_settings": arq_redis_settings(settings),
@@ -122,7 +146,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def __getattr__(name: str) -> Any:
     """``WorkerSettings`` for ``arq calhooks.workers.WorkerSettings``, built on first access."""
     if name == "WorkerSettings":
-        return type("WorkerSettings", (), worker_options(get_settings()))
+        return type("WorkerSettings", (), dict(worker_options(get_settings())))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

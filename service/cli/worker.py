@@ -10,7 +10,7 @@ own CLI
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -36,9 +36,8 @@ def worker(
     settings = get_settings()
     configure_from_settings()
     use_fast_event_loop()
-    overrides: dict[str, Any] = {"burst": burst}
+    options = worker_options(settings, burst=burst)
     if max_jobs is not None:
-        overrides["max_jobs"] = max_jobs
-    options = worker_options(settings, **overrides)
+        options["max_jobs"] = max_jobs
     options["ctx"]["logging_configured"] = True
     WakeableWorker(**options).run()
