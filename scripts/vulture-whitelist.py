@@ -9,6 +9,7 @@ from calhooks.service.calcom.tools import Tool
 from calhooks.service.core import embedded_redis
 from calhooks.service.intake.accesslog import AccessLog
 from calhooks.service.sandbox.state import DelegationCredential
+from calhooks.workers.bootstrap import WorkerOptions
 from calhooks.workers.ordering import Turn
 from calhooks.workers.wakeup import WakeableWorker
 
@@ -19,3 +20,4 @@ AccessLog.fast  # which path the log takes, asserted by tests/intake/test_access
 DelegationCredential.service_account_key  # stored as Cal.com stores it (never returned)
 Turn.late  # recorded for the event's history: the event lost the race for its booking
 WakeableWorker.wakeups  # a counter of wake-ups, read by tests and when debugging a worker
+WorkerOptions.handle_signals  # an arq option, set by `calhooks dev` through worker_options
