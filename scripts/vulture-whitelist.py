@@ -20,4 +20,8 @@ AccessLog.fast  # which path the log takes, asserted by tests/intake/test_access
 DelegationCredential.service_account_key  # stored as Cal.com stores it (never returned)
 Turn.late  # recorded for the event's history: the event lost the race for its booking
 WakeableWorker.wakeups  # a counter of wake-ups, read by tests and when debugging a worker
-WorkerOptions.handle_signals  # an arq option, set by `calhooks dev` through worker_options
+# arq options: read by arq.Worker.__init__ from the dict worker_options returns.
+WorkerOptions.handle_signals
+WorkerOptions.poll_delay
+WorkerOptions.job_completion_wait
+WorkerOptions.health_check_interval
