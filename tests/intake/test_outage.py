@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import redis.asyncio as aioredis
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.events import event_id
 from tests.intake.conftest import booking, command, compact
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -29,14 +29,6 @@ async def queued_ids(url: str) -> list[str]:
         return sorted(i.decode() for i in await command(client, "ZRANGE", "arq:queue", 0, -1))
     finally:
         await client.aclose()
-
-
-async def wait_for(condition: Any, what: str, seconds: float = 20) -> None:
-    """Poll ``condition`` (an async callable) until true; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_killed_redis_deliveries_are_spooled_then_replayed_once(
@@ -65,7 +57,7 @@ async def test_killed_redis_deliveries_are_spooled_then_replayed_once(
     async def replayed() -> bool:
         return await queued_ids(own_redis.url) == expected and served.intake.spool.size == 0
 
-    await wait_for(replayed, "the spool to be replayed")
+    await eventually(replayed, what="the spool to be replayed")
     assert list((served.intake.spool.directory).glob("*.spool")) == []
     after = booking("after")
     assert served.post(after).status_code == 202
@@ -74,6 +66,16 @@ async def test_killed_redis_deliveries_are_spooled_then_replayed_once(
     metrics = served.get("/metrics").text
     assert 'calhooks_intake_spool_replayed_total{result="duplicate"}' in metrics
     assert "calhooks_intake_redis_up 1.0" in metrics
+
+
+async def stalled(url: str) -> bool:
+    """Whether Redis leaves a PING unanswered for 50 ms (it is busy in DEBUG SLEEP)."""
+    async with aioredis.Redis.from_url(url, socket_timeout=0.05) as probe:
+        try:
+            await probe.ping()
+        except (TimeoutError, aioredis.TimeoutError):
+            return True
+    return False
 
 
 async def test_slow_redis_past_the_deadline_spools_without_double_queueing(
@@ -85,8 +87,8 @@ async def test_slow_redis_past_the_deadline_spools_without_double_queueing(
     spooled = 'calhooks_intake_deliveries_total{outcome="spooled"}'
     spooled_before = served.metric(spooled)
     blocker = aioredis.Redis.from_url(own_redis.url)
-    stall = asyncio.create_task(command(blocker, "DEBUG", "SLEEP", "1.0"))
-    await asyncio.sleep(0.1)
+    stall = asyncio.create_task(command(blocker, "DEBUG", "SLEEP", "3.0"))
+    await eventually(lambda: stalled(own_redis.url), what="Redis to stall")
     slow = booking("slow")
     response = await asyncio.to_thread(served.post, slow)
     assert response.status_code == 202
@@ -99,7 +101,7 @@ async def test_slow_redis_past_the_deadline_spools_without_double_queueing(
     async def settled() -> bool:
         return await queued_ids(own_redis.url) == expected and served.intake.spool.size == 0
 
-    await wait_for(settled, "the slow delivery to be queued")
+    await eventually(settled, what="the slow delivery to be queued")
 
 
 def test_no_redis_and_a_full_spool_gets_503(serve: Any, own_redis: EmbeddedRedis) -> None:

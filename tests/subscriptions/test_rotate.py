@@ -28,6 +28,7 @@ from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 from tests.subscriptions.conftest import make_settings
+from tests.waiting import eventually
 
 TRIGGERS = ["BOOKING_CREATED", "BOOKING_CANCELLED"]
 REFRESH = 0.2  # the intake's CALHOOKS_WEBHOOK_SECRETS_REFRESH in these tests
@@ -77,6 +78,16 @@ async def emit_until(sandbox: RunningSandbox, done: asyncio.Event) -> int:
     return sent
 
 
+async def delivered_more(sandbox: RunningSandbox, count: int) -> None:
+    """Wait until the sandbox has made ``count`` more deliveries than it has now."""
+    start = len(await sandbox.deliveries(wait=False))
+
+    async def enough() -> bool:
+        return len(await sandbox.deliveries(wait=False)) >= start + count
+
+    await eventually(enough, what=f"{count} more deliveries")
+
+
 async def test_rotation_under_continuous_deliveries_rejects_none(
     sandbox: RunningSandbox, intake: Settings, redis_client: aioredis.Redis
 ) -> None:
@@ -88,11 +99,11 @@ async def test_rotation_under_continuous_deliveries_rejects_none(
         first = applied.secret
         done = asyncio.Event()
         emitter = asyncio.create_task(emit_until(sandbox, done))
-        await asyncio.sleep(0.3)
+        await delivered_more(sandbox, 5)
         second = await rotate_secret(cal, store, desired_for, grace=60, refresh_interval=REFRESH)
-        await asyncio.sleep(0.3)
+        await delivered_more(sandbox, 5)
         third = await rotate_secret(cal, store, desired_for, grace=60, refresh_interval=REFRESH)
-        await asyncio.sleep(0.3)
+        await delivered_more(sandbox, 5)
         done.set()
         sent = await emitter
     deliveries = await sandbox.deliveries()
@@ -170,7 +181,8 @@ async def test_rotation_waits_for_a_live_replica_to_load_the_new_secret(
             if len(await store.valid()) == 2:
                 break
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)
+        # A negative ("the rotation has not gone on") needs a window: three of its refreshes.
+        await asyncio.sleep(3 * 1.0)
         [webhook] = sandbox.store.webhooks.values()
         assert not rotation.done()
         assert webhook.secret == applied.secret.value

@@ -18,6 +18,7 @@ from calhooks.service.subscriptions.startup import auto_apply, intake_extension
 from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 from tests.subscriptions.conftest import make_settings, write_rules
+from tests.waiting import eventually
 
 
 def replica_settings(
@@ -34,15 +35,6 @@ def replica_settings(
         webhook_extra_triggers="BOOKING_CREATED",
         **more,
     )
-
-
-async def wait_for(condition: object, seconds: float = 10.0) -> None:
-    assert callable(condition)
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 async def wait_for_lock_free(redis: aioredis.Redis, key: str) -> None:
@@ -73,7 +65,7 @@ async def test_replicas_starting_together_apply_once_and_verify_deliveries(
             )
             app = create_app(settings, redis_url=redis_server.url)
             stack.enter_context(serve_app(app, port=port))
-        await wait_for(lambda: len(sandbox.store.webhooks) == 1)
+        await eventually(lambda: len(sandbox.store.webhooks) == 1, what="one webhook")
         store = WebhookSecretStore.from_settings(settings, redis_client)
         await wait_for_lock_free(redis_client, store.lock_key)
         [webhook] = sandbox.store.webhooks.values()

@@ -22,6 +22,7 @@ from calhooks.workers.deadletter import DeadLetterQueue
 from calhooks.workers.eventlog import EventLog
 from calhooks.workers.ledger import Ledger
 from tests.sandbox.server import RunningSandbox
+from tests.waiting import eventually
 from tests.workers.processes import (
     Process,
     environment,
@@ -37,20 +38,6 @@ SECRET = "whsec_e2e_secret"
 CREATE_OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"
 LIST_USERS = "cal_organizations_users_controller_get_organizations_users"
 ALICE, BOB, CAROL = 101, 102, 103
-
-
-async def eventually(check: Callable[[], Any], within: float = 20.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

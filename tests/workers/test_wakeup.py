@@ -14,6 +14,7 @@ from arq.worker import Worker
 
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.workers.wakeup import WakeableWorker
+from tests.waiting import eventually
 
 
 async def record(ctx: dict[str, Any], name: str) -> str:
@@ -43,7 +44,11 @@ async def running(
         ctx={"started": started},
         **options,
     )
-    task = asyncio.create_task(worker.main())
+    async with aioredis.Redis.from_url(redis_server.url) as redis:
+        waiting = await listeners(redis)
+        task = asyncio.create_task(worker.main())
+        # The worker has polled once and is blocked on the wake-up list.
+        await eventually(lambda: _more(redis, waiting), within=20, what="the worker to listen")
     try:
         yield worker
     finally:
@@ -51,6 +56,16 @@ async def running(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await worker.close()
+
+
+async def listeners(redis: aioredis.Redis) -> int:
+    """Clients blocked on BLPOP: workers waiting for a wake-up token."""
+    clients = await redis.client_list()
+    return sum(1 for client in clients if client.get("cmd") == "blpop")
+
+
+async def _more(redis: aioredis.Redis, than: int) -> bool:
+    return await listeners(redis) > than
 
 
 async def enqueue_and_wake(pool: ArqRedis, function: str, name: str) -> None:
@@ -75,7 +90,6 @@ async def test_a_woken_worker_starts_the_job_long_before_its_next_poll(
 ) -> None:
     """With a 60 s poll delay, a job pushed with a wake token still starts right away."""
     async with running(redis_server, started, poll_delay=60) as worker:
-        await asyncio.sleep(0.1)  # the worker has polled once and is waiting
         await enqueue_and_wake(pool, "record", "a")
         async with asyncio.timeout(10):
             assert await started.get() == "a"
@@ -87,7 +101,6 @@ async def test_a_full_worker_polls_again_when_a_slot_frees(
 ) -> None:
     """Jobs queued while every slot was busy start when one finishes, not at the next poll."""
     async with running(redis_server, started, poll_delay=60, max_jobs=1):
-        await asyncio.sleep(0.1)
         await enqueue_and_wake(pool, "slow", "first")
         await enqueue_and_wake(pool, "slow", "second")
         async with asyncio.timeout(10):
@@ -99,12 +112,10 @@ async def test_a_full_worker_hands_its_token_to_another(
 ) -> None:
     """A token that woke a full worker goes back on the list for a worker with room."""
     async with running(redis_server, started, poll_delay=60, max_jobs=1) as busy:
-        await asyncio.sleep(0.1)
         await enqueue_and_wake(pool, "slow", "first")
         async with asyncio.timeout(10):
             await started.get()
         async with running(redis_server, started, poll_delay=60, max_jobs=1) as idle:
-            await asyncio.sleep(0.1)
             await enqueue_and_wake(pool, "record", "second")
             async with asyncio.timeout(10):
                 assert await started.get() == "second"
