@@ -113,7 +113,7 @@ class ErrorGuard:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
+            log.exception("web.unhandled_error", path=scope.get("path"), method=scope.get("method"))
             if started:
                 return  # too late to answer; the server closes the connection
             body = b'{"error":"unavailable","message":"unexpected error; retry later"}'
@@ -181,13 +181,13 @@ def create_app(
         intake.spool.open()
         await intake.secrets.refresh()
         if intake.secrets.ready and not intake.secrets.keys() and not settings.allow_unsigned:
-            log.warning("no webhook signing secret configured: every delivery will get 401")
+            log.warning("intake.no_secrets", consequence="every delivery will get 401")
         background = [
             asyncio.create_task(intake.secrets.run(settings.webhook_secrets_refresh)),
             asyncio.create_task(intake.acceptor.run()),
         ]
         log.info(
-            "intake started",
+            "intake.started",
             path=settings.webhook_path,
             redis=intake.pipe.address.describe(),
             spool=str(intake.spool.directory),
@@ -208,7 +208,7 @@ def create_app(
             await asyncio.gather(*background, return_exceptions=True)
             await intake.spool.aclose()
             await intake.pipe.aclose()
-            log.info("intake stopped")
+            log.info("intake.stopped")
 
     app = WebApp(
         hot_path=settings.webhook_path,

@@ -139,7 +139,9 @@ class WakeableWorker(Worker):
             try:
                 token = await blpop(self.pool, self.wake_key, self.listen_timeout)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-                logger.warning("wake list unavailable; polling every %.3fs", self.poll_delay_s)
+                logger.warning(
+                    "worker.wake_list_unavailable: polling every %.3fs", self.poll_delay_s
+                )
                 await asyncio.sleep(max(self.poll_delay_s, 1.0))
                 continue
             if token is not None:

@@ -91,7 +91,7 @@ class Acceptor:
         if self.redis_up:
             self.redis_up = False
             log.warning(
-                "redis unavailable; spooling deliveries to disk",
+                "intake.redis_down_spooling",
                 reason=f"{type(error).__name__}: {error}",
                 spool=str(self.spool.directory),
             )
@@ -107,7 +107,7 @@ class Acceptor:
             try:
                 await self.drain()
             except Exception:  # never let the drainer die; the next pass retries
-                log.exception("spool replay failed")
+                log.exception("spool.replay_failed")
 
     async def drain(self) -> int:
         """One pass: if Redis answers, reopen it to traffic and replay the spool."""
@@ -115,14 +115,14 @@ class Acceptor:
             return 0
         if not self.redis_up:
             self.redis_up = True
-            log.info("redis is back; queueing deliveries directly")
+            log.info("intake.redis_back")
         try:
             replayed = await self.spool.replay(self._replay)
         except REDIS_ERRORS as error:
             self._trip(error)
             return 0
         if replayed:
-            log.info("spool replayed", records=replayed)
+            log.info("spool.replayed", records=replayed)
         return replayed
 
     async def _replay(self, records: Sequence[Record]) -> None:
@@ -131,7 +131,7 @@ class Acceptor:
             try:
                 events.append(event_from_body(raw, received_at=received_at))
             except BodyError as error:  # it parsed when spooled: only a code change gets here
-                log.error("spooled delivery no longer parses; dropped", reason=str(error))
+                log.error("spool.record_dropped", reason=str(error))
         results = await asyncio.gather(
             *(self.queue.enqueue(event, deadline=self.replay_deadline) for event in events)
         )

@@ -113,7 +113,7 @@ class IntakeEndpoint:
         try:
             request_id, answer = await self._handle(scope, receive)
         except Exception:
-            log.exception("intake failed unexpectedly", request_id=_text(request_id))
+            log.exception("intake.unexpected_error", request_id=_text(request_id))
             answer = _Answer(
                 503,
                 "error",

@@ -61,7 +61,7 @@ class Health:
         try:
             metrics.SECRETS.set(len(self.secrets.keys()))
         except Exception:  # a broken secret source must not take the metrics down with it
-            log.exception("cannot count webhook secrets")
+            log.exception("readiness.secrets_uncountable")
         return Response(
             metrics.render(),
             media_type="text/plain; version=0.0.4; charset=utf-8",

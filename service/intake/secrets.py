@@ -191,14 +191,14 @@ class SecretsFile:
         except (OSError, UnicodeDecodeError, ValueError) as problem:
             message = problem.strerror if isinstance(problem, OSError) else str(problem)
             if message != self.error:
-                log.error("webhook secrets file unusable", path=str(self.path), reason=message)
+                log.error("secrets.file_unusable", path=str(self.path), reason=message)
             self.error = message or type(problem).__name__
             return False
         self._stamp = stamp
         changed = secrets != self._secrets or not self.loaded
         self._secrets, self.loaded, self.error = secrets, True, None
         if changed:
-            log.info("webhook secrets file loaded", path=str(self.path), secrets=len(secrets))
+            log.info("secrets.file_loaded", path=str(self.path), secrets=len(secrets))
         return changed
 
 
@@ -262,7 +262,7 @@ class SecretProvider:
             try:
                 changed |= await source.refresh()
             except Exception:  # a source's bug must not stop the others or the loop
-                log.exception("webhook secret source failed", source=source.name)
+                log.exception("secrets.source_failed", source=source.name)
         if changed:
             self._keys_until = -1.0
         return changed

@@ -191,9 +191,9 @@ class Spool:
             self.error = None
         except OSError as error:
             self.error = f"spool directory {self.directory}: {error.strerror or error}"
-            log.error("spool unavailable", directory=str(self.directory), reason=self.error)
+            log.error("spool.unavailable", directory=str(self.directory), reason=self.error)
         if self._bytes:
-            log.warning("spool holds deliveries from before", bytes=self._bytes)
+            log.warning("spool.earlier_deliveries_found", bytes=self._bytes)
 
     def _count(self) -> int:
         total = 0
@@ -228,7 +228,7 @@ class Spool:
                 detail = error.strerror if isinstance(error, OSError) else None
                 reason = f"cannot write spool in {self.directory}: {detail or error}"
                 self.error = reason
-                log.error("spool write failed", reason=reason, records=len(batch))
+                log.error("spool.write_failed", reason=reason, records=len(batch))
                 outcome: BaseException | None = SpoolUnavailable(reason)
             else:
                 self.error = None
@@ -291,7 +291,7 @@ class Spool:
             decoded = decode_records(await self._run(_read_all, fd))
             if decoded.skipped_bytes:
                 log.warning(
-                    "spool segment had unreadable bytes",
+                    "spool.unreadable_bytes",
                     segment=path.name, skipped_bytes=decoded.skipped_bytes,
                     records=len(decoded.records),
                 )  # fmt: skip

@@ -68,7 +68,7 @@ class StoredSecretsSource:
                 self._secrets, self._version = loaded, snapshot.version
                 if changed:
                     logger.info(
-                        "webhook secrets loaded from redis",
+                        "secrets.redis_loaded",
                         version=snapshot.version,
                         count=len(loaded),
                     )
@@ -77,7 +77,7 @@ class StoredSecretsSource:
         except (SecretStoreError, aioredis.RedisError, OSError, ValueError) as exc:
             message = str(exc) or type(exc).__name__
             if message != self.error:
-                logger.error("webhook secrets in redis unusable", reason=message)
+                logger.error("secrets.redis_unusable", reason=message)
             self.error = message
             return False
         self.error = None
@@ -89,6 +89,6 @@ def stored_secrets_source(settings: Settings, redis: aioredis.Redis) -> StoredSe
     try:
         store = WebhookSecretStore.from_settings(settings, redis)
     except SecretStoreError as exc:
-        logger.info("webhook secrets in redis not used", reason=str(exc))
+        logger.info("secrets.redis_unused", reason=str(exc))
         return None
     return StoredSecretsSource(store)

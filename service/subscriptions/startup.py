@@ -54,7 +54,7 @@ async def auto_apply(
     if settings.rules_file is None:
         # Without the workers' rules the webhook would lose the triggers they need.
         log.error(
-            "webhooks auto-apply impossible",
+            "webhooks.auto_apply_impossible",
             reason="CALHOOKS_RULES_FILE is not set: give the web pods the workers' rules file",
         )
         return None
@@ -62,7 +62,7 @@ async def auto_apply(
         store = WebhookSecretStore.from_settings(settings, redis)
         desired_for = desired_factory(settings, load_rule_triggers(settings))
     except SubscriptionError as exc:
-        log.error("webhooks auto-apply impossible", reason=str(exc))
+        log.error("webhooks.auto_apply_impossible", reason=str(exc))
         return None
     for attempt, delay in enumerate([0.0, *retry_delays]):
         if delay:
@@ -77,20 +77,20 @@ async def auto_apply(
                     lock_wait=AUTO_APPLY_LOCK_WAIT,
                 )
         except (SubscriptionError, ToolError, aioredis.RedisError, OSError) as exc:
-            log.warning("webhooks auto-apply failed", attempt=attempt + 1, reason=str(exc))
+            log.warning("webhooks.auto_apply_failed", attempt=attempt + 1, reason=str(exc))
             continue
         done = [done_text(d.action, d.webhook_id, d.note) for d in result.done]
         if result.secret_created:
             done.insert(0, f"generated webhook secret {result.secret.id}")
         log.info(
-            "webhooks auto-applied",
+            "webhooks.auto_applied",
             url=result.plan.desired.subscriber_url,
             triggers=list(result.plan.desired.triggers),
             changes=done or ["none: the webhook is in sync"],
             stale_kept=[s.webhook.id for s in result.plan.stale_kept],
         )
         return result
-    log.error("webhooks auto-apply gave up", attempts=len(retry_delays) + 1)
+    log.error("webhooks.auto_apply_gave_up", attempts=len(retry_delays) + 1)
     return None
 
 
@@ -123,7 +123,7 @@ def intake_extension(settings: Settings, *, redis_url: str | None = None) -> Int
     if settings.encryption_key is None:
         if settings.webhooks_auto_apply:
             logger.error(
-                "webhooks auto-apply impossible",
+                "webhooks.auto_apply_impossible",
                 reason="CALHOOKS_ENCRYPTION_KEY is not set (make one with: calhooks keygen)",
             )
         return IntakeExtension()
