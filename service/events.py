@@ -40,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 
 JOB_FUNCTION = "process_event"
 DEDUPE_PREFIX = "calhooks:intake:seen:"

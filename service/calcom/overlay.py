@@ -15,32 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
+
 Document = dict[str, Any]
 
 #: Identifier names Cal.com parses as integers (FACTS §6.9); every other id is a string.
 INTEGER_IDS = frozenset({"orgId", "userId", "membershipId", "oooId", "managedOrganizationId"})
-
-#: Triggers the API accepts in webhook ``triggers`` (FACTS §3, snapshot 2025-10).
-WEBHOOK_TRIGGERS = (
-    "BOOKING_CREATED",
-    "BOOKING_PAYMENT_INITIATED",
-    "BOOKING_PAID",
-    "BOOKING_RESCHEDULED",
-    "BOOKING_REQUESTED",
-    "BOOKING_CANCELLED",
-    "BOOKING_REJECTED",
-    "BOOKING_NO_SHOW_UPDATED",
-    "FORM_SUBMITTED",
-    "MEETING_ENDED",
-    "MEETING_STARTED",
-    "RECORDING_READY",
-    "INSTANT_MEETING",
-    "RECORDING_TRANSCRIPTION_GENERATED",
-    "OOO_CREATED",
-    "AFTER_HOSTS_CAL_VIDEO_NO_SHOW",
-    "AFTER_GUESTS_CAL_VIDEO_NO_SHOW",
-    "FORM_SUBMITTED_NO_EVENT",
-)
 
 #: Cal.com accepts OOO dates only as UTC ISO-8601 with a literal ``Z`` (FACTS §4.7).
 OOO_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$"

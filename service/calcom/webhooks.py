@@ -7,7 +7,8 @@ Cal.com sends them, and ``calhooks webhooks test`` sends a PING as Cal.com would
 * ``X-Cal-Signature-256`` is the lowercase hex HMAC-SHA256 of the exact body bytes keyed with
   the webhook's secret, with no prefix and no timestamp; a webhook without a secret sends the
   literal ``no-secret-provided``, which proves nothing;
-* ``X-Cal-Webhook-Version`` is ``2021-10-20``.
+* ``X-Cal-Webhook-Version`` is ``2021-10-20``;
+* ``WEBHOOK_TRIGGERS`` are the triggers a webhook can subscribe to.
 """
 
 from __future__ import annotations
@@ -24,6 +25,28 @@ SIGNATURE_HEADER = "X-Cal-Signature-256"
 VERSION_HEADER = "X-Cal-Webhook-Version"
 WEBHOOK_VERSION = "2021-10-20"
 NO_SECRET = "no-secret-provided"  # noqa: S105 - the literal Cal.com sends, not a secret
+
+#: Triggers the API accepts in webhook ``triggers`` (FACTS §3, snapshot 2025-10).
+WEBHOOK_TRIGGERS = (
+    "BOOKING_CREATED",
+    "BOOKING_PAYMENT_INITIATED",
+    "BOOKING_PAID",
+    "BOOKING_RESCHEDULED",
+    "BOOKING_REQUESTED",
+    "BOOKING_CANCELLED",
+    "BOOKING_REJECTED",
+    "BOOKING_NO_SHOW_UPDATED",
+    "FORM_SUBMITTED",
+    "MEETING_ENDED",
+    "MEETING_STARTED",
+    "RECORDING_READY",
+    "INSTANT_MEETING",
+    "RECORDING_TRANSCRIPTION_GENERATED",
+    "OOO_CREATED",
+    "AFTER_HOSTS_CAL_VIDEO_NO_SHOW",
+    "AFTER_GUESTS_CAL_VIDEO_NO_SHOW",
+    "FORM_SUBMITTED_NO_EVENT",
+)
 
 
 def sign(body: bytes, secret: bytes) -> str:

@@ -108,7 +108,7 @@ def _environment(plan: Plan, secret: str) -> dict[str, str]:
 
 async def _register_webhook(settings: Settings, intake_url: str, secret: str) -> list[str]:
     from calhooks.service.calcom import CalcomClient
-    from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+    from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
     from calhooks.workers.rulesource import RulesSource
 
     triggers = sorted(RulesSource.from_settings(settings).triggers()) or sorted(WEBHOOK_TRIGGERS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.service.core.settings import Settings
 from calhooks.service.subscriptions.errors import DesiredStateError, OwnershipError
 from calhooks.service.subscriptions.ownership import subscriber_url

@@ -6,7 +6,8 @@ import json
 from importlib import resources
 
 from calhooks.service.calcom import get_tool
-from calhooks.service.calcom.overlay import CORRECTIONS, WEBHOOK_TRIGGERS, apply_overlay
+from calhooks.service.calcom.overlay import CORRECTIONS, apply_overlay
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 
 
 def raw_document() -> dict:  # type: ignore[type-arg]

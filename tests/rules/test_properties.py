@@ -9,8 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
 from calhooks.service.calcom.tools import TOOLS
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.workers.rules import RulesError, RuleSet, parse_rules
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.workers.rules.model import Problem
 from calhooks.workers.rules.validator import trigger_problem
 from tests.rules.helpers import problems, rules

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.service.sandbox import (
     SANDBOX_API_KEY,
     SANDBOX_CLIENT_SECRET,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.service.sandbox import SUPPORTED_TRIGGERS
 from calhooks.service.sandbox.payloads import (
     Attendee,

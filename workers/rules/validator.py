@@ -3,7 +3,7 @@
 Run by the loader after parsing; every problem is reported through ``report`` (line,
 message, rule, step) so a file's problems come out together:
 
-* triggers Cal.com does not have (``calhooks.service.calcom.overlay.WEBHOOK_TRIGGERS``); ``PING``
+* triggers Cal.com does not have (``calcom.webhooks.WEBHOOK_TRIGGERS``); ``PING``
   is refused too: it is the dashboard's test delivery, answered by the intake itself and
   never queued, so a rule on it would never run;
 * unknown tools, unknown parameters, missing required parameters (``orgId`` excepted: it
@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from calhooks.service.calcom.overlay import WEBHOOK_TRIGGERS
 from calhooks.service.calcom.tools import TOOLS, Parameter, Tool
+from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.workers.rules.expressions import (
     EVENT_FIELDS,
     NAMESPACES,
