@@ -10,10 +10,9 @@ No command prints a secret unless given ``--show-secret``.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TextIO, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -21,8 +20,7 @@ from redis.exceptions import RedisError
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.errors import ToolError
-from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.logs import configure_logging
+from calhooks.service.cli.output import configure_cli_logging, fail, print_json
 from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.subscriptions import ping, report
@@ -58,31 +56,15 @@ Prune = Annotated[
 ]
 
 
-class _Stderr:
-    """Whatever ``sys.stderr`` is at the time of writing (test runners swap it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:
-        return sys.stderr.isatty()
-
-
 def _run(operation: Operation[T]) -> T:
     """Run ``operation`` with the settings, the secret store and a Cal.com client."""
     settings = get_settings()
-    # Warnings (retries, an expired lock) on stderr; stdout carries only the command's output.
-    configure_logging(
-        "warning",
-        settings.log_format,
-        stream=cast(TextIO, _Stderr()),
-        secrets=[
+    # Warnings (retries, an expired lock) on stderr with -v; stdout carries only the output.
+    configure_cli_logging(
+        [
             settings.api_key.get_secret_value() if settings.api_key else None,
             settings.client_secret.get_secret_value() if settings.client_secret else None,
-        ],
+        ]
     )
 
     async def main() -> T:

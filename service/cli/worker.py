@@ -17,10 +17,7 @@ import typer
 from calhooks.service.core.logs import configure_from_settings
 from calhooks.service.core.settings import get_settings
 
-app = typer.Typer(help="Run a worker: process queued events with the rules.")
 
-
-@app.callback(invoke_without_command=True)
 def worker(
     burst: Annotated[
         bool, typer.Option("--burst", help="Exit once the queue is empty (batch runs, tests).")
@@ -29,7 +26,10 @@ def worker(
         int | None, typer.Option(help="Events at once (default CALHOOKS_WORKER_MAX_JOBS).")
     ] = None,
 ) -> None:
-    """Process queued events until stopped (SIGTERM/SIGINT drain gracefully)."""
+    """Run a worker: process queued events with the rules.
+
+    Until stopped; SIGTERM/SIGINT let running events finish.
+    """
     from calhooks.workers.bootstrap import use_fast_event_loop, worker_options
     from calhooks.workers.wakeup import WakeableWorker
 
