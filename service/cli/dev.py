@@ -36,6 +36,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from calhooks.service.cli.output import fail
+from calhooks.service.cli.ports import require_free
 from calhooks.service.core.settings import Settings, get_settings
 
 EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
@@ -67,24 +68,6 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
-
-
-def _port_free(host: str, port: int) -> bool:
-    """Whether ``port`` can be listened on now, as uvicorn will (``SO_REUSEADDR``: the
-    TIME_WAIT connections a dev loop just stopped leave behind do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def _check_ports(host: str, ports: dict[str, int]) -> None:
-    taken = [f"{name} port {port}" for name, port in ports.items() if not _port_free(host, port)]
-    if taken:
-        fail(f"{', '.join(taken)} already in use (another `calhooks dev`?); choose other ports")
 
 
 @dataclass
@@ -307,7 +290,11 @@ def dev(
     from calhooks.service.core.logs import configure_logging
     from calhooks.service.core.redisconn import redis_url
 
-    _check_ports(host, {"sandbox": sandbox_port, "intake": port, "worker": worker_port})
+    require_free(
+        host,
+        {"sandbox": sandbox_port, "intake": port, "worker": worker_port},
+        "another `calhooks dev`? choose other ports",
+    )
     rules_file = rules or (None if os.environ.get("CALHOOKS_RULES_FILE") else EXAMPLE_RULES)
     if rules_file is not None and not rules_file.exists():
         fail(f"rules file {rules_file} not found")

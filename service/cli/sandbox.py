@@ -15,6 +15,7 @@ import typer
 import uvicorn
 
 from calhooks.service.cli.output import fail, print_json
+from calhooks.service.cli.ports import require_free
 from calhooks.service.core.logs import configure_logging
 from calhooks.service.sandbox import (
     SANDBOX_API_KEY,
@@ -70,6 +71,7 @@ def serve(
     """Serve the sandbox Cal.com (API under /v2, admin under /_sandbox)."""
     if ctx.invoked_subcommand is not None:
         return
+    require_free(host, {"sandbox": port}, "another sandbox? choose another with --port")
     configure_logging(log_level)
     throttle = None if no_rate_limit else RateLimit(limit=rate_limit, window=window)
     sandbox_app = create_app(

@@ -29,6 +29,7 @@ from calhooks.service.subscriptions.desired import (
     DesiredFactory,
     DesiredStateError,
     desired_factory,
+    desired_problems,
 )
 from calhooks.service.subscriptions.lock import LockBusyError
 from calhooks.service.subscriptions.plan import Plan, plan_webhooks
@@ -102,6 +103,38 @@ def _note_without_rules() -> None:
         )
 
 
+def prerequisites(settings: Settings) -> list[str]:
+    """Every setting missing or wrong for managing the webhook, all at once."""
+    from calhooks.service.core.secretbox import SecretBox, SecretBoxError
+
+    problems = []
+    if settings.encryption_key is None:
+        problems.append(
+            "CALHOOKS_ENCRYPTION_KEY is required to keep webhook secrets in Redis"
+            " (make one with: calhooks keygen)"
+        )
+    else:
+        try:
+            SecretBox(settings.encryption_key.get_secret_value())
+        except SecretBoxError as exc:
+            problems.append(f"CALHOOKS_ENCRYPTION_KEY: {exc}")
+    triggers: tuple[str, ...] | None
+    try:
+        triggers = load_rule_triggers(settings)
+    except DesiredStateError as exc:
+        problems.append(str(exc))
+        triggers = None
+    return problems + desired_problems(settings, triggers)
+
+
+def _check_prerequisites() -> None:
+    problems = prerequisites(get_settings())
+    if len(problems) == 1:
+        fail(problems[0])
+    if problems:
+        fail(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def _desired(settings: Settings) -> DesiredFactory:
     try:
         return desired_factory(settings, load_rule_triggers(settings))
@@ -124,6 +157,7 @@ def plan_command(
     ] = False,
 ) -> None:
     """Show what `apply` would change in the organization's webhooks (changes nothing)."""
+    _check_prerequisites()
 
     async def operation(settings: Settings, store: WebhookSecretStore, cal: CalcomClient) -> Plan:
         return await plan_current(cal, store, _desired(settings), prune=prune)
@@ -143,6 +177,7 @@ def apply_command(
     prune: Prune = False, as_json: AsJson = False, show_secret: ShowSecret = False
 ) -> None:
     """Create, update or re-activate calhooks' webhook (and generate its secret) as planned."""
+    _check_prerequisites()
 
     async def operation(
         settings: Settings, store: WebhookSecretStore, cal: CalcomClient
@@ -176,6 +211,7 @@ def rotate_command(
     show_secret: ShowSecret = False,
 ) -> None:
     """Give the webhook a new secret; deliveries signed with the old one verify meanwhile."""
+    _check_prerequisites()
 
     async def operation(
         settings: Settings, store: WebhookSecretStore, cal: CalcomClient
@@ -211,6 +247,7 @@ def ping_command(
     Against the sandbox Cal.com the sandbox sends it; Cal.com has no API for test
     deliveries, so otherwise calhooks sends one signed with its current secret.
     """
+    _check_prerequisites()
 
     async def operation(
         settings: Settings, store: WebhookSecretStore, cal: CalcomClient

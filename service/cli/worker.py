@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import RedisError
 
+from calhooks.service.cli.output import fail
 from calhooks.service.core.logs import configure_from_settings
 from calhooks.service.core.settings import get_settings
 
@@ -31,9 +33,15 @@ def worker(
     Until stopped; SIGTERM/SIGINT let running events finish.
     """
     from calhooks.workers.bootstrap import use_fast_event_loop, worker_options
+    from calhooks.workers.rules import RulesError
+    from calhooks.workers.rulesource import RulesSource
     from calhooks.workers.wakeup import WakeableWorker
 
     settings = get_settings()
+    try:
+        RulesSource.from_settings(settings)  # the file's problems, before anything starts
+    except RulesError as exc:
+        fail(f"CALHOOKS_RULES_FILE {settings.rules_file}: {exc}")
     configure_from_settings()
     use_fast_event_loop()
     overrides: dict[str, Any] = {"burst": burst}
@@ -41,4 +49,7 @@ def worker(
         overrides["max_jobs"] = max_jobs
     options = worker_options(settings, **overrides)
     options["ctx"]["logging_configured"] = True
-    WakeableWorker(**options).run()
+    try:
+        WakeableWorker(**options).run()
+    except (RedisError, OSError) as exc:
+        fail(f"cannot reach Redis: {exc}")
