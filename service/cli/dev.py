@@ -187,7 +187,7 @@ Try it from another terminal (the first line points it at this loop):
       alice's out-of-office entry, made by the time-off rule
   calhooks events show EVENT_ID
       what happened to the event: the rules it matched, each step and Cal.com call
-  calhooks sandbox emit BOOKING_CANCELLED --user alice --event-type time-off{url} --set uid=UID
+  calhooks sandbox emit BOOKING_CANCELLED --user alice --event-type time-off --set uid=UID{url}
       the cancellation deletes the entry again
   calhooks dlq list
       rules that failed for good (none, hopefully)

@@ -194,7 +194,7 @@ def test_the_readme_shows_the_printed_commands(dev: DevLoop) -> None:
     """The README's quick start shows the commands the banner prints, and the export line."""
     _, commands = printed_commands(dev.banner())
     readme = (ROOT / "README.md").read_text()
-    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    quick = readme.split("## Quick start", 1)[1].split("## Documentation", 1)[0]
     shown = re.findall(r"^calhooks .*?(?=\s+#|$)", quick, re.M)
     assert shown, "the README's quick start shows no calhooks command"
     for command in shown:
