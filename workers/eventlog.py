@@ -5,7 +5,8 @@ One Redis list per event (``calhooks:eventlog:<id>``) of JSON records, oldest fi
 (epoch seconds), ``kind`` and fields of its own:
 
 * ``attempt`` - a worker started the event (``attempt``, ``worker``);
-* ``matched`` - the rules whose conditions matched (``rules``);
+* ``matched`` - the rules whose conditions matched (``rules``) and why each other rule did
+  not (``not_matched``: rule name to reason);
 * ``step`` - a tool step ended (``rule``, ``step``, ``index``, ``tool``, ``how``: ``called``,
   ``recorded`` (reused from an earlier attempt), ``found`` (an earlier attempt's create found
   in Cal.com), ``already`` (an earlier attempt's delete or create had happened);

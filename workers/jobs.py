@@ -67,7 +67,9 @@ R = TypeVar("R", bound=NamedRule)
 class Rules(Protocol[R]):
     """The rules as the processor uses them: ``calhooks.workers.rules.RuleSet``, or a test's own."""
 
-    def matching(self, event: EventLike) -> Sequence[R]: ...
+    def matching(
+        self, event: EventLike, *, why_not: dict[str, str] | None = None
+    ) -> Sequence[R]: ...
 
     def named(self, name: str) -> R | None: ...
 
@@ -194,7 +196,9 @@ class Processor:
         except Defer as deferred:
             recorder.add("deferred", delay=round(deferred.delay, 3), reason=deferred.reason)
             metrics.EVENTS.labels(outcome="deferred").inc()
-            logger.info("event.deferred", delay=deferred.delay, reason=deferred.reason)
+            # One line per event at info, not one per wait (a cancellation may wait 30 times).
+            log_deferral = logger.info if state.runs <= 1 else logger.debug
+            log_deferral("event.deferred", delay=deferred.delay, reason=deferred.reason)
             raise Retry(defer=deferred.delay) from None
         finally:
             metrics.JOBS_RUNNING.dec()
@@ -224,10 +228,11 @@ class Processor:
             if turn.skip_reason is not None:
                 return await self._skip(attempt, turn, turn.skip_reason)
             rules = self.rules()
-            current = {rule.name: rule for rule in rules.matching(event)}
+            not_matched: dict[str, str] = {}
+            current = {rule.name: rule for rule in rules.matching(event, why_not=not_matched)}
             if state.matched is None:
                 self.ledger.record_matched(state, list(current))
-                recorder.add("matched", rules=list(current))
+                recorder.add("matched", rules=list(current), not_matched=not_matched)
             dead_at_start = [n for n in state.matched or [] if state.rules.get(n) == "dead"]
             retries: list[tuple[str, BaseException]] = []
             for name in state.matched or []:

@@ -174,7 +174,8 @@ class BookingOrder:
                 if waited < self.wait:
                     # Waiting for a later event: do not make that event wait for this one.
                     await self.redis.zrem(keys.booking_pending(uid), event_id)
-                    raise Defer(min(1.0, self.wait - waited), "waiting for the booking's creation")
+                    reason = f"waiting for the booking's creation, {self.wait:g} s at most"
+                    raise Defer(min(1.0, self.wait - waited), reason)
             yield turn
         finally:
             if not turn.released:

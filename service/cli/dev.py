@@ -1,10 +1,15 @@
 """``calhooks dev``: the whole loop on one machine, in one command.
 
 Starts, in one process: the embedded Redis (unless ``CALHOOKS_REDIS_URL`` names one), the
-sandbox Cal.com, the intake and a worker running the rules (``examples/rules.yaml`` unless
-``CALHOOKS_RULES_FILE`` or ``--rules`` says otherwise). It registers a sandbox webhook for
-the rules' triggers that posts, signed, to the intake, prints what to try, and on Ctrl-C
-stops the worker (letting running events finish), the servers, and the Redis it started.
+sandbox Cal.com, the intake and a worker running the rules (the example rules shipped in the
+package unless ``CALHOOKS_RULES_FILE`` or ``--rules`` says otherwise). It applies the webhook
+plan as ``calhooks webhooks apply`` does (same secret store, so both work together), prints
+what to try - commands that work as printed from any terminal - and on Ctrl-C stops the worker
+(letting running events finish), the servers, and the Redis it started.
+
+Dev data (the embedded Redis, the spool, the dev encryption key) lives in one place,
+``$CALHOOKS_DATA_DIR/dev`` (``~/.local/share/calhooks/dev``); its Redis data is wiped at each
+start, as the sandbox's state is.
 
 The sandbox and the intake run under uvicorn in threads of their own; the worker runs on the
 main thread's event loop, which handles the signals.
@@ -15,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
+import shlex
+import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,11 +36,12 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from calhooks.service.cli.output import fail
+from calhooks.service.cli.ports import require_free
 from calhooks.service.core.settings import Settings, get_settings
 
-app = typer.Typer(help="Run the sandbox, intake and a worker together, for trying calhooks.")
-
 EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
+#: Where ``calhooks dev`` keeps its data, below CALHOOKS_DATA_DIR.
+DEV_SUBDIR = "dev"
 DRAIN_SECONDS = 10
 DEFAULT_SANDBOX_PORT = 8788
 
@@ -62,21 +70,6 @@ class ServerThread:
         self.thread.join(timeout=15)
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def _check_ports(host: str, ports: dict[str, int]) -> None:
-    taken = [f"{name} port {port}" for name, port in ports.items() if not _port_free(host, port)]
-    if taken:
-        fail(f"{', '.join(taken)} already in use (another `calhooks dev`?); choose other ports")
-
-
 @dataclass
 class Plan:
     host: str
@@ -86,14 +79,16 @@ class Plan:
     rules: Path | None
 
 
-def _environment(plan: Plan, secret: str) -> dict[str, str]:
+def _environment(plan: Plan, data_dir: Path, encryption_key: str) -> dict[str, str]:
     from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
 
     env = {
         "CALHOOKS_API_URL": f"http://{plan.host}:{plan.sandbox_port}",
         "CALHOOKS_API_KEY": SANDBOX_API_KEY,
         "CALHOOKS_ORG_ID": str(SANDBOX_ORG_ID),
-        "CALHOOKS_WEBHOOK_SECRETS": secret,
+        "CALHOOKS_DATA_DIR": str(data_dir),
+        "CALHOOKS_ENCRYPTION_KEY": encryption_key,
+        "CALHOOKS_PUBLIC_URL": f"http://{plan.host}:{plan.port}",
         "CALHOOKS_HOST": plan.host,
         "CALHOOKS_PORT": str(plan.port),
         "CALHOOKS_WORKER_HTTP_HOST": plan.host,
@@ -106,35 +101,74 @@ def _environment(plan: Plan, secret: str) -> dict[str, str]:
     return env
 
 
-async def _register_webhook(settings: Settings, intake_url: str, secret: str) -> list[str]:
+async def _register_webhook(settings: Settings) -> list[str]:
+    """Apply the webhook plan as ``calhooks webhooks apply`` does: the secret goes to the
+    store the intake reads, so the two commands agree on the webhook and its secret."""
     from calhooks.service.calcom import CalcomClient
     from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
-    from calhooks.workers.rulesource import RulesSource
+    from calhooks.service.core.redisconn import create_redis
+    from calhooks.service.subscriptions.apply import apply_webhooks
+    from calhooks.service.subscriptions.desired import desired_factory
+    from calhooks.service.subscriptions.errors import DesiredStateError
+    from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
+    from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 
-    triggers = sorted(RulesSource.from_settings(settings).triggers()) or sorted(WEBHOOK_TRIGGERS)
-    async with CalcomClient.from_settings(settings) as cal:
-        await cal.call(
-            "cal_organizations_webhooks_controller_create_organization_webhook",
-            active=True,
-            subscriberUrl=intake_url + settings.webhook_path,
-            triggers=triggers,
-            secret=secret,
-        )
-    return triggers
+    try:
+        triggers = load_rule_triggers(settings)
+        if not triggers and not settings.webhook_extra_triggers:
+            # Rules with no trigger of their own: deliver everything, to see what arrives.
+            update = {"webhook_extra_triggers": ",".join(WEBHOOK_TRIGGERS)}
+            settings = settings.model_copy(update=update)
+        desired = desired_factory(settings, triggers)
+    except DesiredStateError as exc:
+        fail(str(exc))
+    redis = create_redis(settings)
+    try:
+        store = WebhookSecretStore.from_settings(settings, redis)
+        async with CalcomClient.from_settings(settings) as cal:
+            result = await apply_webhooks(
+                cal, store, desired, refresh_interval=settings.webhook_secrets_refresh
+            )
+    finally:
+        await redis.aclose()
+    return list(result.plan.desired.triggers)
+
+
+def command_prefix() -> str:
+    """How another terminal runs this very ``calhooks``: a PATH entry when it is not on PATH."""
+    bindir = Path(os.path.abspath(sys.executable)).parent
+    mine = bindir / "calhooks"
+    found = shutil.which("calhooks")
+    if found is None or not mine.exists() or Path(found).resolve() != mine.resolve():
+        return str(bindir) if mine.exists() else ""
+    return ""
+
+
+def export_line(plan: Plan, settings: Settings, redis: str) -> str:
+    """One ``export`` line that points any shell at this dev loop (and puts calhooks on PATH)."""
+    exports: dict[str, str] = {}
+    bindir = command_prefix()
+    if bindir:
+        exports["PATH"] = f"{shlex.quote(bindir)}:$PATH"
+    values = {
+        "CALHOOKS_API_URL": f"http://{plan.host}:{plan.sandbox_port}",
+        "CALHOOKS_API_KEY": settings.api_key.get_secret_value() if settings.api_key else "",
+        "CALHOOKS_ORG_ID": str(settings.org_id),
+        "CALHOOKS_DATA_DIR": str(settings.data_dir),
+        "CALHOOKS_ENCRYPTION_KEY": (
+            settings.encryption_key.get_secret_value() if settings.encryption_key else ""
+        ),
+        "CALHOOKS_PUBLIC_URL": settings.public_url or "",
+        "CALHOOKS_RULES_FILE": str(settings.rules_file or ""),
+    }
+    if os.environ.get("CALHOOKS_REDIS_URL"):
+        values["CALHOOKS_REDIS_URL"] = redis
+    exports.update({name: shlex.quote(value) for name, value in values.items() if value})
+    return "export " + " ".join(f"{name}={value}" for name, value in exports.items())
 
 
 def _banner(plan: Plan, settings: Settings, redis: str, triggers: list[str]) -> str:
     sandbox = f"http://{plan.host}:{plan.sandbox_port}"
-    exports = {
-        "CALHOOKS_API_URL": sandbox,
-        "CALHOOKS_API_KEY": settings.api_key.get_secret_value() if settings.api_key else "",
-        "CALHOOKS_ORG_ID": str(settings.org_id),
-    }
-    if os.environ.get("CALHOOKS_REDIS_URL"):
-        exports["CALHOOKS_REDIS_URL"] = redis
-    elif os.environ.get("CALHOOKS_DATA_DIR"):
-        exports["CALHOOKS_DATA_DIR"] = str(settings.data_dir)
-    export = "export " + " ".join(f"{name}={value}" for name, value in exports.items())
     url = "" if plan.sandbox_port == DEFAULT_SANDBOX_PORT else f" --url {sandbox}"
     return f"""
 calhooks dev is running
@@ -142,22 +176,24 @@ calhooks dev is running
   intake           http://{plan.host}:{plan.port}{settings.webhook_path}
   worker           http://{plan.host}:{plan.worker_port}/metrics
   redis            {redis}
+  dev data         {settings.data_dir}   (wiped at each start, like the sandbox)
   rules            {settings_rules(settings)}
   webhook          the sandbox delivers {", ".join(triggers)} to the intake, signed
 
-Try it from another terminal:
-  {export}
+Try it from another terminal (the first line points it at this loop):
+  {export_line(plan, settings, redis)}
   calhooks sandbox emit BOOKING_CREATED --user alice --event-type time-off{url}
-      the intake answers the delivery with the event's id, {{"id": "..."}}; the booking's
-      uid is under body.payload.uid
+      prints the delivery: the intake's event id and the booking's uid
   calhooks tools call cal_organizations_users_ooocontroller_get_organization_user_ooo -p userId=101
       alice's out-of-office entry, made by the time-off rule
-  calhooks events show ID
+  calhooks events show EVENT_ID
       what happened to the event: the rules it matched, each step and Cal.com call
-  calhooks sandbox emit BOOKING_CANCELLED --user alice --event-type time-off{url} --set 'uid="UID"'
+  calhooks sandbox emit BOOKING_CANCELLED --user alice --event-type time-off --set uid=UID{url}
       the cancellation deletes the entry again
   calhooks dlq list
       rules that failed for good (none, hopefully)
+  calhooks webhooks plan
+      the webhook this loop applied, as `calhooks webhooks` sees it
 Edit the rules file and the worker uses it from the next event. Ctrl-C stops everything.
 """
 
@@ -193,7 +229,7 @@ async def _run_worker(stop: asyncio.Event) -> None:
     await worker.close()
 
 
-async def _serve(plan: Plan, secret: str, redis: str) -> None:
+async def _serve(plan: Plan, redis: str) -> None:
     from calhooks.service.app import create_app as create_intake
     from calhooks.service.sandbox import create_app as create_sandbox
 
@@ -208,7 +244,7 @@ async def _serve(plan: Plan, secret: str, redis: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         worker = asyncio.create_task(_run_worker(stop))
-        triggers = await _register_webhook(settings, intake.url, secret)
+        triggers = await _register_webhook(settings)
         if await _worker_ready(plan, worker):
             typer.echo(_banner(plan, settings, redis, triggers), err=True)
         await worker
@@ -239,7 +275,6 @@ def _stop_redis(url: str) -> None:
         sync_redis.Redis.from_url(url).shutdown()
 
 
-@app.callback(invoke_without_command=True)
 def dev(
     host: Annotated[str, typer.Option(help="Interface for every server.")] = "127.0.0.1",
     sandbox_port: Annotated[int, typer.Option(help="Sandbox Cal.com port.")] = DEFAULT_SANDBOX_PORT,
@@ -249,30 +284,72 @@ def dev(
         Path | None, typer.Option(help="Rules file (default: CALHOOKS_RULES_FILE or examples).")
     ] = None,
 ) -> None:
-    """Run the sandbox, intake and a worker on embedded Redis, with example rules."""
-    from calhooks.service.core.logs import configure_logging
-    from calhooks.service.core.redisconn import SOCKET_NAME, redis_url
+    """Run the sandbox, intake and a worker together, for trying calhooks.
 
-    _check_ports(host, {"sandbox": sandbox_port, "intake": port, "worker": worker_port})
+    On an embedded Redis, with the example rules unless --rules or CALHOOKS_RULES_FILE.
+    """
+    from calhooks.service.core.logs import configure_logging
+    from calhooks.service.core.redisconn import redis_url
+
+    require_free(
+        host,
+        {"sandbox": sandbox_port, "intake": port, "worker": worker_port},
+        "another `calhooks dev`? choose other ports",
+    )
     rules_file = rules or (None if os.environ.get("CALHOOKS_RULES_FILE") else EXAMPLE_RULES)
     if rules_file is not None and not rules_file.exists():
         fail(f"rules file {rules_file} not found")
     plan = Plan(host, sandbox_port, port, worker_port, rules_file)
-    secret = "whsec_dev_" + secrets.token_hex(12)
-    os.environ.update(_environment(plan, secret))
+    data_dir = dev_data_dir()
+    if not os.environ.get("CALHOOKS_REDIS_URL"):
+        _wipe_redis(data_dir)
+    os.environ.update(_environment(plan, data_dir, _encryption_key(data_dir)))
     get_settings.cache_clear()
     settings = get_settings()
     log_format = "console" if settings.log_format == "auto" else settings.log_format
     configure_logging(settings.log_level, log_format)
-    embedded_socket = settings.data_dir / "redis" / SOCKET_NAME
-    started_redis = not settings.redis_url and not _answers(embedded_socket)
+    started_redis = not settings.redis_url
     url = redis_url(settings)
     try:
-        asyncio.run(_serve(plan, secret, url))
+        asyncio.run(_serve(plan, url))
     finally:
         if started_redis:
             _stop_redis(url)
     typer.echo("calhooks dev stopped.", err=True)
+
+
+def dev_data_dir() -> Path:
+    """``CALHOOKS_DATA_DIR`` when set, else ``~/.local/share/calhooks/dev``."""
+    if os.environ.get("CALHOOKS_DATA_DIR"):
+        return Path(os.environ["CALHOOKS_DATA_DIR"]).expanduser()
+    return Path("~/.local/share/calhooks").expanduser() / DEV_SUBDIR
+
+
+def _encryption_key(data_dir: Path) -> str:
+    """``CALHOOKS_ENCRYPTION_KEY``, or the dev loop's own key kept in its data directory."""
+    from calhooks.service.core.secretbox import generate_key
+
+    given = os.environ.get("CALHOOKS_ENCRYPTION_KEY")
+    if given:
+        return given
+    path = data_dir / "encryption.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key())
+    return path.read_text().strip()
+
+
+def _wipe_redis(data_dir: Path) -> None:
+    """Start from an empty Redis, as the sandbox starts from its seed state."""
+    from calhooks.service.core.redisconn import SOCKET_NAME
+
+    directory = data_dir / "redis"
+    if _answers(directory / SOCKET_NAME):
+        _stop_redis(f"unix://{directory / SOCKET_NAME}")
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(data_dir / "spool", ignore_errors=True)
 
 
 def _answers(path: Path) -> bool:

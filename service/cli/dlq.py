@@ -1,30 +1,33 @@
 """``calhooks dlq``: look at, replay and drop the rules that failed for good.
 
-``list`` shows entries newest first; ``show ID`` prints one (parameters with secrets
-redacted); ``replay ID`` or ``replay --all`` reopens the rule and queues its event again - the
-steps that succeeded before are not repeated; ``drop ID`` (or ``drop --all --yes``) forgets
-entries. IDs may be shortened to any unique prefix of four characters or more.
+``list`` shows entries newest first (with each one's event id); ``show ID`` prints one
+(parameters with secrets redacted; ``--json`` for the record); ``replay ID`` or ``replay
+--all`` reopens the rule and queues its event again - the steps that succeeded before are not
+repeated; ``drop ID`` (or ``drop --all --yes``) forgets entries. Times are ISO 8601 (UTC).
+IDs may be shortened to any unique prefix of four characters or more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from arq.connections import ArqRedis, create_pool
 
-from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.redisconn import arq_redis_settings
-from calhooks.service.core.settings import Settings, get_settings
-from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, replay
-from calhooks.workers.eventlog import EventLog
-from calhooks.workers.ledger import Ledger
+from calhooks.service.cli.output import fail, iso, print_json
+
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+
+    from calhooks.service.core.settings import Settings
+    from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue
+    from calhooks.workers.eventlog import EventLog
+    from calhooks.workers.ledger import Ledger
 
 app = typer.Typer(help="The dead-letter queue: rules that failed for good.", no_args_is_help=True)
 
@@ -42,7 +45,14 @@ class Stores:
 
 @asynccontextmanager
 async def open_stores() -> AsyncIterator[Stores]:
+    from arq.connections import create_pool
+
+    from calhooks.service.core.redisconn import arq_redis_settings
+    from calhooks.service.core.settings import get_settings
     from calhooks.service.events import deserialize_job, serialize_job
+    from calhooks.workers.deadletter import DeadLetterQueue
+    from calhooks.workers.eventlog import EventLog
+    from calhooks.workers.ledger import Ledger
 
     settings = get_settings()
     arq = await create_pool(
@@ -71,16 +81,56 @@ def run(work: Callable[[Stores], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+def as_json(entry: DeadLetter) -> dict[str, Any]:
+    """An entry as JSON, its times in ISO 8601."""
+    record = entry.to_dict()
+    record["dead_at"] = iso(entry.dead_at)
+    record["replayed_at"] = iso(entry.replayed_at) if entry.replayed_at is not None else None
+    return record
+
+
+def _error_text(entry: DeadLetter) -> str:
+    error = entry.error
+    if "status" in error:
+        return f"{error['status']} {error.get('code', '')}: {error.get('message', '')}"
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+def _replays(entry: DeadLetter) -> str:
+    if not entry.replays:
+        return ""
+    return f"; replayed {entry.replays} time(s), last {iso(entry.replayed_at)}"
+
+
+def show_lines(entry: DeadLetter) -> list[str]:
+    """One entry as text: what failed, where, why, and what to do next."""
+    step = f"{entry.step}[{entry.index}]" if entry.index is not None else entry.step
+    where = f"rule {entry.rule}" + (f", step {step}" if step else "")
+    lines = [
+        f"entry    {entry.id}  {entry.status} since {iso(entry.dead_at)}",
+        f"event    {entry.event_id}  {entry.trigger}",
+        f"failed   {where}" + (f" (tool {entry.tool})" if entry.tool else ""),
+        f"tries    {entry.attempts}"
+        + (
+            f"; replayed {entry.replays} time(s), last {iso(entry.replayed_at)}"
+            if entry.replays
+            else ""
+        ),
+        f"error    {_error_text(entry)}",
+    ]
+    if entry.params:
+        lines.append("params")
+        for key, value in entry.params.items():
+            lines.append(f"  {key}: {json.dumps(value, ensure_ascii=False, default=str)}")
+    lines.append(
+        f"next     `calhooks dlq replay {entry.id}` to try again;"
+        f" `calhooks events show {entry.event_id}` for the whole story"
+    )
+    return lines
 
 
 def _short_error(entry: DeadLetter) -> str:
-    error = entry.error
-    if "status" in error:
-        text = f"{error['status']} {error.get('code', '')}: {error.get('message', '')}"
-    else:
-        text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    text = _error_text(entry)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -95,7 +145,7 @@ async def _entry(stores: Stores, entry_id: str) -> DeadLetter:
 def list_entries(
     limit: Annotated[int, typer.Option(help="Entries to show, newest first.")] = 50,
     offset: Annotated[int, typer.Option(help="Entries to skip.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List dead-lettered rules, newest first."""
 
@@ -103,8 +153,8 @@ def list_entries(
         return await stores.dlq.count(), await stores.dlq.page(offset=offset, limit=limit)
 
     total, entries = run(work)
-    if as_json:
-        print_json([entry.to_dict() for entry in entries])
+    if json_output:
+        print_json([as_json(entry) for entry in entries])
         return
     if not entries:
         typer.echo("The dead-letter queue is empty.")
@@ -112,8 +162,9 @@ def list_entries(
     for entry in entries:
         step = f"{entry.step}[{entry.index}]" if entry.index is not None else entry.step or "-"
         typer.echo(
-            f"{entry.id}  {_when(entry.dead_at)}  {entry.status:<9} {entry.trigger:<18} "
-            f"{entry.rule} / {step}  tries={entry.attempts}  {_short_error(entry)}"
+            f"{entry.id}  {iso(entry.dead_at)}  {entry.status:<9} {entry.trigger:<18} "
+            f"event {entry.event_id[:16]}  {entry.rule} / {step}  tries={entry.attempts}  "
+            f"{_short_error(entry)}"
         )
     shown = offset + len(entries)
     if shown < total:
@@ -121,13 +172,21 @@ def list_entries(
 
 
 @app.command()
-def show(entry_id: Annotated[str, typer.Argument(help="Entry id or a unique prefix.")]) -> None:
+def show(
+    entry_id: Annotated[str, typer.Argument(help="Entry id or a unique prefix.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Print one entry: event, rule, failing step, parameters (secrets redacted), error."""
 
     async def work(stores: Stores) -> DeadLetter:
         return await _entry(stores, entry_id)
 
-    print_json(run(work).to_dict())
+    entry = run(work)
+    if json_output:
+        print_json(as_json(entry))
+        return
+    for line in show_lines(entry):
+        typer.echo(line)
 
 
 @app.command("replay")
@@ -152,6 +211,8 @@ def replay_entries(
         started = time.monotonic()
         show_progress = len(targets) > 1
         for done, entry in enumerate(targets, start=1):
+            from calhooks.workers.deadletter import replay
+
             fresh = await replay(
                 entry,
                 dlq=stores.dlq,

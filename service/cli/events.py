@@ -1,7 +1,9 @@
 """``calhooks events show ID``: what happened to one event (its event log and ledger).
 
-Prints each attempt, the rules that matched, every Cal.com call and step with its result or
-error, retries, dead letters, and the final state of each rule. The id is the one the
+Prints each attempt, the rules that matched (and why each other rule did not), every Cal.com
+call and step with its result or error, retries, dead letters, and the final state of each
+rule. Attempts that only waited (a cancellation waiting for its booking's creation) are one
+line: how often, for how long, and what for. Times are ISO 8601 in UTC. The id is the one the
 intake answered with (``202 {"id": ...}``); a unique prefix of eight characters or more
 will do.
 """
@@ -9,18 +11,11 @@ will do.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
-from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.redisconn import create_redis
-from calhooks.service.core.settings import get_settings
-from calhooks.workers import keys
-from calhooks.workers.deadletter import DeadLetterQueue, entry_id
-from calhooks.workers.eventlog import EventLog
-from calhooks.workers.ledger import Ledger
+from calhooks.service.cli.output import fail, iso, print_json
 
 app = typer.Typer(help="What happened to the events calhooks received.", no_args_is_help=True)
 
@@ -28,7 +23,7 @@ _PREFIX_MIN = 8
 
 
 def _clock(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).strftime("%H:%M:%S.%f")[:-3]
+    return iso(epoch)
 
 
 def _error_text(error: Any) -> str:
@@ -46,7 +41,10 @@ def describe(record: dict[str, Any]) -> str:
         return f"attempt {record.get('attempt')} on {record.get('worker')}"
     if kind == "matched":
         rules = record.get("rules") or []
-        return "matched " + (", ".join(rules) if rules else "no rule")
+        text = "matched " + (", ".join(rules) if rules else "no rule")
+        for rule, reason in (record.get("not_matched") or {}).items():
+            text += f"\n    not {rule}: {reason}"
+        return text
     if kind == "call":
         status = record.get("status") or "no answer"
         return f"  call {record.get('tool')} -> {status} ({record.get('ms')} ms)"
@@ -75,7 +73,49 @@ def describe(record: dict[str, Any]) -> str:
     return str(kind)
 
 
+def collapse(log: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """The log as (time, text) lines; runs of attempts that only deferred, for one reason,
+    become one line saying how often, over how long, and what for."""
+    lines: list[tuple[float, str]] = []
+    index = 0
+    while index < len(log):
+        run = _deferrals(log, index)
+        if len(run) >= 2:
+            first, last = log[run[0]], log[run[-1] + 1]
+            span = float(last.get("at", 0)) - float(first.get("at", 0))
+            attempts = f"attempts {first.get('attempt')}-{log[run[-1]].get('attempt')}"
+            text = f"deferred {len(run)} times over {span:.1f} s ({attempts}): {last.get('reason')}"
+            lines.append((float(first.get("at", 0)), text))
+            index = run[-1] + 2
+            continue
+        lines.append((float(log[index].get("at", 0)), describe(log[index])))
+        index += 1
+    return lines
+
+
+def _deferrals(log: list[dict[str, Any]], start: int) -> list[int]:
+    """Indexes of consecutive ``attempt`` records, from ``start``, each followed at once by a
+    ``deferred`` record with the same reason."""
+    run: list[int] = []
+    reason = None
+    index = start
+    while index + 1 < len(log):
+        attempt, deferred = log[index], log[index + 1]
+        if attempt.get("kind") != "attempt" or deferred.get("kind") != "deferred":
+            break
+        if reason is not None and deferred.get("reason") != reason:
+            break
+        reason = deferred.get("reason")
+        run.append(index)
+        index += 2
+    return run
+
+
 async def _resolve(event_id: str) -> str | None:
+    from calhooks.service.core.redisconn import create_redis
+    from calhooks.service.core.settings import get_settings
+    from calhooks.workers import keys
+
     settings = get_settings()
     redis = create_redis(settings)
     try:
@@ -93,6 +133,12 @@ async def _resolve(event_id: str) -> str | None:
 
 
 async def _gather(event_id: str) -> dict[str, Any]:
+    from calhooks.service.core.redisconn import create_redis
+    from calhooks.service.core.settings import get_settings
+    from calhooks.workers.deadletter import DeadLetterQueue, entry_id
+    from calhooks.workers.eventlog import EventLog
+    from calhooks.workers.ledger import Ledger
+
     settings = get_settings()
     redis = create_redis(settings)
     try:
@@ -135,16 +181,23 @@ def show(
         )
     report = asyncio.run(_gather(resolved))
     if as_json:
-        print_json(report)
+        times = ("at", "received_at", "sent_at")
+        log = [
+            {
+                key: iso(value) if key in times and value is not None else value
+                for key, value in record.items()
+            }
+            for record in report["log"]
+        ]
+        print_json({**report, "log": log})
         return
     first: dict[str, Any] = next((r for r in report["log"] if r.get("kind") == "attempt"), {})
     trigger = first.get("trigger", "?")
     typer.echo(f"event {resolved}  {trigger}")
     if first.get("received_at"):
-        received = datetime.fromtimestamp(float(first["received_at"]))
-        typer.echo(f"received {received:%Y-%m-%d %H:%M:%S.%f}"[:-3])
-    for record in report["log"]:
-        typer.echo(f"{_clock(float(record.get('at', 0)))}  {describe(record)}")
+        typer.echo(f"received {iso(float(first['received_at']))}")
+    for at, text in collapse(report["log"]):
+        typer.echo(f"{_clock(at)}  {text}")
     if report["rules"]:
         typer.echo("rules:")
         for rule, outcome in report["rules"].items():

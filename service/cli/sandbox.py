@@ -15,6 +15,7 @@ import typer
 import uvicorn
 
 from calhooks.service.cli.output import fail, print_json
+from calhooks.service.cli.ports import require_free
 from calhooks.service.core.logs import configure_logging
 from calhooks.service.sandbox import (
     SANDBOX_API_KEY,
@@ -70,6 +71,7 @@ def serve(
     """Serve the sandbox Cal.com (API under /v2, admin under /_sandbox)."""
     if ctx.invoked_subcommand is not None:
         return
+    require_free(host, {"sandbox": port}, "another sandbox? choose another with --port")
     configure_logging(log_level)
     throttle = None if no_rate_limit else RateLimit(limit=rate_limit, window=window)
     sandbox_app = create_app(
@@ -97,6 +99,37 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _event_id(response: Any) -> str | None:
+    """The intake's event id from its answer (``{"id": ...}``), if it gave one."""
+    try:
+        body = json.loads(response) if isinstance(response, str) else response
+    except ValueError:
+        return None
+    found = body.get("id") if isinstance(body, dict) else None
+    return str(found) if found else None
+
+
+def summary_lines(answer: dict[str, Any]) -> list[str]:
+    """One plain line per delivery: where to, status, the intake's event id, the booking uid."""
+    payload = (answer.get("body") or {}).get("payload") or {}
+    uid = payload.get("uid") if isinstance(payload, dict) else None
+    booking = f"  booking uid {uid}" if uid else ""
+    trigger = answer.get("trigger", "?")
+    deliveries = answer.get("deliveries")
+    if not answer.get("webhooks"):
+        return [f"{trigger}: sent to no webhook{booking}"]
+    if deliveries is None:
+        count = len(answer.get("webhooks") or [])
+        return [f"{trigger}: {count} delivery(ies) started, not waited for{booking}"]
+    lines = []
+    for delivery in deliveries:
+        status = delivery.get("status") or f"no answer ({delivery.get('error') or 'pending'})"
+        event_id = _event_id(delivery.get("response"))
+        event = f"  event {event_id}" if event_id else ""
+        lines.append(f"{trigger} -> {delivery.get('url')}  {status}{event}{booking}")
+    return lines
+
+
 @app.command()
 def emit(
     trigger: Annotated[str, typer.Argument(help=f"One of: {', '.join(SUPPORTED_TRIGGERS)}.")],
@@ -110,6 +143,9 @@ def emit(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the deliveries and print them.")] = True,
     url: Annotated[str, typer.Option(help="Base URL of the running sandbox.")] = DEFAULT_URL,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the sandbox's full answer as JSON.")
+    ] = False,
 ) -> None:
     """Make a running sandbox deliver TRIGGER to its subscribed webhooks."""
     request: dict[str, Any] = {
@@ -132,6 +168,10 @@ def emit(
         fail(f"the sandbox answered {response.status_code}: {response.text[:200]}")
     if response.is_error:
         fail(str(answer.get("error", answer)) if isinstance(answer, dict) else str(answer))
-    print_json(answer)
+    if as_json:
+        print_json(answer)
+    else:
+        for line in summary_lines(answer):
+            typer.echo(line)
     if not answer.get("webhooks"):
         typer.echo(f"note: no active webhook is subscribed to {trigger}", err=True)

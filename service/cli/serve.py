@@ -77,4 +77,12 @@ def serve(
     ] = None,
 ) -> None:
     """Run the web process: the webhook intake, /livez, /readyz, /metrics."""
+    from calhooks.service.cli.ports import require_free
+
+    settings = get_settings()
+    require_free(
+        host if host is not None else settings.host,
+        {"intake": port if port is not None else settings.port},
+        "another `calhooks serve`? choose another with --port",
+    )
     run(host, port)

@@ -1,4 +1,8 @@
-"""``calhooks tools``: list, describe and call the 37 Cal.com organization tools."""
+"""``calhooks tools``: list, describe and call the 37 Cal.com organization tools.
+
+``--json`` prints a command's output as JSON; ``tools call`` takes its input parameters as
+``--param key=value`` or ``--input JSON`` (``--json JSON``, its old spelling, still works).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,25 @@ from typing import Annotated, Any
 
 import typer
 
-from calhooks.service.calcom import TOOLS, CalcomClient, Parameter, Tool, ToolError, get_tool
-from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.settings import get_settings
+from calhooks.service.calcom.errors import ToolError
+from calhooks.service.calcom.tools import TOOLS, Parameter, Tool, get_tool
+from calhooks.service.cli.output import configure_cli_logging, fail, print_json
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 app = typer.Typer(help="The 37 Cal.com organization tools.", no_args_is_help=True)
 
 
+def _summary(tool: Tool) -> dict[str, Any]:
+    return {"name": tool.name, "method": tool.method, "path": tool.path, "summary": tool.summary}
+
+
 @app.command("list")
-def list_tools() -> None:
+def list_tools(as_json: AsJson = False) -> None:
     """Print every tool: name, method, path and summary."""
+    if as_json:
+        print_json([_summary(tool) for tool in TOOLS.values()])
+        return
     width = max(len(name) for name in TOOLS)
     for tool in TOOLS.values():
         typer.echo(f"{tool.name:<{width}}  {tool.method:<6} {tool.path}  {tool.summary}")
@@ -46,12 +59,19 @@ def _describe(tool: Tool) -> str:
 
 
 @app.command()
-def describe(name: str) -> None:
+def describe(name: str, as_json: AsJson = False) -> None:
     """Print one tool's parameters: type, where it goes, required, enums and constraints."""
     try:
         tool = get_tool(name)
     except ToolError as exc:
         fail(str(exc))
+    if as_json:
+        parameters = [
+            {"name": p.name, "in": p.location, "required": p.required, "schema": p.schema}
+            for p in tool.parameters
+        ]
+        print_json({**_summary(tool), "status": tool.success_status, "parameters": parameters})
+        return
     typer.echo(_describe(tool))
 
 
@@ -64,9 +84,15 @@ def coerce(parameter: Parameter, text: str) -> Any:
     if text[:1] in "[{":
         return json.loads(text)
     if "integer" in kinds:
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected integer, got {text!r}") from None
     if "number" in kinds:
-        return float(text)
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected number, got {text!r}") from None
     if "boolean" in kinds:
         if text.lower() not in ("true", "false"):
             raise ValueError(f"expected true or false, got {text!r}")
@@ -82,9 +108,12 @@ def coerce(parameter: Parameter, text: str) -> Any:
 def parse_params(tool: Tool, pairs: list[str], raw_json: str | None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if raw_json:
-        loaded = json.loads(raw_json)
+        try:
+            loaded = json.loads(raw_json)
+        except ValueError as exc:
+            raise ValueError(f"--input is not JSON: {exc}") from None
         if not isinstance(loaded, dict):
-            raise ValueError("--json must be a JSON object")
+            raise ValueError("--input must be a JSON object")
         params.update(loaded)
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -102,9 +131,19 @@ def parse_params(tool: Tool, pairs: list[str], raw_json: str | None) -> dict[str
 def call(
     name: str,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value")] = None,
-    raw_json: Annotated[str | None, typer.Option("--json", help="All parameters as JSON.")] = None,
+    raw_json: Annotated[
+        str | None,
+        typer.Option(
+            "--input", "--json", "-i", help="All parameters as a JSON object (--json: old name)."
+        ),
+    ] = None,
 ) -> None:
     """Call a tool against Cal.com (CALHOOKS_API_URL) and print the JSON result."""
+    from calhooks.service.calcom.client import CalcomClient
+    from calhooks.service.core.settings import get_settings
+
+    settings = get_settings()
+    configure_cli_logging([settings.api_key.get_secret_value() if settings.api_key else None])
     try:
         tool = get_tool(name)
         params = parse_params(tool, param or [], raw_json)
@@ -112,7 +151,7 @@ def call(
         fail(str(exc))
 
     async def run() -> Any:
-        async with CalcomClient.from_settings(get_settings()) as client:
+        async with CalcomClient.from_settings(settings) as client:
             return await client.call(tool, **params)
 
     try:

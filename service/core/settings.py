@@ -1,9 +1,9 @@
 """calhooks' settings: every environment variable in one place.
 
 All variables carry the ``CALHOOKS_`` prefix and are read once per process by
-``get_settings()``. ``python -m calhooks.service.core.settings`` prints the Markdown table that
-the README
-embeds; ``tests/test_settings.py`` fails when the two drift apart.
+``get_settings()``. ``python -m calhooks.service.core.settings`` prints the Markdown table of
+every variable; the docs site's Configuration page is built with it (``scripts/docs_hooks.py``),
+so the two cannot drift apart.
 
 Groups (by field-name prefix): Cal.com API access, logging, Redis, intake, workers, MCP.
 Secrets are ``SecretStr`` so a stray ``repr`` never shows them.
@@ -231,7 +231,7 @@ def get_settings() -> Settings:
 
 
 def settings_table() -> str:
-    """The Markdown table of every variable, as embedded in the README."""
+    """The Markdown table of every variable, as the docs' Configuration page shows it."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.default

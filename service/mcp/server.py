@@ -38,11 +38,11 @@ from calhooks.service.calcom.errors import (
     ToolValidationError,
     UnknownToolError,
 )
-from calhooks.service.calcom.tools import get_tool
+from calhooks.service.calcom.tools import TOOLS, get_tool
 from calhooks.service.core.redisconn import create_redis, redis_url
 from calhooks.service.core.settings import Settings
 from calhooks.service.mcp import results
-from calhooks.service.mcp.catalog import PCID, mcp_tools
+from calhooks.service.mcp.catalog import PCID, input_schema, mcp_tools
 from calhooks.service.mcp.connections import (
     Connection,
     ConnectionStore,
@@ -131,7 +131,12 @@ class ToolHandlers:
         #: stdio with a key of the server's own: PCID may be omitted.
         self.single_key = transport == "stdio" and has_own_credentials(settings)
         self.tools = mcp_tools(pcid_required=not self.single_key)
-        self._schemas = {tool.name: tool.input_schema for tool in self.tools}
+        # Arguments are validated against the registry's schemas (nullable where Cal.com
+        # takes null); tools/list shows them single-typed (calhooks.service.mcp.catalog).
+        self._schemas = {
+            tool.name: input_schema(tool, pcid_required=not self.single_key, listed=False)
+            for tool in TOOLS.values()
+        }
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
         return self._schemas.get(name)

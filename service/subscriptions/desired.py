@@ -42,14 +42,54 @@ def parse_triggers(text: str) -> tuple[str, ...]:
 
 def normalize_triggers(triggers: Iterable[str]) -> tuple[str, ...]:
     """Unique triggers in Cal.com's order; an unknown name is an error naming the valid ones."""
+    problem = _unknown_triggers(triggers)
+    if problem:
+        raise DesiredStateError(problem)
     wanted = set(triggers)
-    unknown = sorted(wanted - set(WEBHOOK_TRIGGERS))
-    if unknown:
-        raise DesiredStateError(
-            f"not webhook triggers Cal.com accepts: {', '.join(unknown)}"
-            f" (valid: {', '.join(WEBHOOK_TRIGGERS)})"
-        )
     return tuple(t for t in WEBHOOK_TRIGGERS if t in wanted)
+
+
+def _unknown_triggers(triggers: Iterable[str]) -> str | None:
+    unknown = sorted(set(triggers) - set(WEBHOOK_TRIGGERS))
+    if not unknown:
+        return None
+    return (
+        f"not webhook triggers Cal.com accepts: {', '.join(unknown)}"
+        f" (valid: {', '.join(WEBHOOK_TRIGGERS)})"
+    )
+
+
+def desired_problems(settings: Settings, rule_triggers: Iterable[str] | None) -> list[str]:
+    """Everything that keeps the settings and rules from making a webhook, all at once
+    (``rule_triggers`` ``None``: the rules could not be read, their triggers are unknown)."""
+    problems = []
+    if not settings.public_url:
+        problems.append(
+            "CALHOOKS_PUBLIC_URL is not set: the public base URL Cal.com delivers to"
+            " (e.g. https://hooks.example.com)"
+        )
+    else:
+        try:
+            subscriber_url(settings.public_url, settings.webhook_path, settings.webhook_deployment)
+        except OwnershipError as exc:
+            problems.append(str(exc))
+    extra = parse_triggers(settings.webhook_extra_triggers or "")
+    unknown = _unknown_triggers(extra if rule_triggers is None else [*rule_triggers, *extra])
+    if unknown:
+        problems.append(unknown)
+    if rule_triggers is not None and not [*rule_triggers, *extra]:
+        if settings.rules_file is None:
+            problems.append(
+                "no triggers to subscribe to: CALHOOKS_RULES_FILE is not set (the workers'"
+                " rules file, whose triggers the webhook subscribes to) and"
+                " CALHOOKS_WEBHOOK_EXTRA_TRIGGERS is empty"
+            )
+        else:
+            problems.append(
+                f"no triggers to subscribe to: the rules in CALHOOKS_RULES_FILE"
+                f" {settings.rules_file} use none and CALHOOKS_WEBHOOK_EXTRA_TRIGGERS is empty"
+            )
+    return problems
 
 
 def desired_webhook(
@@ -58,24 +98,15 @@ def desired_webhook(
     secret: StoredSecret | None,
 ) -> DesiredWebhook:
     """The desired webhook from the settings, the rules' triggers and the current secret."""
-    if not settings.public_url:
-        raise DesiredStateError(
-            "CALHOOKS_PUBLIC_URL is not set: the public base URL Cal.com delivers to"
-            " (e.g. https://hooks.example.com)"
-        )
-    try:
-        url = subscriber_url(
-            settings.public_url, settings.webhook_path, settings.webhook_deployment
-        )
-    except OwnershipError as exc:
-        raise DesiredStateError(str(exc)) from exc
+    rule_triggers = tuple(rule_triggers)
+    problems = desired_problems(settings, rule_triggers)
+    if problems:
+        raise DesiredStateError("; ".join(problems))
+    url = subscriber_url(
+        settings.public_url or "", settings.webhook_path, settings.webhook_deployment
+    )
     extra = parse_triggers(settings.webhook_extra_triggers or "")
     triggers = normalize_triggers([*rule_triggers, *extra])
-    if not triggers:
-        raise DesiredStateError(
-            "no triggers to subscribe to: the rules use none and"
-            " CALHOOKS_WEBHOOK_EXTRA_TRIGGERS is empty"
-        )
     return DesiredWebhook(url, settings.webhook_deployment, triggers, secret)
 
 

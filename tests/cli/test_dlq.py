@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
+from calhooks.service.cli.events import collapse, describe
 from calhooks.service.cli.main import app
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.core.settings import get_settings
@@ -101,11 +103,20 @@ def test_list_and_show_entries_with_secrets_redacted(redis_url: str) -> None:
     lines = listed.stdout.splitlines()
     assert [line.split()[0] for line in lines] == [second.id, first.id]
     assert "400 BadRequestException: no" in lines[0]
-    shown = runner.invoke(app, ["dlq", "show", first.id[:6]])
+    assert f"event {first.event_id[:16]}" in lines[1]
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", lines[0])
+    shown = runner.invoke(app, ["dlq", "show", first.id[:6], "--json"])
     assert shown.exit_code == 0, shown.output
     data = json.loads(shown.stdout)
     assert (data["id"], data["rule"], data["step"]) == (first.id, "time-off", "ooo")
     assert data["params"] == {"userId": 7, "secret": "[REDACTED]"}
+    assert data["dead_at"].endswith("+00:00")
+    text = runner.invoke(app, ["dlq", "show", first.id[:6]])
+    assert text.exit_code == 0, text.output
+    assert f"event    {first.event_id}" in text.stdout
+    assert "failed   rule time-off, step ooo" in text.stdout
+    assert 'secret: "[REDACTED]"' in text.stdout
+    assert f"calhooks dlq replay {first.id}" in text.stdout
 
 
 def test_replay_reopens_the_rule_and_queues_the_event(redis_url: str) -> None:
@@ -203,3 +214,37 @@ def test_events_show_tells_what_happened(redis_url: str) -> None:
     assert as_json["rules"] == {"broken": "dead", "time-off": "done"}
     unknown = runner.invoke(app, ["events", "show", "0" * 64])
     assert unknown.exit_code == 1
+
+
+def test_events_show_says_why_rules_did_not_match() -> None:
+    """The `matched` record names each rule that did not match and why."""
+    record = {
+        "kind": "matched",
+        "rules": [],
+        "not_matched": {
+            "time-off-cancel-deletes-ooo": "when is false: payload.type == 'time-off'",
+            "team-form": "runs on FORM_SUBMITTED",
+        },
+    }
+    assert describe(record).splitlines() == [
+        "matched no rule",
+        "    not time-off-cancel-deletes-ooo: when is false: payload.type == 'time-off'",
+        "    not team-form: runs on FORM_SUBMITTED",
+    ]
+
+
+def test_events_show_folds_waiting_attempts_into_one_line() -> None:
+    """Attempts that only deferred, for one reason, are one line: how often, how long, why."""
+    reason = "waiting for the booking's creation, 30 s at most"
+    log: list[dict[str, Any]] = []
+    for attempt in range(1, 31):
+        log.append({"kind": "attempt", "attempt": attempt, "at": 100.0 + attempt})
+        log.append({"kind": "deferred", "delay": 1.0, "reason": reason, "at": 100.1 + attempt})
+    log.append({"kind": "attempt", "attempt": 31, "at": 131.0})
+    log.append({"kind": "skipped", "reason": "gave up", "at": 131.1})
+    lines = [text for _, text in collapse(log)]
+    assert lines == [
+        f"deferred 30 times over 29.1 s (attempts 1-30): {reason}",
+        "attempt 31 on None",
+        "skipped: gave up",
+    ]

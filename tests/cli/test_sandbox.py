@@ -12,6 +12,7 @@ import httpx
 from typer.testing import CliRunner
 
 from calhooks.service.cli.main import app
+from calhooks.service.cli.sandbox import summary_lines
 from calhooks.service.core.embedded_redis import free_port
 from tests.sandbox.server import RunningSandbox
 
@@ -37,6 +38,7 @@ def test_emit_prints_what_was_sent(sandbox: RunningSandbox) -> None:
             "additionalNotes=Out for the day",
             "--url",
             sandbox.url,
+            "--json",
         ],
     )
     assert result.exit_code == 0, result.stderr
@@ -45,6 +47,31 @@ def test_emit_prints_what_was_sent(sandbox: RunningSandbox) -> None:
     assert payload["metadata"]["ticket"] == 42
     assert payload["additionalNotes"] == "Out for the day"
     assert "no active webhook is subscribed to BOOKING_CREATED" in result.stderr
+
+
+def test_emit_prints_one_plain_line(sandbox: RunningSandbox) -> None:
+    """Without --json, emit prints one line: here no webhook, and the booking's uid."""
+    result = runner.invoke(app, ["sandbox", "emit", "BOOKING_CREATED", "--url", sandbox.url])
+    assert result.exit_code == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith("BOOKING_CREATED: sent to no webhook  booking uid ")
+
+
+def test_summary_has_one_line_per_delivery() -> None:
+    """Each delivery: where to, the status, the intake's event id, the booking's uid."""
+    answer = {
+        "trigger": "BOOKING_CREATED",
+        "body": {"payload": {"uid": "bk1"}},
+        "webhooks": ["w1", "w2"],
+        "deliveries": [
+            {"url": "http://a/webhooks/cal", "status": 202, "response": '{"id": "ev-1"}'},
+            {"url": "http://b/hook", "status": None, "error": "connection refused"},
+        ],
+    }
+    assert summary_lines(answer) == [
+        "BOOKING_CREATED -> http://a/webhooks/cal  202  event ev-1  booking uid bk1",
+        "BOOKING_CREATED -> http://b/hook  no answer (connection refused)  booking uid bk1",
+    ]
 
 
 def test_emit_errors_are_one_line(sandbox: RunningSandbox) -> None:

@@ -226,6 +226,24 @@ rules:
 """
 
 
+def test_plan_lists_every_missing_prerequisite(
+    env: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All the missing settings at once, naming CALHOOKS_RULES_FILE for the triggers."""
+    for variable in ("CALHOOKS_PUBLIC_URL", "CALHOOKS_ENCRYPTION_KEY"):
+        monkeypatch.delenv(variable)
+    monkeypatch.delenv("CALHOOKS_WEBHOOK_EXTRA_TRIGGERS", raising=False)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["webhooks", "plan"])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: 3 problems:"
+    assert "CALHOOKS_ENCRYPTION_KEY is required" in lines[1]
+    assert "CALHOOKS_PUBLIC_URL is not set" in lines[2]
+    assert "no triggers to subscribe to: CALHOOKS_RULES_FILE is not set" in lines[3]
+    assert "Traceback" not in result.output
+
+
 def test_triggers_follow_the_rules_file(
     env: redis.Redis, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

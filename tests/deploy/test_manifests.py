@@ -247,13 +247,13 @@ def test_dev_secret_has_every_key_and_only_fake_values() -> None:
     assert base64.urlsafe_b64decode(data["encryption-key"]) == b"0" * 32
 
 
-def test_readme_creates_every_secret_key_production_reads() -> None:
-    """The README's `kubectl create secret` command provides each key the production pods read."""
-    readme = (ROOT / "README.md").read_text()
+def test_docs_create_every_secret_key_production_reads() -> None:
+    """The docs' `kubectl create secret` command provides each key the production pods read."""
+    readme = (ROOT / "docs" / "kubernetes.md").read_text()
     commands = re.findall(
         r"kubectl (?:-n \S+ )?create secret generic calhooks(?:[^\n]*\\\n)*[^\n]*", readme
     )
-    assert commands, "README shows no `kubectl create secret generic calhooks` command"
+    assert commands, "docs/kubernetes.md shows no `kubectl create secret generic calhooks`"
     words = shlex.split(commands[0].replace("\\\n", " "))
     created = {
         word.split("=", 2)[1]
@@ -261,7 +261,7 @@ def test_readme_creates_every_secret_key_production_reads() -> None:
         if word.startswith(("--from-literal=", "--from-file="))
     }
     needed = {key for _, key in secret_refs(render("overlays/production"))}
-    assert needed <= created, f"README's command misses {sorted(needed - created)}"
+    assert needed <= created, f"docs/kubernetes.md's command misses {sorted(needed - created)}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx2
 import mcp_types as types
+from jsonschema import Draft202012Validator
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -75,13 +76,51 @@ async def check_tool_list(client: Client, *, pcid_required: bool = True) -> None
         spec = TOOLS[tool.name]
         properties = dict(tool.input_schema["properties"])
         assert properties.pop(PCID)["type"] == "string"
-        assert properties == json.loads(json.dumps(spec.input_schema["properties"], default=dict))
+        registry = json.loads(json.dumps(spec.input_schema["properties"], default=dict))
+        assert set(properties) == set(registry)
+        for name, prop in properties.items():  # nullable ones are listed single-typed
+            assert prop == registry[name] or registry[name]["type"] == [prop["type"], "null"]
+        assert tool.output_schema is not None
+        assert tool.output_schema["type"] == "object"
         required = [*spec.required, PCID] if pcid_required else list(spec.required)
         assert tool.input_schema["required"] == required
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is spec.read_only
         assert tool.annotations.destructive_hint is spec.destructive
         assert tool.annotations.idempotent_hint is spec.idempotent
+
+
+def conforms(result: types.CallToolResult, tool: types.Tool) -> types.CallToolResult:
+    """``result``'s ``structuredContent`` validates against ``tool``'s ``outputSchema``."""
+    assert tool.output_schema is not None
+    Draft202012Validator(tool.output_schema).validate(result.structured_content)
+    return result
+
+
+async def check_output_schemas(client: Client, pcid: str) -> None:
+    """Successful results validate against the outputSchema tools/list gave for the tool."""
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    user = {PCID: pcid, "orgId": 1, "userId": CAROL}
+
+    async def call(name: str, arguments: dict[str, Any]) -> Any:
+        return data_of(conforms(await client.call_tool(name, arguments), tools[name]))
+
+    await call(LIST_USERS, {PCID: pcid, "orgId": 1})
+    created = await call(
+        CREATE_OOO,
+        {**user, "start": "2032-01-02T00:00:00.000Z", "end": "2032-01-03T00:00:00.000Z"},
+    )
+    await call(LIST_OOO, user)
+    await call(UPDATE_OOO, {**user, "oooId": created["id"], "notes": "checked"})
+    await call(DELETE_OOO, {**user, "oooId": created["id"]})
+    await call(
+        "cal_organizations_attributes_controller_get_organization_attributes",
+        {PCID: pcid, "orgId": 1},
+    )
+    await call(
+        "cal_organizations_webhooks_controller_get_all_organization_webhooks",
+        {PCID: pcid, "orgId": 1},
+    )
 
 
 async def check_ooo_lifecycle(client: Client, sandbox: RunningSandbox, pcid: str) -> None:

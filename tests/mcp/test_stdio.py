@@ -59,6 +59,7 @@ async def test_stdio_serves_the_tools_with_pcids(
     async with spawned(connection_env(mcp_settings), tmp_path) as client:
         await scenarios.check_tool_list(client)
         await scenarios.check_ooo_lifecycle(client, sandbox, pcids.acme)
+        await scenarios.check_output_schemas(client, pcids.acme)
         await scenarios.check_validation_error(client, sandbox, pcids.acme)
         await scenarios.check_not_found(client, pcids.acme)
         await scenarios.check_missing_and_unknown_pcid(client, sandbox)

@@ -64,7 +64,17 @@ class PyRules:
     def __init__(self, *rules: PyRule) -> None:
         self.rules = {rule.name: rule for rule in rules}
 
-    def matching(self, event: EventLike) -> Sequence[PyRule]:
+    def matching(
+        self, event: EventLike, *, why_not: dict[str, str] | None = None
+    ) -> Sequence[PyRule]:
+        if why_not is not None:
+            why_not.update(
+                {
+                    r.name: f"runs on {r.trigger}"
+                    for r in self.rules.values()
+                    if r.trigger != event.trigger
+                }
+            )
         return [rule for rule in self.rules.values() if rule.trigger == event.trigger]
 
     def named(self, name: str) -> PyRule | None:

@@ -100,9 +100,18 @@ class RuleSet:
                 log.info("rule.not_matched", rule=match.rule.name, reason=match.reason)
         return matches
 
-    def matching(self, event: EventLike, *, log: Log | None = None) -> list[Rule]:
-        """The rules ``event`` matches, in file order."""
-        return [match.rule for match in self.evaluate(event, log=log) if match.matched]
+    def matching(
+        self,
+        event: EventLike,
+        *,
+        log: Log | None = None,
+        why_not: dict[str, str] | None = None,
+    ) -> list[Rule]:
+        """The rules ``event`` matches, in file order; ``why_not`` gets the others' reasons."""
+        matches = self.evaluate(event, log=log)
+        if why_not is not None:
+            why_not.update({m.rule.name: m.reason or "" for m in matches if not m.matched})
+        return [match.rule for match in matches if match.matched]
 
     async def run(
         self, rule: Rule, event: EventLike, invoke: Invoke, *, log: Log | None = None

@@ -1,0 +1,84 @@
+"""How fast `calhooks` starts: whole processes, median of several runs, side by side.
+
+Runs each light command (``--help``, a group's ``--help``, ``tools list``, ``tools describe``,
+``keygen``) as its own process, interleaved with two references measured in the same run:
+the bare interpreter (``python -c pass``, the floor) and every command module imported
+eagerly (what ``calhooks --help`` cost before commands loaded on first use). Prints the
+median wall time and peak memory of each, the ratio to the eager import, and whether it
+meets the target (at most 0.2 s).
+
+    .venv/bin/python bench/cli_startup.py [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET_SECONDS = 0.2
+CALHOOKS = Path(os.path.abspath(sys.executable)).parent / "calhooks"
+MODULES = (
+    "connections", "dev", "dlq", "events", "mcp", "rules", "sandbox", "serve", "tools",
+    "webhooks", "worker",
+)  # fmt: skip
+EAGER = "; ".join(f"import calhooks.service.cli.{name}" for name in MODULES)
+
+CASES: dict[str, list[str]] = {
+    "python -c pass (floor)": [sys.executable, "-c", "pass"],
+    "every command module (eager)": [sys.executable, "-c", EAGER],
+    "calhooks --help": [str(CALHOOKS), "--help"],
+    "calhooks dlq --help": [str(CALHOOKS), "dlq", "--help"],
+    "calhooks tools list": [str(CALHOOKS), "tools", "list"],
+    "calhooks tools describe": [
+        str(CALHOOKS),
+        "tools",
+        "describe",
+        "cal_organizations_users_ooocontroller_get_organization_user_ooo",
+    ],
+    "calhooks keygen": [str(CALHOOKS), "keygen"],
+}
+REFERENCES = ("python -c pass (floor)", "every command module (eager)")
+
+
+def run_once(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {process.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    runs = parser.parse_args().runs
+    times: dict[str, list[float]] = {name: [] for name in CASES}
+    memory: dict[str, list[float]] = {name: [] for name in CASES}
+    for command in CASES.values():
+        run_once(command)  # warm the file cache and the bytecode
+    for _ in range(runs):
+        for name, command in CASES.items():  # interleaved: the same machine load for all
+            seconds, mib = run_once(command)
+            times[name].append(seconds)
+            memory[name].append(mib)
+    eager = statistics.median(times["every command module (eager)"])
+    print(f"{runs} runs each, interleaved; median wall time and peak RSS of the whole process")
+    print(f"{'command':<32} {'median s':>9} {'MiB':>6} {'vs eager':>9}  target <= {TARGET_SECONDS}")
+    for name in CASES:
+        median = statistics.median(times[name])
+        mib = statistics.median(memory[name])
+        verdict = "" if name in REFERENCES else ("ok" if median <= TARGET_SECONDS else "SLOW")
+        print(f"{name:<32} {median:>9.3f} {mib:>6.1f} {median / eager:>8.2f}x  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
