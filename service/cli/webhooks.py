@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.errors import ToolError
 from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.logs import configure_logging
+from calhooks.service.core.logs import configure_logging, settings_secrets
 from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.subscriptions import ping, report
@@ -79,10 +79,7 @@ def _run(operation: Operation[T]) -> T:
         "warning",
         settings.log_format,
         stream=cast(TextIO, _Stderr()),
-        secrets=[
-            settings.api_key.get_secret_value() if settings.api_key else None,
-            settings.client_secret.get_secret_value() if settings.client_secret else None,
-        ],
+        secrets=settings_secrets(settings),
     )
 
     async def main() -> T:
