@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 
 from calhooks.service.cli import (
@@ -18,6 +20,7 @@ from calhooks.service.cli import (
 )
 from calhooks.service.cli import rules as rules_cli
 from calhooks.service.core.secretbox import generate_key
+from calhooks.service.core.settings import SettingsError
 
 app = typer.Typer(
     name="calhooks",
@@ -44,5 +47,14 @@ def keygen() -> None:
     typer.echo(generate_key())
 
 
+def exit_on_bad_settings(run: Callable[[], object]) -> None:
+    """Run ``run``; a bad setting ends the process with one line on stderr and status 1."""
+    try:
+        run()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
 def main() -> None:
-    app()
+    exit_on_bad_settings(app)
