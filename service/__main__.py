@@ -2,11 +2,11 @@
 
 import sys
 
+from calhooks.service.cli.main import exit_on_bad_settings, main
+
 if len(sys.argv) <= 1:
     from calhooks.service.cli.serve import run
 
-    run()
+    exit_on_bad_settings(run)
 else:
-    from calhooks.service.cli.main import main
-
     main()

@@ -31,6 +31,7 @@ from arq.worker import Function, func
 from typing_extensions import Unpack
 
 from calhooks.service.calcom.client import CalcomClient, Credentials
+from calhooks.service.calcom.sealing import Sealer
 from calhooks.service.core.redisconn import arq_redis_settings
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.workers import metrics
@@ -259,6 +260,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ),
         job_timeout=settings.worker_job_timeout,
         worker_name=name,
+        sealer=Sealer.from_settings(settings),
     )
     runtime = Runtime(settings, name, client, processor, _parse_event, http)
     runtime.ticker = asyncio.create_task(_tick(runtime), name="calhooks-worker-tick")

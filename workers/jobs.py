@@ -36,6 +36,7 @@ import structlog
 from arq import Retry
 
 from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.calcom.sealing import Sealer
 from calhooks.service.calcom.tools import get_tool
 from calhooks.workers import metrics
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
@@ -160,11 +161,12 @@ class Processor:
         policy: RetryPolicy,
         job_timeout: float,
         worker_name: str,
+        sealer: Sealer | None = None,
     ) -> None:
         self.rules = rules
         self.client = client
         self.ledger = ledger
-        self.once = ExactlyOnce(ledger, client)
+        self.once = ExactlyOnce(ledger, client, sealer=sealer)
         self.dead_letters = dead_letters
         self.eventlog = eventlog
         self.order = order

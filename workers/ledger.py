@@ -41,7 +41,10 @@ most once and - if the event completes - exactly once, for every tool that is id
 * The window is the time between the request reaching Cal.com and the ``done`` record
   (one Redis write); an attempt is only re-run after arq's in-progress key lapses
   (``job_timeout`` + 10 s), so the first request has finished by the time a finder looks.
-* Step outputs are stored as given; a rule whose later steps depend on a list that
+* Step outputs are stored as given, except the fields the registry marks as credentials
+  (a managed organization's API key, webhook secrets): they are sealed with
+  ``CALHOOKS_ENCRYPTION_KEY`` (``calcom.sealing``; dropped without a key) and unsealed for
+  the steps that reuse them. A rule whose later steps depend on a list that
   changed between attempts (say a for_each over a live GET) reuses the recorded list.
 
 The hash also holds, per event: the rules matched on the first attempt (``matched``), each
@@ -62,6 +65,7 @@ import redis.asyncio as aioredis
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.errors import CalcomError, ToolValidationError
+from calhooks.service.calcom.sealing import Sealer
 from calhooks.service.calcom.tools import Tool
 from calhooks.workers import keys
 from calhooks.workers.finders import FINDERS, Finder
@@ -297,11 +301,18 @@ class ExactlyOnce:
     """Runs tool steps through the ledger (see the module docstring)."""
 
     def __init__(
-        self, ledger: Ledger, client: CalcomClient, finders: Mapping[str, Finder] = FINDERS
+        self,
+        ledger: Ledger,
+        client: CalcomClient,
+        finders: Mapping[str, Finder] = FINDERS,
+        *,
+        sealer: Sealer | None = None,
     ) -> None:
         self.ledger = ledger
         self.client = client
         self.finders = finders
+        #: Seals credentials in outputs before they are recorded (drops them without a key).
+        self.sealer = sealer or Sealer(None)
 
     async def run(
         self,
@@ -314,14 +325,15 @@ class ExactlyOnce:
         """The step's output and how it was obtained."""
         record = state.steps.get(key.field)
         if record is not None and record.state == DONE:
-            return record.output, "recorded"
+            return self.sealer.unseal_output(tool, record.output), "recorded"
         interrupted = record is not None
         if interrupted and tool.method == "POST":
             finder = self.finders.get(tool.name)
             if finder is not None:
                 found = await finder(self.client, self.client.with_defaults(tool, params))
                 if found is not None:
-                    await self.ledger.finish_step(state, key, found, "found", durable=True)
+                    sealed = self.sealer.seal_output(tool, found)
+                    await self.ledger.finish_step(state, key, sealed, "found", durable=True)
                     return found, "found"
         if not interrupted and tool.method in ("POST", "DELETE"):
             await self.ledger.start_step(state, key)
@@ -337,5 +349,6 @@ class ExactlyOnce:
         # A changed Cal.com is recorded before the rule goes on; a read's output may wait for
         # the attempt's last write (lost in a crash, the read is simply made again).
         durable = tool.method in ("POST", "DELETE")
-        await self.ledger.finish_step(state, key, output, "called", durable=durable)
+        sealed = self.sealer.seal_output(tool, output)
+        await self.ledger.finish_step(state, key, sealed, "called", durable=durable)
         return output, "called"

@@ -27,6 +27,21 @@ OOO_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$"
 
 _PATH_VARIABLE = re.compile(r"{(\w+)}")
 
+#: The schema extension marking a field whose value is a credential (``Tool.secret_outputs``).
+SECRET_MARK = "x-calhooks-secret"  # noqa: S105 - a schema keyword, not a secret
+
+#: Fields that carry credentials: the managed organization's API key (shown once, FACTS
+#: §4.3), webhook secrets (returned in clear, FACTS §4.8), delegation credentials' private
+#: keys (sent, never returned, FACTS §4.4).
+SECRET_FIELDS = (
+    ("ManagedOrganizationWithApiKeyOutput", "apiKey"),
+    ("TeamWebhookOutputDto", "secret"),
+    ("CreateWebhookInputDto", "secret"),
+    ("UpdateWebhookInputDto", "secret"),
+    ("GoogleServiceAccountKeyInput", "private_key"),
+    ("MicrosoftServiceAccountKeyInput", "private_key"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Correction:
@@ -279,6 +294,13 @@ def ooo_responses(document: Document) -> None:
         }
 
 
+def secret_fields(document: Document) -> None:
+    # Not a defect of the document but a fact it does not state: these values are
+    # credentials, sealed or dropped before calhooks records anything (tools.Tool.secrets).
+    for schema, name in SECRET_FIELDS:
+        _schema(document, schema)["properties"][name][SECRET_MARK] = True
+
+
 CORRECTIONS: tuple[Correction, ...] = (
     Correction(
         "path-variables-declared",
@@ -318,6 +340,7 @@ CORRECTIONS: tuple[Correction, ...] = (
     ),
     Correction("ooo-dates-utc", "FACTS §4.7/§6.8: dates must end in Z", ooo_dates_utc),
     Correction("ooo-responses", "FACTS §4.7: OOO responses have no schema", ooo_responses),
+    Correction("secret-fields", "FACTS §4.3/§4.4/§4.8: fields carrying credentials", secret_fields),
 )
 
 

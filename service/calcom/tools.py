@@ -25,9 +25,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from calhooks.service.calcom.errors import UnknownToolError
+from calhooks.service.calcom.overlay import SECRET_MARK
 from calhooks.service.calcom.spec import load_document, to_json_schema
 
 Location = Literal["path", "query", "body"]
+
+#: Where a credential sits in a value: property names, ``*`` for every item of a list.
+FieldPath = tuple[str, ...]
 
 _CATALOG_RENAMES = {"OrganizationsOrganizationsController": "OrganizationsController"}
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -40,6 +44,24 @@ def tool_name(operation_id: str) -> str:
     # "UsersOOOController" -> "users_ooocontroller": acronyms stay glued to the next word.
     snake = "_".join(_CAMEL_BOUNDARY.sub("_", part).lower() for part in (controller, method))
     return "cal_" + snake
+
+
+def secret_paths(schema: Any, prefix: FieldPath = ()) -> tuple[FieldPath, ...]:
+    """Paths of the fields marked as credentials (``x-calhooks-secret``) in ``schema``."""
+    if not isinstance(schema, Mapping):
+        return ()
+    found: list[FieldPath] = []
+    for name, field_schema in (schema.get("properties") or {}).items():
+        if isinstance(field_schema, Mapping) and field_schema.get(SECRET_MARK):
+            found.append((*prefix, name))
+        else:
+            found.extend(secret_paths(field_schema, (*prefix, name)))
+    if "items" in schema:
+        found.extend(secret_paths(schema["items"], (*prefix, "*")))
+    for keyword in ("oneOf", "anyOf", "allOf"):
+        for branch in schema.get(keyword) or ():
+            found.extend(secret_paths(branch, prefix))
+    return tuple(dict.fromkeys(found))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +135,17 @@ class Tool:
     def paginated(self) -> bool:
         names = self.by_name
         return self.read_only and "take" in names and "skip" in names
+
+    @cached_property
+    def secret_outputs(self) -> tuple[FieldPath, ...]:
+        """Where the answer's ``data`` carries credentials (an API key, a webhook secret)."""
+        envelope = self.response_schema or {}
+        return secret_paths((envelope.get("properties") or {}).get("data"))
+
+    @cached_property
+    def secret_inputs(self) -> tuple[FieldPath, ...]:
+        """Where the parameters carry credentials (a webhook secret, a private key)."""
+        return secret_paths(self.input_schema)
 
     @cached_property
     def input_schema(self) -> Mapping[str, Any]:

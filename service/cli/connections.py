@@ -2,16 +2,22 @@
 
 ``add`` stores one (credentials encrypted with ``CALHOOKS_ENCRYPTION_KEY``, in Redis so
 every web replica sees it) and prints its PCID; ``list`` shows them without any secret;
-``remove`` deletes one; ``test`` makes a cheap read-only call with one.
+``remove`` deletes one; ``test`` makes a cheap read-only call with one; ``migrate``
+rewrites connections stored by older versions in the sealed-whole form.
+
+Keys never travel in the command line (``ps`` and shell history show it): ``add`` reads an
+API key or client secret from stdin (``-``), from an environment variable
+(``--api-key-env NAME``), or prompts for it; a literal value is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from redis.exceptions import RedisError
@@ -62,13 +68,43 @@ def _run(operation: Callable[[ConnectionStore], Awaitable[T]]) -> T:
         fail(f"cannot reach Redis: {exc}")
 
 
-def _read_api_key(api_key: str | None, client_id: str | None) -> str | None:
+def _secret_in_argv(option: str) -> NoReturn:
+    fail(
+        f"{option} takes '-' (read it from stdin) or use {option}-env VAR: a key written "
+        "on the command line shows in `ps` and the shell history; nothing was stored"
+    )
+
+
+def _from_env(option: str, variable: str) -> str:
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        fail(f"{option}-env: environment variable {variable} is not set or empty")
+    return value
+
+
+def _read_api_key(
+    api_key: str | None, api_key_env: str | None, client_id: str | None
+) -> str | None:
+    if api_key_env is not None:
+        return _from_env("--api-key", api_key_env)
     if api_key == "-":
         return sys.stdin.readline().strip()
-    if api_key is None and client_id is None:
+    if api_key is not None:
+        _secret_in_argv("--api-key")
+    if client_id is None:
         prompted: str = typer.prompt("Cal.com API key", hide_input=True)
         return prompted.strip()
-    return api_key
+    return None
+
+
+def _read_client_secret(client_secret: str | None, client_secret_env: str | None) -> str | None:
+    if client_secret_env is not None:
+        return _from_env("--client-secret", client_secret_env)
+    if client_secret == "-":  # noqa: S105 - "-" means: read it from stdin
+        return sys.stdin.readline().strip()
+    if client_secret is not None:
+        _secret_in_argv("--client-secret")
+    return None
 
 
 @app.command()
@@ -76,13 +112,22 @@ def add(
     name: Annotated[str, typer.Argument(help="A name for people (unique within the tenant).")],
     api_key: Annotated[
         str | None,
-        typer.Option(help="Cal.com API key; '-' reads it from stdin; omitted: prompted."),
+        typer.Option(help="'-': read the Cal.com API key from stdin (omitted: prompted)."),
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(metavar="VAR", help="Read the API key from this environment variable."),
     ] = None,
     client_id: Annotated[
         str | None, typer.Option(help="Platform OAuth client id (instead of an API key).")
     ] = None,
     client_secret: Annotated[
-        str | None, typer.Option(help="Platform OAuth client secret (with --client-id).")
+        str | None,
+        typer.Option(help="'-': read the platform OAuth client secret from stdin."),
+    ] = None,
+    client_secret_env: Annotated[
+        str | None,
+        typer.Option(metavar="VAR", help="Read the client secret from this environment variable."),
     ] = None,
     org_id: Annotated[
         int | None, typer.Option(help="Default orgId for calls through this connection.")
@@ -94,12 +139,11 @@ def add(
     json_output: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """Store a connection and print its PCID (the key is encrypted at rest, never shown)."""
-    if client_secret == "-":  # noqa: S105 - "-" means: read it from stdin
-        client_secret = sys.stdin.readline().strip()
+    secret = _read_client_secret(client_secret, client_secret_env)
     credentials = Credentials(
-        api_key=_read_api_key(api_key, client_id),
+        api_key=_read_api_key(api_key, api_key_env, client_id),
         client_id=client_id,
-        client_secret=client_secret,
+        client_secret=secret,
     )
 
     async def operation(store: ConnectionStore) -> Any:
@@ -170,6 +214,16 @@ def remove(
     if found is None:
         fail(f"no connection {ref!r} (tenant {tenant})")
     typer.echo(f"removed {found.info.name!r} ({found.info.pcid})")
+
+
+@app.command()
+def migrate() -> None:
+    """Rewrite connections stored by older versions so all their fields are sealed."""
+
+    async def operation(store: ConnectionStore) -> int:
+        return await store.migrate()
+
+    typer.echo(f"rewrote {_run(operation)} connection(s) in the sealed-whole form")
 
 
 @app.command("test")

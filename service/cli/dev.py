@@ -77,6 +77,8 @@ class Plan:
     port: int
     worker_port: int
     rules: Path | None
+    #: Serve beyond loopback and let the sandbox deliver to any host (``--allow-remote``).
+    allow_remote: bool = False
 
 
 def _environment(plan: Plan, data_dir: Path, encryption_key: str) -> dict[str, str]:
@@ -234,7 +236,12 @@ async def _serve(plan: Plan, redis: str) -> None:
     from calhooks.service.sandbox import create_app as create_sandbox
 
     settings = get_settings()
-    sandbox = ServerThread(create_sandbox(), plan.host, plan.sandbox_port, "sandbox")
+    sandbox = ServerThread(
+        create_sandbox(allow_remote_deliveries=plan.allow_remote),
+        plan.host,
+        plan.sandbox_port,
+        "sandbox",
+    )
     intake = ServerThread(create_intake(settings), plan.host, plan.port, "intake")
     sandbox.start()
     intake.start()
@@ -283,6 +290,12 @@ def dev(
     rules: Annotated[
         Path | None, typer.Option(help="Rules file (default: CALHOOKS_RULES_FILE or examples).")
     ] = None,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote", help="Allow a non-loopback --host (the sandbox needs no key)."
+        ),
+    ] = False,
 ) -> None:
     """Run the sandbox, intake and a worker together, for trying calhooks.
 
@@ -290,7 +303,12 @@ def dev(
     """
     from calhooks.service.core.logs import configure_logging
     from calhooks.service.core.redisconn import redis_url
+    from calhooks.service.sandbox.exposure import bind_refusal, bind_warning, is_loopback_host
 
+    if not is_loopback_host(host):
+        if not allow_remote:
+            fail(bind_refusal(host))
+        typer.echo(bind_warning(host, sandbox_port), err=True)
     require_free(
         host,
         {"sandbox": sandbox_port, "intake": port, "worker": worker_port},
@@ -299,7 +317,7 @@ def dev(
     rules_file = rules or (None if os.environ.get("CALHOOKS_RULES_FILE") else EXAMPLE_RULES)
     if rules_file is not None and not rules_file.exists():
         fail(f"rules file {rules_file} not found")
-    plan = Plan(host, sandbox_port, port, worker_port, rules_file)
+    plan = Plan(host, sandbox_port, port, worker_port, rules_file, allow_remote)
     data_dir = dev_data_dir()
     if not os.environ.get("CALHOOKS_REDIS_URL"):
         _wipe_redis(data_dir)

@@ -9,6 +9,8 @@ Help is plain text (no rich boxes, no ``<bool>`` after flags).
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -130,10 +132,24 @@ def keygen() -> None:
     typer.echo(generate_key())
 
 
+def exit_on_bad_settings(run: Callable[[], object]) -> None:
+    """Run ``run``; a bad setting ends the process with one line on stderr and status 1."""
+    try:
+        run()
+    except Exception as exc:
+        # Only a loaded settings module can have raised its error; importing it here would
+        # cost every light command pydantic's start-up.
+        settings = sys.modules.get("calhooks.service.core.settings")
+        if settings is None or not isinstance(exc, settings.SettingsError):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
 def main(args: Any = None) -> None:
     """Run the CLI; then stop an embedded Redis no other process uses any more."""
     try:
-        app(args=args)
+        exit_on_bad_settings(lambda: app(args=args))
     finally:
         _release_embedded_redis()
 
@@ -143,8 +159,6 @@ if __name__ == "__main__":
 
 
 def _release_embedded_redis() -> None:
-    import sys
-
     redisconn = sys.modules.get("calhooks.service.core.redisconn")
     if redisconn is not None:
         redisconn.release_embedded_redis()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO, cast
 
@@ -39,7 +40,7 @@ class _Stderr:
 STDERR = cast(TextIO, _Stderr())
 
 
-def configure_cli_logging(secrets: list[str | None] | None = None) -> None:
+def configure_cli_logging(secrets: Sequence[str | None] | None = None) -> None:
     """Log lines of a short command go to stderr (stdout carries its output), at ``log_level``."""
     from calhooks.service.core.logs import configure_logging
 

@@ -1,8 +1,10 @@
 """``calhooks sandbox``: run the sandbox Cal.com, and make a running one emit events.
 
 ``calhooks sandbox --port 8788`` serves the fake API (``/v2/...``) and its admin surface
-(``/_sandbox/...``) until interrupted. ``calhooks sandbox emit TRIGGER`` asks a running
-sandbox to deliver a realistic event to its subscribed webhooks and prints what was sent.
+(``/_sandbox/...``) until interrupted, on loopback unless ``--allow-remote`` (with a
+warning), delivering to loopback addresses unless ``--allow-remote-deliveries``.
+``calhooks sandbox emit TRIGGER`` asks a running sandbox to deliver a realistic event to its
+subscribed webhooks and prints what was sent.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from calhooks.service.sandbox import (
     RateLimit,
     create_app,
 )
+from calhooks.service.sandbox.exposure import bind_refusal, bind_warning, is_loopback_host
 
 app = typer.Typer(
     help="A local fake of Cal.com's organization API that also sends signed webhooks.",
@@ -52,6 +55,17 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Interface to bind (admin routes need no key).")
     ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool,
+        typer.Option("--allow-remote", help="Allow a non-loopback --host (prints a warning)."),
+    ] = False,
+    allow_remote_deliveries: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-deliveries",
+            help="Deliver webhooks to any host (default: loopback addresses only).",
+        ),
+    ] = False,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8788,
     empty: Annotated[
         bool, typer.Option("--empty", help="Start with organizations and keys only.")
@@ -71,11 +85,18 @@ def serve(
     """Serve the sandbox Cal.com (API under /v2, admin under /_sandbox)."""
     if ctx.invoked_subcommand is not None:
         return
+    if not is_loopback_host(host):
+        if not allow_remote:
+            fail(bind_refusal(host))
+        typer.echo(bind_warning(host, port), err=True)
     require_free(host, {"sandbox": port}, "another sandbox? choose another with --port")
     configure_logging(log_level)
     throttle = None if no_rate_limit else RateLimit(limit=rate_limit, window=window)
     sandbox_app = create_app(
-        seeded=not empty, rate_limit=throttle, faults=_faults(latency, fault or [])
+        seeded=not empty,
+        rate_limit=throttle,
+        faults=_faults(latency, fault or []),
+        allow_remote_deliveries=allow_remote_deliveries,
     )
     base = f"http://{host}:{port}"
     typer.echo(f"Sandbox Cal.com on {base} (admin: {base}/_sandbox/state)", err=True)

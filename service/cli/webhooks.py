@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.errors import ToolError
 from calhooks.service.cli.output import configure_cli_logging, fail, print_json
+from calhooks.service.core.logs import settings_secrets
 from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.subscriptions import ping, report
@@ -55,12 +56,7 @@ def _run(operation: Operation[T]) -> T:
     """Run ``operation`` with the settings, the secret store and a Cal.com client."""
     settings = get_settings()
     # Warnings (retries, an expired lock) on stderr with -v; stdout carries only the output.
-    configure_cli_logging(
-        [
-            settings.api_key.get_secret_value() if settings.api_key else None,
-            settings.client_secret.get_secret_value() if settings.client_secret else None,
-        ]
-    )
+    configure_cli_logging(settings_secrets(settings))
 
     async def main() -> T:
         redis = create_redis(settings)

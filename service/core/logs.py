@@ -7,7 +7,12 @@ readable console view in a terminal. Context is bound with ``structlog.contextva
 
 ``redact_secrets`` runs last before rendering: it masks values under secret-looking keys,
 Cal.com API keys (``cal_...``) anywhere in a string, and any value registered with
-``register_secret`` (the configured API key, webhook secrets), so none reaches a log.
+``register_secret``, so none reaches a log. ``settings_secrets`` lists what the settings
+hold (API key, client secret, encryption keys, the Redis URL's password, MCP tokens,
+webhook signing secrets); MCP connections and the secrets file register theirs as they load.
+Values that are not strings are covered too: bytes, and any other object whose ``repr``
+(what the renderers print) shows a secret. ``scrub_text`` is the same masking for a line
+rendered elsewhere (the intake's fast delivery log).
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
-from typing import Any, Literal, TextIO
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+from urllib.parse import urlsplit
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+if TYPE_CHECKING:
+    from calhooks.service.core.settings import Settings
 
 REDACTED = "[REDACTED]"
 
@@ -39,26 +48,56 @@ def register_secret(value: str | None) -> None:
         _registered.add(value)
 
 
+def scrub_text(value: str) -> str:
+    """``value`` with registered secrets and Cal.com API keys masked."""
+    for secret in _registered:
+        if secret in value:
+            value = value.replace(secret, REDACTED)
+    return _API_KEY.sub(REDACTED, value)
+
+
+def is_secret_key(name: object) -> bool:
+    """Whether a field called ``name`` holds a secret whatever its value looks like."""
+    return isinstance(name, str) and _SECRET_KEYS.search(name) is not None
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in _registered:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return _API_KEY.sub(REDACTED, value)
-    if isinstance(value, MutableMapping):
-        return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
+        return scrub_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_secret_key(k) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(v) for v in value]
-    return value
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", errors="replace")
+        scrubbed = scrub_text(text)
+        return value if scrubbed == text else scrubbed
+    # Any other object is rendered by its repr: mask what that would show.
+    try:
+        shown = repr(value)
+    except Exception:  # a broken __repr__ must not break logging
+        return f"<{type(value).__name__}>"
+    scrubbed = scrub_text(shown)
+    return value if scrubbed == shown else scrubbed
+
+
+def scrub(value: Any) -> Any:
+    """``value`` with secrets masked as in log lines (keys, registered values, API keys)."""
+    return _scrub(value)
+
+
+#: structlog's own bookkeeping in an event dict (``ProcessorFormatter``): never rendered.
+_META = frozenset({"_record", "_from_structlog"})
 
 
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secrets in keys, registered values and API-key patterns."""
-    scrubbed: EventDict = _scrub(event_dict)
-    return scrubbed
+    return {
+        key: value if key in _META else REDACTED if is_secret_key(key) else _scrub(value)
+        for key, value in event_dict.items()
+    }
 
 
 def _shared_processors() -> list[Processor]:
@@ -121,16 +160,40 @@ def configure_logging(
     logging.getLogger("httpx").setLevel(max(numeric_level, logging.WARNING))
 
 
+def _parts(value: str, separator: str = ",") -> list[str]:
+    return [part.strip() for part in value.split(separator) if part.strip()]
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret the settings hold, as the values that could appear in a log line."""
+    found: list[str] = []
+    for field in ("api_key", "client_secret", "mcp_token"):
+        secret = getattr(settings, field)
+        if secret is not None:
+            found.append(secret.get_secret_value())
+    if settings.encryption_key is not None:
+        found.extend(_parts(settings.encryption_key.get_secret_value()))
+    if settings.mcp_tokens is not None:
+        found.extend(
+            p.partition(":")[2] or p for p in _parts(settings.mcp_tokens.get_secret_value())
+        )
+    if settings.webhook_secrets is not None:
+        found.extend(
+            p.partition(";")[0] for p in _parts(settings.webhook_secrets.get_secret_value())
+        )
+    if settings.redis_url is not None:
+        url = settings.redis_url.get_secret_value()
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        found.extend(p for p in (password,) if p)
+    return found
+
+
 def configure_from_settings() -> None:
     """``configure_logging`` with the process settings and their secrets registered."""
     from calhooks.service.core.settings import get_settings
 
     settings = get_settings()
-    configure_logging(
-        settings.log_level,
-        settings.log_format,
-        secrets=[
-            settings.api_key.get_secret_value() if settings.api_key else None,
-            settings.client_secret.get_secret_value() if settings.client_secret else None,
-        ],
-    )
+    configure_logging(settings.log_level, settings.log_format, secrets=settings_secrets(settings))

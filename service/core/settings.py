@@ -7,16 +7,26 @@ so the two cannot drift apart.
 
 Groups (by field-name prefix): Cal.com API access, logging, Redis, intake, workers, MCP.
 Secrets are ``SecretStr`` so a stray ``repr`` never shows them.
+
+A bad value (``CALHOOKS_ORG_ID=abc``, a ``CALHOOKS_API_URL`` without a scheme, a key that is
+not a Fernet key) makes ``get_settings()`` raise ``SettingsError``: one line naming each
+variable and what is wrong with it (a secret's value is never repeated), which the CLI and
+``python -m calhooks.service`` print before exiting with status 1.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+from calhooks.service.core.secretbox import SecretBox, SecretBoxError
 
 ENV_PREFIX = "CALHOOKS_"
 #: A deployment name as it marks webhook URLs (service/subscriptions/ownership.py).
@@ -223,11 +233,86 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("api_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = _split(value)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s)://host[:port] URL")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must not carry credentials, a query or a fragment")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = _split(value.get_secret_value())
+        if parts is None or parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("must name a host (redis://host:6379/0)")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                SecretBox(value.get_secret_value())
+            except SecretBoxError:
+                raise ValueError(
+                    "is not a Fernet key or comma-separated list of them "
+                    "(make one with `calhooks keygen`)"
+                ) from None
+        return value
+
+
+def _split(url: str) -> Any:
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError:
+        return None
+    return parts
+
+
+class SettingsError(ValueError):
+    """The environment holds a bad setting; the message is one line naming the variables."""
+
+
+def _describe(error: Any) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else ""
+    variable = ENV_PREFIX + field.upper() if field else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    info = Settings.model_fields.get(field)
+    secret = info is not None and "SecretStr" in str(info.annotation)
+    value = error.get("input")
+    if secret or isinstance(value, dict) or value is None:
+        return f"{variable}: {message}"
+    shown = repr(value if len(str(value)) <= 60 else str(value)[:57] + "...")
+    return f"{variable}: {message} (got {shown})"
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment; ``SettingsError`` in one line when something is bad."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(e) for e in exc.errors())) from None
+    except SourceError as exc:  # a JSON setting that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        variable = ENV_PREFIX + found.group(1).upper() if found else "a setting"
+        raise SettingsError(f"{variable}: is not valid JSON") from None
+
 
 @cache
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
-    return Settings()
+    return load_settings()
 
 
 def settings_table() -> str:

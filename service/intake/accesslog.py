@@ -8,8 +8,10 @@ context vars, the fields) - and the lines of all requests answered in one turn o
 loop in one write, under the handler's lock so they never interleave with other records.
 
 In any other set-up (a console in a terminal, ``structlog.testing.capture_logs`` in tests) it
-simply logs through structlog. The fields are chosen by the intake and never hold a secret
-or a body, so the registry-based redaction of the standard chain has nothing to do here.
+simply logs through structlog. The fields are chosen by the intake and hold no body, but the
+line is redacted as the standard chain redacts: values under secret-looking keys are masked
+when written, and each batch of rendered lines goes through ``scrub_text`` (registered
+secrets, API keys) - one pass per write, not per field.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import IO, Any
 
 import orjson
 import structlog
+
+from calhooks.service.core.logs import REDACTED, is_secret_key, scrub_text
 
 LOGGER_NAME = "calhooks.intake"
 
@@ -54,6 +58,8 @@ class AccessLog:
             "logger": self.name,
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
+        for key in [key for key in record if is_secret_key(key)]:
+            record[key] = REDACTED
         try:
             line = orjson.dumps(record, default=str)
         except TypeError:  # a value orjson will not take: let structlog render it
@@ -74,7 +80,7 @@ class AccessLog:
         if handler is None or not lines:
             return
         self._lines = []
-        text = b"\n".join(lines).decode() + "\n"
+        text = scrub_text(b"\n".join(lines).decode() + "\n")
         handler.acquire()
         try:
             handler.stream.write(text)

@@ -7,10 +7,16 @@ argument of every ``tools/call``.
 
 Connections live in Redis so that every web replica sees the same set:
 
-* ``calhooks:mcp:connections`` - hash, PCID -> JSON record. Name, tenant, org id, base URL
-  and creation time are plain; the credentials are one Fernet token (``SecretBox``, keyed by
-  ``CALHOOKS_ENCRYPTION_KEY``) that also seals the PCID and tenant, so a ciphertext copied
-  into another record (or another tenant) is refused rather than used.
+* ``calhooks:mcp:connections`` - hash, PCID -> JSON record (``"v": 2``). Name, tenant, auth
+  kind, org id, base URL and creation time are plain, for listing without the key; the
+  credentials are one Fernet token (``SecretBox``, keyed by ``CALHOOKS_ENCRYPTION_KEY``)
+  that also seals the PCID, tenant, auth kind, org id and base URL. A record whose plain
+  fields differ from what was sealed (someone with Redis write access pointing a key at a
+  host of their choosing, or a ciphertext copied into another record or tenant) is refused
+  rather than used.
+* Version 1 records sealed the PCID and tenant only. ``get`` still reads them and rewrites
+  them in the version 2 form (binding the org id and base URL they have then);
+  ``migrate`` (``calhooks connections migrate``) rewrites them all at once.
 * ``calhooks:mcp:connection-names`` - hash, ``tenant`` + US + ``name`` -> PCID, keeping
   names unique within a tenant.
 
@@ -31,6 +37,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
+import structlog
 
 from calhooks.service.calcom.client import Credentials
 from calhooks.service.core.logs import register_secret
@@ -38,7 +45,10 @@ from calhooks.service.core.secretbox import SecretBox, SecretBoxError
 from calhooks.service.core.settings import Settings
 from calhooks.service.mcp.tenants import DEFAULT_TENANT, TokenConfigError, check_tenant_name
 
+logger = structlog.get_logger(__name__)
+
 RECORDS_KEY = "calhooks:mcp:connections"
+VERSION = 2
 NAMES_KEY = "calhooks:mcp:connection-names"
 _SEPARATOR = "\x1f"
 _MAX_NAME = 100
@@ -62,6 +72,17 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HGET', KEYS[2], name_key) == ARGV[1] then redis.call('HDEL', KEYS[2], name_key) end
 return 1
 """
+
+
+# Replace a record only if it is still the one that was read (a migration racing a removal).
+_REWRITE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+#: The plain fields a version 2 seal binds.
+_BOUND = ("pcid", "tenant", "auth", "org_id", "base_url")
 
 
 class ConnectionStoreError(Exception):
@@ -152,6 +173,7 @@ class ConnectionStore:
         self._box = box
         self._add = redis.register_script(_ADD)
         self._remove = redis.register_script(_REMOVE)
+        self._rewrite = redis.register_script(_REWRITE)
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: aioredis.Redis) -> ConnectionStore:
@@ -185,18 +207,7 @@ class ConnectionStore:
             base_url=normalize_base_url(base_url) if base_url else None,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        sealed = self._box.encrypt(
-            json.dumps(
-                {
-                    "pcid": info.pcid,
-                    "tenant": tenant,
-                    "api_key": credentials.api_key,
-                    "client_id": credentials.client_id,
-                    "client_secret": credentials.client_secret,
-                }
-            )
-        )
-        record = json.dumps({"v": 1, **info.to_dict(), "secret": sealed})
+        record = self._record(info, credentials)
         added = await self._add(
             keys=[RECORDS_KEY, NAMES_KEY],
             args=[info.pcid, tenant + _SEPARATOR + name, record],
@@ -227,7 +238,45 @@ class ConnectionStore:
         info = self._info(record)
         if tenant is not None and info.tenant != tenant:
             return None
-        return Connection(info, self._unseal(info, record["secret"]))
+        credentials = self._unseal(info, record)
+        if record.get("v", 1) < VERSION:
+            await self._upgrade(raw, info, credentials)
+        return Connection(info, credentials)
+
+    async def migrate(self) -> int:
+        """Rewrite every version 1 record in the sealed-whole form; how many were rewritten."""
+        raw = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(RECORDS_KEY))
+        count = 0
+        for value in raw.values():
+            record = json.loads(value)
+            if record.get("v", 1) >= VERSION:
+                continue
+            info = self._info(record)
+            if await self._upgrade(value, info, self._unseal(info, record)):
+                count += 1
+        return count
+
+    def _record(self, info: ConnectionInfo, credentials: Credentials) -> str:
+        bound = {name: getattr(info, name) for name in _BOUND}
+        sealed = self._box.encrypt(
+            json.dumps(
+                {
+                    **bound,
+                    "api_key": credentials.api_key,
+                    "client_id": credentials.client_id,
+                    "client_secret": credentials.client_secret,
+                }
+            )
+        )
+        return json.dumps({"v": VERSION, **info.to_dict(), "secret": sealed})
+
+    async def _upgrade(self, raw: bytes, info: ConnectionInfo, credentials: Credentials) -> bool:
+        rewritten = await self._rewrite(
+            keys=[RECORDS_KEY], args=[info.pcid, raw, self._record(info, credentials)]
+        )
+        if rewritten:
+            logger.info("mcp.connection_migrated", connection=info.name, pcid=info.pcid)
+        return bool(rewritten)
 
     async def find(self, ref: str, *, tenant: str = DEFAULT_TENANT) -> Connection | None:
         """A connection by PCID (any tenant) or by name within ``tenant``."""
@@ -257,9 +306,9 @@ class ConnectionStore:
             created_at=record["created_at"],
         )
 
-    def _unseal(self, info: ConnectionInfo, sealed: str) -> Credentials:
+    def _unseal(self, info: ConnectionInfo, record: Mapping[str, Any]) -> Credentials:
         try:
-            secret = json.loads(self._box.decrypt(sealed))
+            secret = json.loads(self._box.decrypt(record["secret"]))
         except SecretBoxError as exc:
             raise ConnectionStoreError(
                 f"cannot decrypt connection {info.name!r}: wrong CALHOOKS_ENCRYPTION_KEY?"
@@ -268,6 +317,14 @@ class ConnectionStore:
             raise ConnectionStoreError(
                 f"connection {info.name!r} holds credentials sealed for another connection"
             )
+        if record.get("v", 1) >= VERSION:
+            altered = [name for name in _BOUND if secret.get(name) != getattr(info, name)]
+            if altered:
+                logger.warning("mcp.connection_altered", connection=info.name, fields=altered)
+                raise ConnectionStoreError(
+                    f"connection {info.name!r} was altered in Redis ({', '.join(altered)} "
+                    "differ from what was sealed): refusing to use its credentials"
+                )
         credentials = Credentials(
             api_key=secret.get("api_key"),
             client_id=secret.get("client_id"),

@@ -202,7 +202,7 @@ class ToolHandlers:
                 return runtime.calcom, None
             raise _Refused(
                 "PCID is required: pass the connection id of the Cal.com account to act "
-                "for (create one with `calhooks connections add NAME --api-key ...`)."
+                "for (create one with `calhooks connections add NAME --api-key -` (key on stdin))."
             )
         if not isinstance(pcid, str):
             raise _Refused(f"PCID must be a string, got {type(pcid).__name__}")

@@ -36,15 +36,18 @@ def create_app(
     faults: Iterable[FaultRule] = (),
     keep_requests: int = 10_000,
     delivery_timeout: float = 10.0,
+    allow_remote_deliveries: bool = False,
 ) -> Starlette:
     """A fresh sandbox: seeded (``seeded=False``: organizations and keys only), throttled
-    like Cal.com unless ``rate_limit`` is ``None``, with ``faults`` active from the start."""
+    like Cal.com unless ``rate_limit`` is ``None``, with ``faults`` active from the start;
+    deliveries go to loopback addresses only unless ``allow_remote_deliveries``."""
     sandbox = Sandbox(
         seeded=seeded,
         rate_limit=rate_limit or RateLimit(enabled=False),
         faults=faults,
         keep_requests=keep_requests,
         delivery_timeout=delivery_timeout,
+        allow_remote_deliveries=allow_remote_deliveries,
     )
 
     @asynccontextmanager

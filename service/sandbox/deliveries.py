@@ -37,6 +37,7 @@ from calhooks.service.calcom.webhooks import (
     sign,
     utc_timestamp,
 )
+from calhooks.service.sandbox.exposure import delivery_refusal
 from calhooks.service.sandbox.state import Webhook
 
 logger = structlog.get_logger(__name__)
@@ -170,8 +171,12 @@ class Delivery:
 class Deliverer:
     """Sends deliveries in the background and keeps the latest ``keep`` records."""
 
-    def __init__(self, *, timeout: float = 10.0, keep: int = 1000) -> None:
+    def __init__(
+        self, *, timeout: float = 10.0, keep: int = 1000, allow_remote: bool = False
+    ) -> None:
         self.timeout = timeout
+        #: Deliver to any host; by default only loopback addresses (``sandbox.exposure``).
+        self.allow_remote = allow_remote
         self.records: deque[Delivery] = deque(maxlen=keep)
         self._pending: set[asyncio.Task[Delivery]] = set()
         self._http: httpx.AsyncClient | None = None
@@ -201,6 +206,11 @@ class Deliverer:
         )
         self.records.append(delivery)
         headers = {**delivery_headers(delivery.signature, content_type), "User-Agent": "node"}
+        refusal = None if self.allow_remote else delivery_refusal(webhook.subscriber_url)
+        if refusal is not None:
+            delivery.error, delivery.done = refusal, True
+            logger.warning("sandbox.delivery_refused", url=webhook.subscriber_url)
+            return delivery
         started = time.perf_counter()
         try:
             response = await self._client().post(

@@ -51,6 +51,7 @@ class Sandbox:
         faults: Iterable[FaultRule] = (),
         keep_requests: int = 10_000,
         delivery_timeout: float = 10.0,
+        allow_remote_deliveries: bool = False,
     ) -> None:
         self.seeded = seeded
         self.store = Store()
@@ -59,7 +60,7 @@ class Sandbox:
         self.limiter = RateLimiter(rate_limit)
         self.faults = FaultInjector(faults)
         self.requests = RequestLog(keep_requests)
-        self.deliverer = Deliverer(timeout=delivery_timeout)
+        self.deliverer = Deliverer(timeout=delivery_timeout, allow_remote=allow_remote_deliveries)
 
     def reset(self, *, seeded: bool | None = None) -> None:
         """Back to the starting data and rate limit; logs, faults and counters cleared."""

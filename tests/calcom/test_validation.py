@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from calhooks.service.calcom import ToolValidationError, get_tool, prepare_request, validate_params
+from tests.sandbox.server import RunningSandbox
 
 OOO = get_tool("cal_organizations_users_ooocontroller_create_organization_user_ooo")
 USERS = get_tool("cal_organizations_users_controller_get_organizations_users")
@@ -110,10 +111,46 @@ def test_query_arrays_repeat_and_booleans_are_lowercase() -> None:
 
 def test_path_values_are_escaped() -> None:
     tool = get_tool("cal_organizations_webhooks_controller_get_organization_webhook")
-    prepared = prepare_request(tool, {"orgId": 1, "webhookId": "../x y"})
-    assert prepared.url == "/v2/organizations/1/webhooks/..%2Fx%20y"
+    prepared = prepare_request(tool, {"orgId": 1, "webhookId": "..x y?#%"})
+    assert prepared.url == "/v2/organizations/1/webhooks/..x%20y%3F%23%25"
 
 
 def test_take_bounds() -> None:
     found = problems({"orgId": 1, "take": 1001}, tool=USERS)
     assert "1001" in found["take"]
+
+
+def test_request_too_long_for_a_url_names_the_parameter() -> None:
+    emails = [f"user{i}@example.com" for i in range(10_000)]
+    found = problems({"orgId": 1, "emails": emails}, tool=USERS)
+    assert list(found) == ["emails"]
+    assert found["emails"].startswith("too long for a URL (10000 values, ")
+
+
+def test_request_just_under_the_url_limit_passes() -> None:
+    emails = [f"user{i}@example.com" for i in range(100)]
+    prepared = prepare_request(USERS, {"orgId": 1, "emails": emails})
+    assert len(prepared.query) == 100
+
+
+async def test_too_long_request_is_never_sent(sandbox: RunningSandbox) -> None:
+    emails = [f"user{i}@example.com" for i in range(10_000)]
+    async with sandbox.client() as cal:
+        with pytest.raises(ToolValidationError) as caught:
+            await cal.call(USERS.name, emails=emails)
+    assert caught.value.parameters == ("emails",)
+    assert sandbox.requests() == []
+
+
+@pytest.mark.parametrize("value", [".", "..", "", "a/b", "a\x00b", "\r\n"])
+def test_path_parameter_cannot_leave_its_segment(value: str) -> None:
+    tool = get_tool(
+        "cal_organizations_attributes_options_controller_delete_organization_attribute_option"
+    )
+    found = problems({"orgId": 1, "attributeId": "attr-1", "optionId": value}, tool=tool)
+    assert list(found) == ["optionId"]
+
+
+def test_integer_path_parameter_travels_as_digits() -> None:
+    tool = get_tool("cal_organizations_users_controller_delete_organization_user")
+    assert prepare_request(tool, {"orgId": 1, "userId": 7.0}).url == "/v2/organizations/1/users/7"

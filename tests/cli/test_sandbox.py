@@ -18,6 +18,7 @@ from tests.sandbox.server import RunningSandbox
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the refusal is about
 
 
 def test_emit_prints_what_was_sent(sandbox: RunningSandbox) -> None:
@@ -115,3 +116,35 @@ def test_serve_empty_without_rate_limit() -> None:
         server.terminate()
         _, stderr = server.communicate(timeout=10)
     assert b"CALHOOKS_API_URL=http://127.0.0.1:" in stderr
+
+
+def test_a_non_loopback_bind_needs_the_flag() -> None:
+    result = runner.invoke(app, ["sandbox", "--host", ALL_INTERFACES, "--port", str(free_port())])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: refusing to bind the sandbox to 0.0.0.0")
+    assert "--allow-remote" in result.stderr
+
+
+def test_a_non_loopback_bind_with_the_flag_warns() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "service", "sandbox", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--host", ALL_INTERFACES, "--allow-remote", "--log-level", "warning"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        up = False
+        deadline = time.monotonic() + 30
+        while not up and time.monotonic() < deadline and server.poll() is None:
+            try:
+                up = httpx.get(f"http://127.0.0.1:{port}/_sandbox/state").is_success
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert up, "the sandbox did not come up"
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+    assert b"warning: the sandbox listens on 0.0.0.0:" in stderr
+    assert b"need no key" in stderr

@@ -147,3 +147,22 @@ def test_bad_param_value_names_the_parameter() -> None:
     )
     assert result.exit_code == 1
     assert "take:" in result.stderr
+
+
+def test_dot_segment_id_is_refused_and_nothing_is_sent(calcom: RunningSandbox) -> None:
+    """The issue's reproduction: optionId '..' would have deleted the whole attribute."""
+    result = runner.invoke(
+        app,
+        [
+            "tools",
+            "call",
+            "cal_organizations_attributes_options_controller_delete_organization_attribute_option",
+            "-p",
+            "attributeId=cdepartmentattribute00001",
+            "-p",
+            "optionId=..",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "optionId: '..' is not an id" in result.stderr
+    assert calcom.requests() == []

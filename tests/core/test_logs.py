@@ -10,7 +10,15 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from calhooks.service.core.logs import REDACTED, configure_logging, register_secret
+from calhooks.service.core.logs import (
+    REDACTED,
+    configure_from_settings,
+    configure_logging,
+    register_secret,
+    settings_secrets,
+)
+from calhooks.service.core.secretbox import generate_key
+from calhooks.service.core.settings import get_settings
 
 
 @pytest.fixture
@@ -64,3 +72,76 @@ def test_stdlib_records_share_the_chain(stream: io.StringIO) -> None:
     [line] = lines(stream)
     assert line["event"] == f"oops {REDACTED} {REDACTED}"
     assert line["logger"] == "uvicorn.error"
+
+
+class Holder:
+    """An object whose repr shows what it holds (as renderers would print it)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Holder({self.value})"
+
+
+NEW_KEY, OLD_KEY = generate_key(), generate_key()
+SECRET_VALUES = [
+    "calkey-planted-0001",
+    "client-secret-planted-0002",
+    NEW_KEY,
+    OLD_KEY,
+    "redis-pass-planted-0005",
+    "mcp-token-planted-0006",
+    "mcp-acme-planted-0007",
+    "mcp-globex-planted-0008",
+    "whsec-planted-0009",
+    "whsec-planted-0010",
+]
+PLANTED = {
+    "CALHOOKS_API_KEY": SECRET_VALUES[0],
+    "CALHOOKS_CLIENT_SECRET": SECRET_VALUES[1],
+    "CALHOOKS_ENCRYPTION_KEY": f"{NEW_KEY},{OLD_KEY}",
+    "CALHOOKS_REDIS_URL": "redis://worker:redis-pass-planted-0005@redis.internal:6379/0",
+    "CALHOOKS_MCP_TOKEN": "mcp-token-planted-0006",
+    "CALHOOKS_MCP_TOKENS": "acme:mcp-acme-planted-0007,globex:mcp-globex-planted-0008",
+    "CALHOOKS_WEBHOOK_SECRETS": "whsec-planted-0009;expires=2031-01-01T00:00:00Z,"
+    "whsec-planted-0010",
+}
+
+
+def test_every_secret_setting_is_registered_and_masked_in_any_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through configure_from_settings: strings, bytes, objects, nested - none shows."""
+    for name, value in PLANTED.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    assert sorted(settings_secrets(get_settings())) == sorted(SECRET_VALUES)
+    buffer = io.StringIO()
+    monkeypatch.setattr("sys.stderr", buffer)
+    try:
+        configure_from_settings()
+        log = structlog.get_logger("t")
+        for secret in SECRET_VALUES:
+            log.info(
+                "planted",
+                text=f"value {secret} here",
+                raw=secret.encode(),
+                obj=Holder(secret),
+                nested={"deep": [Holder(secret), (secret.encode(),)]},
+                items={secret},
+            )
+            logging.getLogger("stdlib").warning("stdlib %s", secret)
+    finally:
+        get_settings.cache_clear()
+        configure_logging("warning", "console")
+    text = buffer.getvalue()
+    assert text.count("planted") >= len(SECRET_VALUES)
+    for secret in SECRET_VALUES:
+        assert secret not in text, secret
+
+
+def test_objects_without_secrets_are_left_to_the_renderer(stream: io.StringIO) -> None:
+    structlog.get_logger("t").info("plain", obj=Holder("harmless"), raw=b"bytes")
+    [line] = lines(stream)
+    assert (line["obj"], line["raw"]) == ("Holder(harmless)", "b'bytes'")

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from calhooks.service.core.logs import configure_logging
+from calhooks.service.core.logs import REDACTED, configure_logging, register_secret
 from calhooks.service.intake.accesslog import AccessLog
 
 
@@ -82,3 +82,42 @@ def test_other_setups_go_through_structlog() -> None:
     with capture_logs() as captured:
         log.log("info", "delivery", outcome="accepted")
     assert captured == [{"event": "delivery", "outcome": "accepted", "log_level": "info"}]
+
+
+class Holder:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return f"Holder({self.value})"
+
+
+async def test_the_fast_path_redacts_like_the_standard_chain(
+    json_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered secrets and API keys in any value, secret-looking keys: all masked."""
+    only_our_handler(monkeypatch)
+    register_secret("whsec-fast-path-planted-1")
+    log = AccessLog()
+    assert log.fast
+    structlog.contextvars.bind_contextvars(token="bound-token-planted-2")
+    log.log(
+        "info",
+        "delivery",
+        note="signed with whsec-fast-path-planted-1",
+        obj=Holder("whsec-fast-path-planted-1"),
+        header="Bearer cal_live_fastpath0000003",
+        authorization="Basic planted-4",
+    )
+    await asyncio.sleep(0)
+    text = json_stream.getvalue()
+    for planted in (
+        "whsec-fast-path-planted-1",
+        "bound-token-planted-2",
+        "cal_live_fast",
+        "planted-4",
+    ):
+        assert planted not in text, planted
+    [line] = lines(json_stream)
+    assert (line["token"], line["authorization"]) == (REDACTED, REDACTED)
+    assert line["note"] == f"signed with {REDACTED}"

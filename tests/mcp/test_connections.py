@@ -203,3 +203,72 @@ def test_the_store_needs_an_encryption_key(redis_client: aioredis.Redis) -> None
     """Without CALHOOKS_ENCRYPTION_KEY the store refuses to start, saying how to make one."""
     with pytest.raises(ConnectionStoreError, match="calhooks keygen"):
         ConnectionStore.from_settings(Settings(_env_file=None), redis_client)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("base_url", "https://attacker.example"),
+        ("base_url", None),
+        ("org_id", 666),
+        ("auth", "platform_client"),
+    ],
+)
+async def test_plain_fields_altered_in_redis_are_refused(
+    store: ConnectionStore, redis_client: aioredis.Redis, field: str, value: object
+) -> None:
+    """Whoever writes to Redis cannot send a decrypted key to a host (or org) of their choosing."""
+    info = await store.add(
+        "acme", Credentials(api_key=KEY), org_id=1, base_url="https://api.cal.com"
+    )
+    record = json.loads(await raw(redis_client.hget(RECORDS_KEY, info.pcid)))
+    assert record["v"] == 2
+    record[field] = value
+    await raw(redis_client.hset(RECORDS_KEY, info.pcid, json.dumps(record)))
+    with pytest.raises(ConnectionStoreError, match=f"altered in Redis \\({field} differ"):
+        await store.get(info.pcid, tenant=None)
+
+
+async def _version_one(
+    store: ConnectionStore, redis_client: aioredis.Redis, box: SecretBox, name: str
+) -> str:
+    """A connection as version 1 stored it: only the PCID and tenant sealed."""
+    info = await store.add(name, Credentials(api_key=KEY), org_id=7, base_url="https://cal.example")
+    record = json.loads(await raw(redis_client.hget(RECORDS_KEY, info.pcid)))
+    record["v"] = 1
+    record["secret"] = box.encrypt(
+        json.dumps({"pcid": info.pcid, "tenant": info.tenant, "api_key": KEY})
+    )
+    await raw(redis_client.hset(RECORDS_KEY, info.pcid, json.dumps(record)))
+    return info.pcid
+
+
+async def test_version_one_records_are_read_then_rewritten_sealed_whole(
+    store: ConnectionStore, redis_client: aioredis.Redis, box_key: str
+) -> None:
+    pcid = await _version_one(store, redis_client, SecretBox(box_key), "old")
+    found = await store.get(pcid, tenant=None)
+    assert found is not None
+    assert (found.credentials.api_key, found.info.org_id) == (KEY, 7)
+    record = json.loads(await raw(redis_client.hget(RECORDS_KEY, pcid)))
+    assert record["v"] == 2
+    record["base_url"] = "https://attacker.example"
+    await raw(redis_client.hset(RECORDS_KEY, pcid, json.dumps(record)))
+    with pytest.raises(ConnectionStoreError, match="altered in Redis"):
+        await store.get(pcid, tenant=None)
+
+
+async def test_migrate_rewrites_every_version_one_record(
+    store: ConnectionStore, redis_client: aioredis.Redis, box_key: str
+) -> None:
+    box = SecretBox(box_key)
+    old = [await _version_one(store, redis_client, box, f"old-{i}") for i in range(3)]
+    await store.add("new", Credentials(api_key=KEY))
+    assert await store.migrate() == 3
+    assert await store.migrate() == 0
+    for pcid in old:
+        record = json.loads(await raw(redis_client.hget(RECORDS_KEY, pcid)))
+        assert record["v"] == 2
+        assert KEY not in json.dumps(record)
+        sealed = json.loads(box.decrypt(record["secret"]))
+        assert (sealed["base_url"], sealed["org_id"]) == ("https://cal.example", 7)

@@ -232,3 +232,18 @@ async def test_the_web_app_serves_mcp_beside_the_intake(
             refused = await http.post(url + MCP_PATH, json=rpc("tools/list"))
             assert refused.status_code == 401
             assert (await http.get(url + "/livez")).status_code == 200
+
+
+async def test_dot_segment_id_is_refused_and_nothing_is_sent(
+    mcp_url: str, sandbox: RunningSandbox, pcids: Pcids
+) -> None:
+    """attributeId '.' would have read GET /v2/organizations/1 instead of an attribute."""
+    sandbox.sandbox.requests.clear()
+    async with scenarios.http_client(mcp_url) as client:
+        result = await client.call_tool(
+            "cal_organizations_attributes_controller_get_organization_attribute",
+            {PCID: pcids.acme, "attributeId": "."},
+        )
+    assert result.is_error
+    assert "attributeId" in json.dumps(result.model_dump(mode="json"))
+    assert sandbox.requests() == []

@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from calhooks.service.calcom import CalcomClient
+from calhooks.service.core.embedded_redis import free_port
 from calhooks.service.sandbox import (
     NO_SECRET,
     SECOND_API_KEY,
@@ -27,6 +28,7 @@ from calhooks.service.sandbox import (
     signature,
 )
 from calhooks.service.sandbox.deliveries import render_template
+from calhooks.service.sandbox.exposure import delivery_refusal
 from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 
@@ -322,3 +324,52 @@ async def test_deliveries_happen_after_the_answer(
     body = delivery["body"]
     assert body["payload"]["teamId"] == 1
     assert body["company-size"] == body["payload"]["responses"]["company-size"]["value"]
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1:9/x", False),
+        ("http://127.8.9.10/x", False),
+        ("http://[::1]:8080/x", False),
+        ("http://localhost:8080/x", False),
+        ("http://intake.localhost/x", False),
+        ("https://hooks.example/cal", True),
+        ("http://10.0.0.5/x", True),
+        ("http://0.0.0.0:80/x", True),
+        ("http://169.254.169.254/latest/meta-data", True),
+        ("http://127.0.0.1.nip.io/x", True),
+        ("not a url", True),
+    ],
+)
+def test_only_loopback_destinations_by_default(url: str, refused: bool) -> None:
+    assert (delivery_refusal(url) is not None) == refused
+
+
+async def test_deliveries_to_other_hosts_are_refused_unless_allowed(
+    sandbox: RunningSandbox, receiver: Receiver
+) -> None:
+    """A webhook naming a non-loopback host gets no POST; the delivery records why."""
+    port = free_port()
+    async with sandbox.client() as cal:
+        await cal.call(
+            CREATE_WEBHOOK,
+            subscriberUrl=f"http://0.0.0.0:{port}/hook",
+            active=True,
+            triggers=["MEETING_ENDED"],
+        )
+        await subscribe(cal, receiver, "local", triggers=["MEETING_ENDED"])
+    answer = await emit(sandbox, trigger="MEETING_ENDED", user="alice")
+    by_url = {d["url"]: d for d in answer["deliveries"]}
+    remote = by_url[f"http://0.0.0.0:{port}/hook"]
+    assert remote["error"].startswith("refused: the sandbox delivers to loopback addresses only")
+    assert "--allow-remote-deliveries" in remote["error"]
+    assert [r.path for r in receiver.received] == ["/local"]
+
+    sandbox.sandbox.deliverer.allow_remote = True
+    try:
+        again = await emit(sandbox, trigger="MEETING_ENDED", user="alice")
+    finally:
+        sandbox.sandbox.deliverer.allow_remote = False
+    remote = {d["url"]: d for d in again["deliveries"]}[f"http://0.0.0.0:{port}/hook"]
+    assert remote["error"].startswith("ConnectError")  # it was sent (nobody listens there)

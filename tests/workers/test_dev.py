@@ -87,3 +87,16 @@ def test_dev_runs_the_loop_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, output.read_text()
     assert "calhooks dev stopped." in output.read_text()
     assert not redis_answers(tmp_path / "data" / "redis" / "redis.sock")
+
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the refusal is about
+
+
+def test_dev_refuses_a_non_loopback_host_without_the_flag() -> None:
+    from typer.testing import CliRunner
+
+    from calhooks.service.cli.main import app
+
+    result = CliRunner().invoke(app, ["dev", "--host", ALL_INTERFACES])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: refusing to bind the sandbox to 0.0.0.0")
