@@ -1,6 +1,6 @@
 """How a worker process is put together: arq's ``WorkerSettings`` and the worker's runtime.
 
-``calhooks worker`` runs ``WakeableWorker(**worker_options(settings))``; arq's own CLI,
+``calhooks worker`` runs ``WakeableWorker(**wakeable_options(settings))``; arq's own CLI,
 ``arq calhooks.workers.WorkerSettings``, builds a plain ``arq.Worker`` from the same options (it
 then
 polls every ``CALHOOKS_WORKER_POLL_DELAY`` instead of waking on enqueue). ``WorkerSettings``
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -101,7 +102,10 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     options: dict[str, Any] = {
         "functions": [job_function(settings)],
         "queue_name": settings.queue_name,
-        "redis_settings": arq_redis_settings(settings),
+        "redis_settings": dataclasses.replace(
+            arq_redis_settings(settings),
+            conn_timeout=settings.worker_redis_timeout,  # type: ignore[arg-type]
+        ),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_max_jobs,
@@ -115,6 +119,17 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "job_deserializer": deserialize,
         "ctx": {"settings": settings},
     }
+    options.update(overrides)
+    return options
+
+
+def wakeable_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``WakeableWorker``: ``worker_options`` plus its leases and timeouts."""
+    options = worker_options(settings)
+    options.update(
+        lease=settings.worker_lease,
+        redis_timeout=settings.worker_redis_timeout,
+    )
     options.update(overrides)
     return options
 
@@ -235,6 +250,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             wait=settings.worker_ordering_wait,
             lease=settings.worker_job_timeout + ARQ_TIMEOUT_MARGIN + 10,
             ttl=settings.worker_record_ttl,
+            leases=ctx.get("leases"),
         ),
         policy=RetryPolicy(
             settings.worker_max_tries,

@@ -40,6 +40,7 @@ from calhooks.service.calcom.tools import get_tool
 from calhooks.workers import metrics
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
 from calhooks.workers.eventlog import EventLog, EventRecorder
+from calhooks.workers.leases import REDIS_AWAY
 from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
 from calhooks.workers.ordering import BookingOrder, Turn
 from calhooks.workers.retries import Defer, RetryPolicy, is_transient
@@ -438,9 +439,22 @@ class Processor:
         return {"rules": dict(state.rules)}
 
 
+#: Seconds before an attempt cut short by a Redis outage is tried again.
+REDIS_AWAY_DEFER = 1.0
+
+
 async def process_event(ctx: dict[str, Any], event_data: dict[str, Any]) -> dict[str, Any]:
-    """The arq job: ``ctx["calhooks"]`` is the worker's ``Runtime`` (``workers.bootstrap``)."""
+    """The arq job: ``ctx["calhooks"]`` is the worker's ``Runtime`` (``workers.bootstrap``).
+
+    Redis going away mid-attempt re-queues the job (``Retry``) rather than failing it: arq
+    would otherwise delete a failed job - the event lost - if Redis came back in time for
+    its final write.
+    """
     runtime = ctx["calhooks"]
     event = runtime.parse_event(event_data)
-    result: dict[str, Any] = await runtime.processor.process(event)
+    try:
+        result: dict[str, Any] = await runtime.processor.process(event)
+    except REDIS_AWAY as exc:
+        logger.warning("event.redis_away", event_id=event.id, error=type(exc).__name__)
+        raise Retry(defer=REDIS_AWAY_DEFER) from exc
     return result

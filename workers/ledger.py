@@ -39,8 +39,10 @@ most once and - if the event completes - exactly once, for every tool that is id
 * Creates with neither a finder nor a uniqueness check in Cal.com are at-least-once in the
   crash window: assigning an attribute option to a user when Cal.com accepts duplicates.
 * The window is the time between the request reaching Cal.com and the ``done`` record
-  (one Redis write); an attempt is only re-run after arq's in-progress key lapses
-  (``job_timeout`` + 10 s), so the first request has finished by the time a finder looks.
+  (one Redis write). A dead worker's attempt is re-run once its lease lapses
+  (``CALHOOKS_WORKER_LEASE``, 10 s, see ``workers.leases``) and a live one's only after a
+  retry delay, so the first request has normally been answered by the time a finder looks;
+  a Cal.com that takes longer than that to apply a request it was sent can still get it twice.
 * Step outputs are stored as given; a rule whose later steps depend on a list that
   changed between attempts (say a for_each over a live GET) reuses the recorded list.
 

@@ -30,7 +30,7 @@ def worker(
     ] = None,
 ) -> None:
     """Process queued events until stopped (SIGTERM/SIGINT drain gracefully)."""
-    from calhooks.workers.bootstrap import use_fast_event_loop, worker_options
+    from calhooks.workers.bootstrap import use_fast_event_loop, wakeable_options
     from calhooks.workers.wakeup import WakeableWorker
 
     settings = get_settings()
@@ -39,6 +39,6 @@ def worker(
     overrides: dict[str, Any] = {"burst": burst}
     if max_jobs is not None:
         overrides["max_jobs"] = max_jobs
-    options = worker_options(settings, **overrides)
+    options = wakeable_options(settings, **overrides)
     options["ctx"]["logging_configured"] = True
     WakeableWorker(**options).run()

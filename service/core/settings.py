@@ -179,6 +179,20 @@ class Settings(BaseSettings):
     worker_health_interval: float = Field(
         10.0, gt=0, description="Seconds between writes of the worker's own health key."
     )
+    worker_lease: float = Field(
+        10.0,
+        ge=1,
+        description="Seconds a running event's claim and booking lock outlive a dead worker.",
+    )
+    worker_redis_timeout: float = Field(
+        5.0, gt=0, description="Seconds a worker waits on Redis (connect, each command)."
+    )
+    worker_dead_letter_max: int = Field(
+        10_000, ge=1, description="Most dead-letter entries kept; the oldest go first."
+    )
+    worker_dead_letter_max_age: int = Field(
+        30 * 24 * 3600, ge=60, description="Seconds a dead-letter entry is kept."
+    )
 
     # Rules (workers/rules/, `calhooks rules check|test`).
     rules_file: Path | None = Field(
