@@ -154,6 +154,7 @@ class Runtime:
     probes: ProbeServer | None = None
     stopping: bool = False
     ticker: asyncio.Task[None] | None = None
+    janitor: asyncio.Task[None] | None = None
     last_tick: float = 0.0
 
 
@@ -178,6 +179,32 @@ async def _tick(runtime: Runtime) -> None:
     while True:
         runtime.last_tick = loop.time()
         await asyncio.sleep(1.0)
+
+
+#: Seconds between two trims of the dead-letter queue by each worker.
+DEAD_LETTER_TRIM_INTERVAL = 60.0
+
+
+def dead_letter_queue(redis: Any, settings: Settings) -> DeadLetterQueue:
+    return DeadLetterQueue(
+        redis,
+        max_entries=settings.worker_dead_letter_max,
+        max_age=settings.worker_dead_letter_max_age,
+        record_ttl=settings.worker_record_ttl,
+    )
+
+
+async def _trim_dead_letters(dead_letters: DeadLetterQueue) -> None:
+    """Keeps the dead-letter queue within its age bound when nothing new is added."""
+    while True:
+        try:
+            dropped = await dead_letters.trim()
+        except Exception as exc:  # Redis away: the worker's loop reports it; try later
+            logger.debug("dlq.trim_failed", error=type(exc).__name__)
+        else:
+            if dropped:
+                logger.info("dlq.trimmed", dropped=len(dropped))
+        await asyncio.sleep(DEAD_LETTER_TRIM_INTERVAL)
 
 
 def _probe_routes(runtime: Runtime, ctx: dict[str, Any]) -> ProbeServer:
@@ -239,11 +266,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     rules = RulesSource.from_settings(settings)
     ledger = Ledger(redis, ttl=settings.worker_record_ttl)
+    dead_letters = dead_letter_queue(redis, settings)
     processor = Processor(
         rules=rules.current,
         client=client,
         ledger=ledger,
-        dead_letters=DeadLetterQueue(redis),
+        dead_letters=dead_letters,
         eventlog=EventLog(redis, ttl=settings.worker_record_ttl),
         order=BookingOrder(
             redis,
@@ -262,6 +290,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     runtime = Runtime(settings, name, client, processor, _parse_event, http)
     runtime.ticker = asyncio.create_task(_tick(runtime), name="calhooks-worker-tick")
+    runtime.janitor = asyncio.create_task(
+        _trim_dead_letters(dead_letters), name="calhooks-dlq-trim"
+    )
     if settings.worker_http_port:
         runtime.probes = _probe_routes(runtime, ctx)
         await runtime.probes.start()
@@ -289,10 +320,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     runtime.stopping = True
     if runtime.probes is not None:
         await runtime.probes.stop()
-    if runtime.ticker is not None:
-        runtime.ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runtime.ticker
+    for task in (runtime.ticker, runtime.janitor):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await runtime.client.aclose()
     if runtime.http is not None:
         await runtime.http.aclose()
