@@ -30,7 +30,7 @@ async def kept_event(redis: aioredis.Redis, event_id: str, *rules: str) -> None:
     for rule in rules:
         ledger.set_rule(state, rule, "dead")
     await ledger.keep(state)
-    await redis.rpush(keys.eventlog(event_id), b"{}")
+    await redis.rpush(keys.eventlog(event_id), b"{}")  # type: ignore[misc]
 
 
 async def test_past_the_count_the_oldest_entries_go_and_their_records_expire(
