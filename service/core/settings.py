@@ -201,6 +201,14 @@ class Settings(BaseSettings):
     rules_env: dict[str, Any] = Field(
         {}, description='JSON object laid over the rules file\'s `env:` (`{"flag": true}`).'
     )
+    rules_cost_limit: int = Field(
+        100_000,
+        ge=1,
+        description="Budget of one CEL expression's estimated steps; over it fails the rule.",
+    )
+    rules_for_each_limit: int = Field(
+        500, ge=1, description="Most items one `for_each` step may loop over; more fails the rule."
+    )
 
     # MCP server (service/mcp/: `/cal-organizations`, `calhooks mcp`, `calhooks connections`).
     mcp_token: SecretStr | None = Field(
