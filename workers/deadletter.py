@@ -40,6 +40,7 @@ from calhooks.service.calcom.errors import CalcomError, CalcomTransportError, To
 from calhooks.service.events import JOB_FUNCTION, WAKE_LIST_LENGTH, wake_key
 from calhooks.workers import keys
 from calhooks.workers.eventlog import EventLog, redact
+from calhooks.workers.formats import DEAD_LETTER_FORMAT, NewerFormat
 from calhooks.workers.ledger import Ledger
 from calhooks.workers.redistyped import hget
 
@@ -80,6 +81,8 @@ class DeadLetter:
     dead_at: float = field(default_factory=time.time)
     replays: int = 0
     replayed_at: float | None = None
+    #: Format of the entry (``workers.formats``; absent: 1, written before versioning).
+    v: int = DEAD_LETTER_FORMAT
 
     @property
     def id(self) -> str:
@@ -90,7 +93,9 @@ class DeadLetter:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeadLetter:
+        """Any format (a newer one's unknown fields are left out); absent ``v`` is 1."""
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields.setdefault("v", 1)
         return cls(**fields)
 
 
@@ -253,8 +258,10 @@ async def replay(
 
     Either way the rule runs on the event's next attempt: a job already queued loads the
     reopened ledger when it starts, and one running now sees the rule reopened when it ends
-    and runs once more.
+    and runs once more. ``NewerFormat`` for an entry a newer release wrote.
     """
+    if entry.v != DEAD_LETTER_FORMAT:
+        raise NewerFormat("dead letter", entry.v, DEAD_LETTER_FORMAT)
     await ledger.reopen_rule(entry.event_id, entry.rule)
     await dlq.mark_replaying(entry)
     return await dlq.enqueue(arq, entry, queue_name)

@@ -46,10 +46,11 @@ most once and - if the event completes - exactly once, for every tool that is id
 * Step outputs are stored as given; a rule whose later steps depend on a list that
   changed between attempts (say a for_each over a live GET) reuses the recorded list.
 
-The hash also holds, per event: the rules matched on the first attempt (``matched``), each
-rule's final state (``rule:<name>``: done, dead, skipped), its transient failures
-(``fail:<name>``), and run counters (``runs`` and ``ends``: a run that never ended was a
-crash, and a crash loop is dead-lettered instead of retried forever).
+The hash also holds, per event: its format (``v``, see ``workers.formats``), the rules
+matched on the first attempt (``matched``), each rule's final state (``rule:<name>``: done,
+dead, skipped), its transient failures (``fail:<name>``), and run counters (``runs`` and
+``ends``: a run that never ended was a crash, and a crash loop is dead-lettered instead of
+retried forever).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from calhooks.service.calcom.errors import CalcomError, ToolValidationError
 from calhooks.service.calcom.tools import Tool
 from calhooks.workers import keys
 from calhooks.workers.finders import FINDERS, Finder
+from calhooks.workers.formats import LEDGER_FORMAT
 from calhooks.workers.redistyped import hdel, hget, hgetall
 
 STARTED = "started"
@@ -75,9 +77,11 @@ DONE = "done"
 RuleOutcome = Literal["done", "dead", "skipped"]
 How = Literal["called", "recorded", "found", "already"]
 
-# Count a run, refresh the TTL unless the event is kept (dead-lettered), return the hash.
+# Count a run, stamp the format (first writer), refresh the TTL unless the event is kept
+# (dead-lettered), return the hash.
 _BEGIN = """
 redis.call('HINCRBY', KEYS[1], 'runs', 1)
+redis.call('HSETNX', KEYS[1], 'v', ARGV[2])
 if redis.call('HGET', KEYS[1], 'kept') ~= '1' then
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 end
@@ -130,6 +134,8 @@ class EventState:
     runs: int = 0
     ends: int = 0
     kept: bool = False
+    #: Format of the hash (``workers.formats``; absent: 1, written before versioning).
+    format: int = 1
     pending: dict[str, str] = field(default_factory=dict)
     #: Called with each durable write's pipeline, to send along other buffered writes.
     on_write: Callable[[Pipe], None] | None = None
@@ -162,6 +168,8 @@ class EventState:
                 state.ends = int(value)
             elif key == "kept":
                 state.kept = value == "1"
+            elif key == "v":
+                state.format = int(value) if value.isdigit() else 0
         return state
 
 
@@ -175,7 +183,7 @@ class Ledger:
 
     async def begin(self, event_id: str) -> EventState:
         """Count a new run of the event and load its ledger."""
-        flat = await self._begin(keys=[keys.ledger(event_id)], args=[self.ttl])
+        flat = await self._begin(keys=[keys.ledger(event_id)], args=[self.ttl, LEDGER_FORMAT])
         return EventState.parse(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def load(self, event_id: str) -> EventState:
