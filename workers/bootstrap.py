@@ -287,6 +287,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ),
         job_timeout=settings.worker_job_timeout,
         worker_name=name,
+        step_settle=2 * settings.api_timeout,
     )
     runtime = Runtime(settings, name, client, processor, _parse_event, http)
     runtime.ticker = asyncio.create_task(_tick(runtime), name="calhooks-worker-tick")

@@ -163,11 +163,12 @@ class Processor:
         policy: RetryPolicy,
         job_timeout: float,
         worker_name: str,
+        step_settle: float = 0.0,
     ) -> None:
         self.rules = rules
         self.client = client
         self.ledger = ledger
-        self.once = ExactlyOnce(ledger, client)
+        self.once = ExactlyOnce(ledger, client, settle=step_settle)
         self.dead_letters = dead_letters
         self.eventlog = eventlog
         self.order = order

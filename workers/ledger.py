@@ -41,8 +41,10 @@ most once and - if the event completes - exactly once, for every tool that is id
 * The window is the time between the request reaching Cal.com and the ``done`` record
   (one Redis write). A dead worker's attempt is re-run once its lease lapses
   (``CALHOOKS_WORKER_LEASE``, 10 s, see ``workers.leases``) and a live one's only after a
-  retry delay, so the first request has normally been answered by the time a finder looks;
-  a Cal.com that takes longer than that to apply a request it was sent can still get it twice.
+  retry delay; and an interrupted step is looked up (or repeated) only once its ``started``
+  marker is ``settle`` seconds old (workers: twice ``CALHOOKS_API_TIMEOUT``), the attempt
+  deferred until then. A Cal.com that takes longer than that to apply a request it was sent
+  can still get it twice.
 * Step outputs are stored as given; a rule whose later steps depend on a list that
   changed between attempts (say a for_each over a live GET) reuses the recorded list.
 
@@ -70,6 +72,7 @@ from calhooks.workers import keys
 from calhooks.workers.finders import FINDERS, Finder
 from calhooks.workers.formats import LEDGER_FORMAT
 from calhooks.workers.redistyped import hdel, hget, hgetall
+from calhooks.workers.retries import Defer
 
 STARTED = "started"
 DONE = "done"
@@ -313,11 +316,18 @@ class ExactlyOnce:
     """Runs tool steps through the ledger (see the module docstring)."""
 
     def __init__(
-        self, ledger: Ledger, client: CalcomClient, finders: Mapping[str, Finder] = FINDERS
+        self,
+        ledger: Ledger,
+        client: CalcomClient,
+        finders: Mapping[str, Finder] = FINDERS,
+        *,
+        settle: float = 0.0,
     ) -> None:
         self.ledger = ledger
         self.client = client
         self.finders = finders
+        #: Seconds after an interrupted call was sent before it is looked up or repeated.
+        self.settle = settle
 
     async def run(
         self,
@@ -332,6 +342,10 @@ class ExactlyOnce:
         if record is not None and record.state == DONE:
             return record.output, "recorded"
         interrupted = record is not None
+        if interrupted and record is not None and self.settle:
+            age = time.time() - record.at
+            if age < self.settle:
+                raise Defer(self.settle - age, "an interrupted call may still be reaching Cal.com")
         if interrupted and tool.method == "POST":
             finder = self.finders.get(tool.name)
             if finder is not None:

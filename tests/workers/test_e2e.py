@@ -196,7 +196,7 @@ async def test_a_worker_killed_mid_rule_leaves_every_effect_done_once(
     rules = write_rules(
         tmp_path, ooo_rule("three", [("one", ALICE), ("two", BOB), ("three", CAROL)])
     )
-    env = environment(redis_server.url, sandbox.url, rules, worker_lease=2)
+    env = environment(redis_server.url, sandbox.url, rules, worker_lease=2, api_timeout=2)
     first = start_worker("doomed", env, tmp_path)
     processes.append(first)
     sandbox.sandbox.faults.add(tool=CREATE_OOO, latency=0.8)
