@@ -12,6 +12,13 @@ them; both import this module and nothing else of each other. It holds:
 * the key names both sides share: the queue's wake-up list (``wake_key``) and the intake's
   de-duplication keys (``DEDUPE_PREFIX``).
 
+**Format version.** The event dict carries ``"v": EVENT_FORMAT``; one without ``v`` was
+written by a release before versioning and is format 1 (the same fields). ``from_dict``
+raises ``NewerFormat`` for a format this code does not know, so a worker of the previous
+release-to-be leaves (re-queues) a job written by a newer intake during a rolling upgrade
+instead of misreading it. A release that changes the event's fields increments
+``EVENT_FORMAT`` and keeps reading the formats before it.
+
 Cal.com's bodies are not uniform (FACTS.md §5):
 
 * most are the envelope ``{"triggerEvent", "createdAt", "payload": {...}}``;
@@ -43,6 +50,8 @@ import orjson
 from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 
 JOB_FUNCTION = "process_event"
+#: Version of ``Event.to_dict``'s form (the job argument); absent means 1.
+EVENT_FORMAT = 1
 DEDUPE_PREFIX = "calhooks:intake:seen:"
 #: Length the wake-up list is trimmed to: a worker needs one token, not one per event.
 WAKE_LIST_LENGTH = 64
@@ -52,6 +61,26 @@ PING = "PING"
 KNOWN_TRIGGERS = frozenset((*WEBHOOK_TRIGGERS, PING))
 #: Longest trigger name accepted; anything longer is not a trigger but garbage.
 MAX_TRIGGER_LENGTH = 128
+
+
+class NewerFormat(ValueError):
+    """A record written by a newer release, in a format this code does not know."""
+
+    def __init__(self, what: str, found: object, known: int) -> None:
+        self.what = what
+        self.found = found
+        self.known = known
+        super().__init__(f"{what} has format {found!r}; this release knows up to {known}")
+
+
+def record_format(data: Any, what: str, known: int) -> int:
+    """The format of a versioned record (``v``; absent: 1); ``NewerFormat`` past ``known``."""
+    found = data.get("v", 1) if isinstance(data, dict) else 1
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        raise NewerFormat(what, found, known)
+    if found > known:
+        raise NewerFormat(what, found, known)
+    return found
 
 
 class BodyError(ValueError):
@@ -120,6 +149,7 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: the job argument on the queue."""
         return {
+            "v": EVENT_FORMAT,
             "id": self.id,
             "trigger": self.trigger,
             "created_at": self.created_at,
@@ -130,7 +160,9 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
-        """The inverse of ``to_dict``; ``ValueError`` when ``data`` is not an event."""
+        """The inverse of ``to_dict``; ``ValueError`` when ``data`` is not an event,
+        ``NewerFormat`` (a ``ValueError``) when a newer release wrote it."""
+        record_format(data, "event", EVENT_FORMAT)
         try:
             event_id_, trigger, created_at = data["id"], data["trigger"], data["created_at"]
             payload, raw, received_at = data["payload"], data["raw"], data["received_at"]

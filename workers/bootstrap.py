@@ -1,6 +1,6 @@
 """How a worker process is put together: arq's ``WorkerSettings`` and the worker's runtime.
 
-``calhooks worker`` runs ``WakeableWorker(**worker_options(settings))``; arq's own CLI,
+``calhooks worker`` runs ``WakeableWorker(**wakeable_options(settings))``; arq's own CLI,
 ``arq calhooks.workers.WorkerSettings``, builds a plain ``arq.Worker`` from the same options (it
 then
 polls every ``CALHOOKS_WORKER_POLL_DELAY`` instead of waking on enqueue). ``WorkerSettings``
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -126,7 +127,10 @@ def worker_options(settings: Settings, **overrides: Unpack[WorkerOptions]) -> Wo
     options: WorkerOptions = {
         "functions": [job_function(settings)],
         "queue_name": settings.queue_name,
-        "redis_settings": arq_redis_settings(settings),
+        "redis_settings": dataclasses.replace(
+            arq_redis_settings(settings),
+            conn_timeout=settings.worker_redis_timeout,  # type: ignore[arg-type]
+        ),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_max_jobs,
@@ -139,6 +143,24 @@ def worker_options(settings: Settings, **overrides: Unpack[WorkerOptions]) -> Wo
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "ctx": {"settings": settings},
+    }
+    options.update(overrides)
+    return options
+
+
+class WakeableOptions(WorkerOptions, total=False):
+    """``WakeableWorker``'s own keyword arguments, beside arq's."""
+
+    lease: float
+    redis_timeout: float
+
+
+def wakeable_options(settings: Settings, **overrides: Unpack[WakeableOptions]) -> WakeableOptions:
+    """Keyword arguments for ``WakeableWorker``: ``worker_options`` plus its leases and timeouts."""
+    options: WakeableOptions = {
+        **worker_options(settings),
+        "lease": settings.worker_lease,
+        "redis_timeout": settings.worker_redis_timeout,
     }
     options.update(overrides)
     return options
@@ -164,6 +186,7 @@ class Runtime:
     probes: ProbeServer | None = None
     stopping: bool = False
     ticker: asyncio.Task[None] | None = None
+    janitor: asyncio.Task[None] | None = None
     last_tick: float = 0.0
 
 
@@ -180,6 +203,32 @@ async def _tick(runtime: Runtime) -> None:
     while True:
         runtime.last_tick = loop.time()
         await asyncio.sleep(1.0)
+
+
+#: Seconds between two trims of the dead-letter queue by each worker.
+DEAD_LETTER_TRIM_INTERVAL = 60.0
+
+
+def dead_letter_queue(redis: Any, settings: Settings) -> DeadLetterQueue:
+    return DeadLetterQueue(
+        redis,
+        max_entries=settings.worker_dead_letter_max,
+        max_age=settings.worker_dead_letter_max_age,
+        record_ttl=settings.worker_record_ttl,
+    )
+
+
+async def _trim_dead_letters(dead_letters: DeadLetterQueue) -> None:
+    """Keeps the dead-letter queue within its age bound when nothing new is added."""
+    while True:
+        try:
+            dropped = await dead_letters.trim()
+        except Exception as exc:  # Redis away: the worker's loop reports it; try later
+            logger.debug("dlq.trim_failed", error=type(exc).__name__)
+        else:
+            if dropped:
+                logger.info("dlq.trimmed", dropped=len(dropped))
+        await asyncio.sleep(DEAD_LETTER_TRIM_INTERVAL)
 
 
 def _probe_routes(runtime: Runtime, ctx: dict[str, Any]) -> ProbeServer:
@@ -241,17 +290,19 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     rules = RulesSource.from_settings(settings)
     ledger = Ledger(redis, ttl=settings.worker_record_ttl)
+    dead_letters = dead_letter_queue(redis, settings)
     processor = Processor(
         rules=rules.current,
         client=client,
         ledger=ledger,
-        dead_letters=DeadLetterQueue(redis),
+        dead_letters=dead_letters,
         eventlog=EventLog(redis, ttl=settings.worker_record_ttl),
         order=BookingOrder(
             redis,
             wait=settings.worker_ordering_wait,
             lease=settings.worker_job_timeout + ARQ_TIMEOUT_MARGIN + 10,
             ttl=settings.worker_record_ttl,
+            leases=ctx.get("leases"),
         ),
         policy=RetryPolicy(
             settings.worker_max_tries,
@@ -261,9 +312,13 @@ async def startup(ctx: dict[str, Any]) -> None:
         job_timeout=settings.worker_job_timeout,
         worker_name=name,
         sealer=Sealer.from_settings(settings),
+        step_settle=2 * settings.api_timeout,
     )
     runtime = Runtime(settings, name, client, processor, _parse_event, http)
     runtime.ticker = asyncio.create_task(_tick(runtime), name="calhooks-worker-tick")
+    runtime.janitor = asyncio.create_task(
+        _trim_dead_letters(dead_letters), name="calhooks-dlq-trim"
+    )
     if settings.worker_http_port:
         runtime.probes = _probe_routes(runtime, ctx)
         await runtime.probes.start()
@@ -291,10 +346,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     runtime.stopping = True
     if runtime.probes is not None:
         await runtime.probes.stop()
-    if runtime.ticker is not None:
-        runtime.ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runtime.ticker
+    for task in (runtime.ticker, runtime.janitor):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await runtime.client.aclose()
     if runtime.http is not None:
         await runtime.http.aclose()

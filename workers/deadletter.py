@@ -10,6 +10,12 @@ redacted, the error and the attempt count.
 Storage: a hash ``calhooks:dlq`` (id -> JSON entry) and a sorted set ``calhooks:dlq:index``
 (id by time of death), so listing is newest first and paged.
 
+Bounds: at most ``CALHOOKS_WORKER_DEAD_LETTER_MAX`` entries, none older than
+``CALHOOKS_WORKER_DEAD_LETTER_MAX_AGE`` seconds. ``trim`` drops the oldest entries past
+either bound - each time an entry is added, and every minute from each worker - and lets
+the records of their events (ledger, delivery log) expire again after
+``CALHOOKS_WORKER_RECORD_TTL`` once no entry of the event is left.
+
 Replay (``calhooks dlq replay ID | --all``) reopens the rule in the event's ledger and queues
 the event again under its own job id. The ledger still holds the steps that succeeded, so
 they are not repeated; the failing step runs again (with the rules as they are now, say
@@ -33,7 +39,8 @@ from arq.connections import ArqRedis
 from calhooks.service.calcom.errors import CalcomError, CalcomTransportError, ToolValidationError
 from calhooks.service.events import JOB_FUNCTION, WAKE_LIST_LENGTH, wake_key
 from calhooks.workers import keys
-from calhooks.workers.eventlog import redact
+from calhooks.workers.eventlog import EventLog, redact
+from calhooks.workers.formats import DEAD_LETTER_FORMAT, NewerFormat
 from calhooks.workers.ledger import Ledger
 from calhooks.workers.redistyped import hget
 
@@ -74,6 +81,8 @@ class DeadLetter:
     dead_at: float = field(default_factory=time.time)
     replays: int = 0
     replayed_at: float | None = None
+    #: Format of the entry (``workers.formats``; absent: 1, written before versioning).
+    v: int = DEAD_LETTER_FORMAT
 
     @property
     def id(self) -> str:
@@ -84,23 +93,77 @@ class DeadLetter:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeadLetter:
+        """Any format (a newer one's unknown fields are left out); absent ``v`` is 1."""
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields.setdefault("v", 1)
         return cls(**fields)
 
 
+#: Defaults of the bounds (the settings' defaults).
+DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_MAX_AGE = 30 * 24 * 3600
+DEFAULT_RECORD_TTL = 7 * 24 * 3600
+
+
 class DeadLetterQueue:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_age: float = DEFAULT_MAX_AGE,
+        record_ttl: int = DEFAULT_RECORD_TTL,
+    ) -> None:
         self.redis = redis
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.record_ttl = record_ttl
 
     async def add(self, entry: DeadLetter) -> DeadLetter:
-        """Store (or update, keeping its replay count) the entry for this event and rule."""
+        """Store (or update, keeping its replay count) the entry for this event and rule,
+        then ``trim`` the queue to its bounds."""
         previous = await self.get(entry.id)
         if previous is not None:
             entry.replays = previous.replays
             entry.replayed_at = previous.replayed_at
         entry.params = redact(entry.params) if entry.params is not None else None
         await self._save(entry)
+        await self.trim()
         return entry
+
+    async def trim(self, now: float | None = None) -> list[DeadLetter]:
+        """Drop the entries older than ``max_age`` and the oldest past ``max_entries``;
+        returns them. Their events' records expire again once no entry of theirs is left."""
+        now = time.time() if now is None else now
+        index = keys.dead_letter_index()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(index, "-inf", f"({now - self.max_age}")
+            pipe.zcard(index)
+            too_old, total = await pipe.execute()
+        doomed = [member.decode() for member in too_old]
+        surplus = int(total) - len(doomed) - self.max_entries
+        if surplus > 0:
+            oldest = await self.redis.zrange(index, len(doomed), len(doomed) + surplus - 1)
+            doomed += [member.decode() for member in oldest]
+        if not doomed:
+            return []
+        raw = await self.redis.hmget(keys.dead_letters(), doomed)  # type: ignore[misc]
+        entries = [DeadLetter.from_dict(json.loads(item)) for item in raw if item is not None]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.dead_letters(), *doomed)
+            pipe.zrem(index, *doomed)
+            await pipe.execute()
+        for event_id in {entry.event_id for entry in entries}:
+            await self._let_records_expire(event_id)
+        return entries
+
+    async def _let_records_expire(self, event_id: str) -> None:
+        ledger = Ledger(self.redis, ttl=self.record_ttl)
+        state = await ledger.load(event_id)
+        dead = [rule for rule, outcome in state.rules.items() if outcome == "dead"]
+        if not await self.event_entries(event_id, dead):
+            await ledger.release_now(event_id)
+            await EventLog(self.redis, ttl=self.record_ttl).expire(event_id)
 
     async def _save(self, entry: DeadLetter) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -195,8 +258,10 @@ async def replay(
 
     Either way the rule runs on the event's next attempt: a job already queued loads the
     reopened ledger when it starts, and one running now sees the rule reopened when it ends
-    and runs once more.
+    and runs once more. ``NewerFormat`` for an entry a newer release wrote.
     """
+    if entry.v != DEAD_LETTER_FORMAT:
+        raise NewerFormat("dead letter", entry.v, DEAD_LETTER_FORMAT)
     await ledger.reopen_rule(entry.event_id, entry.rule)
     await dlq.mark_replaying(entry)
     return await dlq.enqueue(arq, entry, queue_name)

@@ -15,6 +15,9 @@ job id). An attempt:
    a permanent one, or the last transient one, sends the rule to the dead-letter queue
    (``calhooks.workers.deadletter``). Other rules of the event are unaffected.
 
+A job or ledger written by a newer release (``workers.formats``) is left for a worker of
+that release: re-queued for ``NEWER_FORMAT_DEFER`` seconds, the event's records untouched.
+
 Waiting for something outside the event (its booking's earlier events, the shared rate
 limit) raises ``Defer`` and re-queues the job without counting an attempt. Each attempt has
 its own deadline (``CALHOOKS_WORKER_JOB_TIMEOUT``), shorter than arq's own timeout - which
@@ -41,6 +44,8 @@ from calhooks.service.calcom.tools import get_tool
 from calhooks.workers import metrics
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
 from calhooks.workers.eventlog import EventLog, EventRecorder
+from calhooks.workers.formats import EVENTLOG_FORMAT, LEDGER_FORMAT, NEWER_FORMAT_DEFER, NewerFormat
+from calhooks.workers.leases import REDIS_AWAY
 from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
 from calhooks.workers.ordering import BookingOrder, Turn
 from calhooks.workers.retries import Defer, RetryPolicy, is_transient
@@ -162,11 +167,12 @@ class Processor:
         job_timeout: float,
         worker_name: str,
         sealer: Sealer | None = None,
+        step_settle: float = 0.0,
     ) -> None:
         self.rules = rules
         self.client = client
         self.ledger = ledger
-        self.once = ExactlyOnce(ledger, client, sealer=sealer)
+        self.once = ExactlyOnce(ledger, client, sealer=sealer, settle=step_settle)
         self.dead_letters = dead_letters
         self.eventlog = eventlog
         self.order = order
@@ -184,6 +190,7 @@ class Processor:
             metrics.PICKUP_SECONDS.observe(max(0.0, time.time() - event.received_at))
         recorder.add(
             "attempt",
+            v=EVENTLOG_FORMAT,
             attempt=state.runs,
             worker=self.worker_name,
             trigger=event.trigger,
@@ -222,6 +229,8 @@ class Processor:
 
     async def _process(self, attempt: Attempt) -> dict[str, Any]:
         event, state, recorder = attempt.event, attempt.state, attempt.recorder
+        if state.format != LEDGER_FORMAT:
+            raise Defer(NEWER_FORMAT_DEFER, f"ledger format {state.format} is not this release's")
         if state.crashes >= self.policy.max_tries:
             return await self._give_up_crashing(attempt)
         async with self.order.turn(
@@ -445,9 +454,26 @@ class Processor:
         return {"rules": dict(state.rules)}
 
 
+#: Seconds before an attempt cut short by a Redis outage is tried again.
+REDIS_AWAY_DEFER = 1.0
+
+
 async def process_event(ctx: dict[str, Any], event_data: dict[str, Any]) -> dict[str, Any]:
-    """The arq job: ``ctx["calhooks"]`` is the worker's ``Runtime`` (``workers.bootstrap``)."""
+    """The arq job: ``ctx["calhooks"]`` is the worker's ``Runtime`` (``workers.bootstrap``).
+
+    Redis going away mid-attempt re-queues the job (``Retry``) rather than failing it: arq
+    would otherwise delete a failed job - the event lost - if Redis came back in time for
+    its final write.
+    """
     runtime = ctx["calhooks"]
-    event = runtime.parse_event(event_data)
-    result: dict[str, Any] = await runtime.processor.process(event)
+    try:
+        event = runtime.parse_event(event_data)
+    except NewerFormat as exc:
+        logger.warning("event.newer_format", error=str(exc), defer=NEWER_FORMAT_DEFER)
+        raise Retry(defer=NEWER_FORMAT_DEFER) from exc
+    try:
+        result: dict[str, Any] = await runtime.processor.process(event)
+    except REDIS_AWAY as exc:
+        logger.warning("event.redis_away", event_id=event.id, error=type(exc).__name__)
+        raise Retry(defer=REDIS_AWAY_DEFER) from exc
     return result

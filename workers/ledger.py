@@ -39,18 +39,23 @@ most once and - if the event completes - exactly once, for every tool that is id
 * Creates with neither a finder nor a uniqueness check in Cal.com are at-least-once in the
   crash window: assigning an attribute option to a user when Cal.com accepts duplicates.
 * The window is the time between the request reaching Cal.com and the ``done`` record
-  (one Redis write); an attempt is only re-run after arq's in-progress key lapses
-  (``job_timeout`` + 10 s), so the first request has finished by the time a finder looks.
+  (one Redis write). A dead worker's attempt is re-run once its lease lapses
+  (``CALHOOKS_WORKER_LEASE``, 10 s, see ``workers.leases``) and a live one's only after a
+  retry delay; and an interrupted step is looked up (or repeated) only once its ``started``
+  marker is ``settle`` seconds old (workers: twice ``CALHOOKS_API_TIMEOUT``), the attempt
+  deferred until then. A Cal.com that takes longer than that to apply a request it was sent
+  can still get it twice.
 * Step outputs are stored as given, except the fields the registry marks as credentials
   (a managed organization's API key, webhook secrets): they are sealed with
   ``CALHOOKS_ENCRYPTION_KEY`` (``calcom.sealing``; dropped without a key) and unsealed for
   the steps that reuse them. A rule whose later steps depend on a list that
   changed between attempts (say a for_each over a live GET) reuses the recorded list.
 
-The hash also holds, per event: the rules matched on the first attempt (``matched``), each
-rule's final state (``rule:<name>``: done, dead, skipped), its transient failures
-(``fail:<name>``), and run counters (``runs`` and ``ends``: a run that never ended was a
-crash, and a crash loop is dead-lettered instead of retried forever).
+The hash also holds, per event: its format (``v``, see ``workers.formats``), the rules
+matched on the first attempt (``matched``), each rule's final state (``rule:<name>``: done,
+dead, skipped), its transient failures (``fail:<name>``), and run counters (``runs`` and
+``ends``: a run that never ended was a crash, and a crash loop is dead-lettered instead of
+retried forever).
 """
 
 from __future__ import annotations
@@ -69,7 +74,9 @@ from calhooks.service.calcom.sealing import Sealer
 from calhooks.service.calcom.tools import Tool
 from calhooks.workers import keys
 from calhooks.workers.finders import FINDERS, Finder
+from calhooks.workers.formats import LEDGER_FORMAT
 from calhooks.workers.redistyped import hdel, hget, hgetall
+from calhooks.workers.retries import Defer
 
 STARTED = "started"
 DONE = "done"
@@ -77,9 +84,11 @@ DONE = "done"
 RuleOutcome = Literal["done", "dead", "skipped"]
 How = Literal["called", "recorded", "found", "already"]
 
-# Count a run, refresh the TTL unless the event is kept (dead-lettered), return the hash.
+# Count a run, stamp the format (first writer), refresh the TTL unless the event is kept
+# (dead-lettered), return the hash.
 _BEGIN = """
 redis.call('HINCRBY', KEYS[1], 'runs', 1)
+redis.call('HSETNX', KEYS[1], 'v', ARGV[2])
 if redis.call('HGET', KEYS[1], 'kept') ~= '1' then
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 end
@@ -132,6 +141,8 @@ class EventState:
     runs: int = 0
     ends: int = 0
     kept: bool = False
+    #: Format of the hash (``workers.formats``; absent: 1, written before versioning).
+    format: int = 1
     pending: dict[str, str] = field(default_factory=dict)
     #: Called with each durable write's pipeline, to send along other buffered writes.
     on_write: Callable[[Pipe], None] | None = None
@@ -164,6 +175,8 @@ class EventState:
                 state.ends = int(value)
             elif key == "kept":
                 state.kept = value == "1"
+            elif key == "v":
+                state.format = int(value) if value.isdigit() else 0
         return state
 
 
@@ -177,7 +190,7 @@ class Ledger:
 
     async def begin(self, event_id: str) -> EventState:
         """Count a new run of the event and load its ledger."""
-        flat = await self._begin(keys=[keys.ledger(event_id)], args=[self.ttl])
+        flat = await self._begin(keys=[keys.ledger(event_id)], args=[self.ttl, LEDGER_FORMAT])
         return EventState.parse(event_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def load(self, event_id: str) -> EventState:
@@ -307,12 +320,15 @@ class ExactlyOnce:
         finders: Mapping[str, Finder] = FINDERS,
         *,
         sealer: Sealer | None = None,
+        settle: float = 0.0,
     ) -> None:
         self.ledger = ledger
         self.client = client
         self.finders = finders
         #: Seals credentials in outputs before they are recorded (drops them without a key).
         self.sealer = sealer or Sealer(None)
+        #: Seconds after an interrupted call was sent before it is looked up or repeated.
+        self.settle = settle
 
     async def run(
         self,
@@ -327,6 +343,10 @@ class ExactlyOnce:
         if record is not None and record.state == DONE:
             return self.sealer.unseal_output(tool, record.output), "recorded"
         interrupted = record is not None
+        if interrupted and record is not None and self.settle:
+            age = time.time() - record.at
+            if age < self.settle:
+                raise Defer(self.settle - age, "an interrupted call may still be reaching Cal.com")
         if interrupted and tool.method == "POST":
             finder = self.finders.get(tool.name)
             if finder is not None:

@@ -6,9 +6,12 @@ BOOKING_CREATED of the same booking. The intake queues events as they arrive; th
 then keep three rules per booking uid (``payload.uid``, or ``bookingUid`` for no-show
 updates):
 
-1. **One at a time** - a lock per uid (``calhooks:booking:<uid>:lock``, leased for the job
-   timeout, re-entrant for the same event after a crash) so two events of one booking never
-   run concurrently, whichever workers picked them.
+1. **One at a time** - a lock per uid (``calhooks:booking:<uid>:lock``, re-entrant for the
+   same event after a crash) so two events of one booking never run concurrently, whichever
+   workers picked them. Under ``calhooks worker`` the lock is a lease
+   (``calhooks.workers.leases``): it lives ``CALHOOKS_WORKER_LEASE`` seconds and the holder's
+   lease keeper renews it, so a dead holder's lock lapses within one lease; without a lease
+   keeper (arq's own CLI) it lives the job timeout.
 2. **Arrival order** - each event registers in a per-uid sorted set scored by the time the
    intake received it; an event yields while an earlier-received event of the same booking
    is still registered (being processed or retried), for at most ``CALHOOKS_WORKER_ORDERING_
@@ -40,6 +43,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from calhooks.workers import keys
+from calhooks.workers.leases import LeaseKeeper
 from calhooks.workers.retries import Defer
 
 CREATION = frozenset({"BOOKING_CREATED", "BOOKING_REQUESTED", "BOOKING_RESCHEDULED"})
@@ -112,10 +116,12 @@ class BookingOrder:
         lock_wait: float = 2.0,
         defer: float = 0.5,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.redis = redis
         self.wait = wait
-        self.lease = lease
+        self.leases = leases
+        self.lease = leases.lease if leases is not None else lease
         self.ttl = ttl
         self.lock_wait = lock_wait
         self.defer = defer
@@ -138,6 +144,8 @@ class BookingOrder:
                 ],
             )
             if status == b"ok":
+                if self.leases is not None:
+                    self.leases.hold(keys.booking_lock(uid), event_id)
                 return {k.decode(): v.decode() for k, v in zip(flat[::2], flat[1::2], strict=True)}
             if time.monotonic() >= deadline:
                 reason = (
@@ -150,6 +158,8 @@ class BookingOrder:
             pause = min(pause * 2, 0.05)
 
     async def _leave(self, uid: str, event_id: str) -> None:
+        if self.leases is not None:
+            self.leases.drop(keys.booking_lock(uid))
         await asyncio.shield(self._release(keys=[keys.booking_lock(uid)], args=[event_id]))
 
     @asynccontextmanager
@@ -188,6 +198,8 @@ class BookingOrder:
         record in the booking, its unregistering, and the lock's release, in that order."""
         if turn.uid is None:
             return
+        if self.leases is not None:
+            self.leases.drop(keys.booking_lock(turn.uid))
         fields = {"last_event": event_id}
         if trigger in CREATION:
             fields["created"] = event_id

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import structlog
 from calhooks.service.core.files import Stamp, file_stamp_or_none
 from calhooks.service.core.settings import Settings
 from calhooks.workers.rules import RulesError, RuleSet, load_rules, rules_env
+from calhooks.workers.rules.runner import Limits
 
 logger = structlog.get_logger(__name__)
 
@@ -37,11 +39,13 @@ class RulesSource:
         env: Mapping[str, Any] | None = None,
         *,
         check_interval: float = CHECK_INTERVAL,
+        limits: Limits | None = None,
     ) -> None:
         self.path = path
         self.env = dict(env or {})
         self.check_interval = check_interval
-        self._rules = RuleSet()
+        self.limits = limits or Limits()
+        self._rules = RuleSet(limits=self.limits)
         self._signature: Stamp | None = None
         self._rejected: Stamp | None = None
         self._checked = 0.0
@@ -49,14 +53,15 @@ class RulesSource:
             logger.warning("rules.none", hint="set CALHOOKS_RULES_FILE; no rule will run")
             return
         self._signature = file_stamp_or_none(path)
-        self._rules = load_rules(path, env=self.env)
+        self._rules = replace(load_rules(path, env=self.env), limits=self.limits)
         logger.info("rules.loaded", file=str(path), rules=[rule.name for rule in self._rules])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RulesSource:
         """The rules of ``CALHOOKS_RULES_FILE``; ``RulesError`` when they cannot be used."""
         path = Path(settings.rules_file).expanduser() if settings.rules_file else None
-        return cls(path, rules_env(settings))
+        limits = Limits(cost=settings.rules_cost_limit, for_each=settings.rules_for_each_limit)
+        return cls(path, rules_env(settings), limits=limits)
 
     def current(self) -> RuleSet:
         """The rules in force, reloaded first if the file changed."""
@@ -68,7 +73,7 @@ class RulesSource:
         if signature is None or signature in (self._signature, self._rejected):
             return self._rules
         try:
-            rules = load_rules(self.path, env=self.env)
+            rules = replace(load_rules(self.path, env=self.env), limits=self.limits)
         except RulesError as error:
             self._rejected = signature
             logger.error(

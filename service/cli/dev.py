@@ -206,10 +206,10 @@ def settings_rules(settings: Settings) -> str:
 
 
 async def _run_worker(stop: asyncio.Event) -> None:
-    from calhooks.workers.bootstrap import worker_options
+    from calhooks.workers.bootstrap import wakeable_options
     from calhooks.workers.wakeup import WakeableWorker
 
-    options = worker_options(get_settings(), handle_signals=False)
+    options = wakeable_options(get_settings(), handle_signals=False)
     options["ctx"]["logging_configured"] = True
     worker = WakeableWorker(**options)
     main = asyncio.create_task(worker.main())

@@ -64,7 +64,12 @@ async def open_stores() -> AsyncIterator[Stores]:
     try:
         yield Stores(
             arq,
-            DeadLetterQueue(arq),
+            DeadLetterQueue(
+                arq,
+                max_entries=settings.worker_dead_letter_max,
+                max_age=settings.worker_dead_letter_max_age,
+                record_ttl=settings.worker_record_ttl,
+            ),
             Ledger(arq, ttl=settings.worker_record_ttl),
             EventLog(arq, ttl=settings.worker_record_ttl),
             settings,

@@ -32,7 +32,7 @@ def worker(
 
     Until stopped; SIGTERM/SIGINT let running events finish.
     """
-    from calhooks.workers.bootstrap import use_fast_event_loop, worker_options
+    from calhooks.workers.bootstrap import use_fast_event_loop, wakeable_options
     from calhooks.workers.rules import RulesError
     from calhooks.workers.rulesource import RulesSource
     from calhooks.workers.wakeup import WakeableWorker
@@ -44,7 +44,7 @@ def worker(
         fail(f"CALHOOKS_RULES_FILE {settings.rules_file}: {exc}")
     configure_from_settings()
     use_fast_event_loop()
-    options = worker_options(settings, burst=burst)
+    options = wakeable_options(settings, burst=burst)
     if max_jobs is not None:
         options["max_jobs"] = max_jobs
     options["ctx"]["logging_configured"] = True

@@ -189,6 +189,20 @@ class Settings(BaseSettings):
     worker_health_interval: float = Field(
         10.0, gt=0, description="Seconds between writes of the worker's own health key."
     )
+    worker_lease: float = Field(
+        10.0,
+        ge=1,
+        description="Seconds a running event's claim and booking lock outlive a dead worker.",
+    )
+    worker_redis_timeout: float = Field(
+        5.0, gt=0, description="Seconds a worker waits on Redis (connect, each command)."
+    )
+    worker_dead_letter_max: int = Field(
+        10_000, ge=1, description="Most dead-letter entries kept; the oldest go first."
+    )
+    worker_dead_letter_max_age: int = Field(
+        30 * 24 * 3600, ge=60, description="Seconds a dead-letter entry is kept."
+    )
 
     # Rules (workers/rules/, `calhooks rules check|test`).
     rules_file: Path | None = Field(
@@ -196,6 +210,14 @@ class Settings(BaseSettings):
     )
     rules_env: dict[str, Any] = Field(
         {}, description='JSON object laid over the rules file\'s `env:` (`{"flag": true}`).'
+    )
+    rules_cost_limit: int = Field(
+        100_000,
+        ge=1,
+        description="Budget of one CEL expression's estimated steps; over it fails the rule.",
+    )
+    rules_for_each_limit: int = Field(
+        500, ge=1, description="Most items one `for_each` step may loop over; more fails the rule."
     )
 
     # MCP server (service/mcp/: `/cal-organizations`, `calhooks mcp`, `calhooks connections`).

@@ -1,7 +1,8 @@
 """arq's private methods that ``workers/wakeup.py`` overrides or copies, pinned to arq 0.28.
 
-``WakeableWorker`` replaces ``main`` and ``_poll_iteration`` and hooks
-``_release_sem_dec_counter_on_complete``; its claim script follows ``start_jobs``. A new arq
+``WakeableWorker`` replaces ``main`` and ``_poll_iteration``, hooks
+``_release_sem_dec_counter_on_complete``, ``finish_job`` and ``finish_failed_job`` (its job
+leases), and its claim script follows ``start_jobs``. A new arq
 release that changes any of them must be read before calhooks runs on it: this test fails
 with the method's name, and the fix is to review ``workers/wakeup.py`` against the new code,
 then record the new digest here.
@@ -23,6 +24,8 @@ PINNED = {
     "_release_sem_dec_counter_on_complete": "0ed101482e942c33",
     "start_jobs": "b45797cfa40bed7f",
     "close": "5bcc9cb356680829",
+    "finish_job": "903f09c92830d3fd",
+    "finish_failed_job": "3e16087f318a7acf",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from calhooks.service.calcom import CalcomClient, get_tool
 from calhooks.service.calcom.errors import CalcomError, ToolValidationError
 from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
 from calhooks.workers.redistyped import hgetall
+from calhooks.workers.retries import Defer
 from tests.workers.helpers import end_now
 
 CREATE_OOO = get_tool("cal_organizations_users_ooocontroller_create_organization_user_ooo")
@@ -217,3 +219,23 @@ async def test_a_kept_ledger_does_not_expire_until_released(redis_client: aiored
     assert isinstance(loaded, EventState)
     assert loaded.matched == ["a", "b"]
     assert not loaded.kept
+
+
+async def test_an_interrupted_step_waits_until_its_call_had_time_to_land(
+    redis_client: aioredis.Redis, client: CalcomClient
+) -> None:
+    """With ``settle``, a re-run neither looks up nor repeats a call sent moments ago (it may
+    still be reaching Cal.com): it defers for the rest of the time, then goes on."""
+    ledger = Ledger(redis_client, ttl=60)
+    finder = Finder({"id": 9})
+    once = ExactlyOnce(ledger, client, finders={CREATE_OOO.name: finder}, settle=60.0)
+    await ledger.start_step(await ledger.begin("ev1"), KEY)
+    calls = Calls(answer={"id": 10})
+    rerun = await ledger.begin("ev1")
+    with pytest.raises(Defer) as deferred:
+        await once.run(rerun, KEY, CREATE_OOO, PARAMS, calls.bind(redis_client, "ev1"))
+    assert 50 < deferred.value.delay <= 60
+    assert (calls.count, finder.calls) == (0, [])
+    rerun.steps[KEY.field] = replace(rerun.steps[KEY.field], at=rerun.steps[KEY.field].at - 61)
+    output = await once.run(rerun, KEY, CREATE_OOO, PARAMS, calls.bind(redis_client, "ev1"))
+    assert output == ({"id": 9}, "found")

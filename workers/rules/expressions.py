@@ -15,6 +15,15 @@ an expression allocate without bound); and its parser overflows the native stack
 pathologically long operator chains (~16 000 links crash the process), so an expression
 is refused above ``MAX_EXPRESSION_LENGTH`` characters, far below that.
 
+**A cost budget.** ``cel`` evaluates synchronously, holding the GIL, with no step limit: it
+cannot be cut off once started, and a nested ``exists`` over a 3000-item payload list runs
+for seconds while the worker's event loop stands still. So an expression's cost is bounded
+*before* it runs: ``estimated_cost`` is ``n ** d`` where ``d`` is how deeply its
+comprehensions nest (``all``, ``exists``, ``exists_one``, ``map``, ``filter``; an ``in`` or a
+``sets.`` function inside one counts as one more level) and ``n`` the largest list or map in
+the values it reads. Past the budget (``CALHOOKS_RULES_COST_LIMIT``) ``BudgetExceeded`` is
+raised instead of evaluating: the rule fails (dead letter) with that reason.
+
 **Names an expression sees**: ``payload`` (the event's payload), ``event`` (``id``,
 ``trigger``, ``createdAt``, ``receivedAt``), ``env`` (the rules' constants), ``steps``
 (outputs of the rule's earlier steps, by step id) and, inside a ``for_each`` step, its loop
@@ -127,6 +136,20 @@ class ExpressionSyntaxError(ValueError):
     """An expression does not compile; the message says where and why."""
 
 
+class BudgetExceeded(Exception):
+    """An expression would cost more than the budget (deliberately not an EvaluationError:
+    a condition that cannot be evaluated skips its step, one over budget fails the rule)."""
+
+    def __init__(self, source: str, cost: int, limit: int) -> None:
+        self.source = source
+        self.cost = cost
+        self.limit = limit
+        super().__init__(
+            f"{compact(source)}: would take about {cost:,} evaluation steps, over the budget "
+            f"of {limit:,} (CALHOOKS_RULES_COST_LIMIT)"
+        )
+
+
 class EvaluationError(ValueError):
     """Evaluating an expression failed (missing field, wrong type, ...); friendly message."""
 
@@ -150,6 +173,8 @@ class Expression:
     steps: frozenset[str]
     env: frozenset[str]
     event: frozenset[str]
+    #: How deeply its comprehensions nest (see ``comprehension_depth``).
+    depth: int = 0
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
@@ -220,7 +245,60 @@ def compile_expression(source: str, line: int = 0) -> Expression:
         steps=_references(_STEP_REFERENCE, source) if "steps" in names else frozenset(),
         env=_references(_ENV_REFERENCE, source) if "env" in names else frozenset(),
         event=_references(_EVENT_REFERENCE, source) if "event" in names else frozenset(),
+        depth=comprehension_depth(code),
     )
+
+
+_MACRO_CALL = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\($")
+_INNER_SCAN = re.compile(r"\bin\b|\bsets\s*\.")
+
+
+def comprehension_depth(code: str) -> int:
+    """How deeply comprehension macros nest in ``code`` (string literals blanked); an ``in``
+    or a ``sets.`` function inside one counts as one level more (each is a scan too)."""
+    stack: list[bool] = []  # one per open parenthesis: is it a macro's?
+    deepest = 0
+    for position, char in enumerate(code):
+        if char == "(":
+            stack.append(bool(_MACRO_CALL.search(code[max(0, position - 24) : position + 1])))
+            deepest = max(deepest, sum(stack))
+        elif char == ")" and stack:
+            stack.pop()
+        elif stack and _INNER_SCAN.match(code, position) and _word_starts(code, position):
+            deepest = max(deepest, sum(stack) + 1)
+    return deepest
+
+
+def _word_starts(code: str, position: int) -> bool:
+    return position == 0 or not (code[position - 1].isalnum() or code[position - 1] == "_")
+
+
+def largest_collection(value: Any, limit: int = MAX_VALUE_DEPTH) -> int:
+    """The length of the largest list or map anywhere in ``value`` (``limit`` levels deep)."""
+    largest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        current, depth = pending.pop()
+        if isinstance(current, Mapping | list | tuple) and depth <= limit:
+            largest = max(largest, len(current))
+            items = current.values() if isinstance(current, Mapping) else current
+            pending.extend((item, depth + 1) for item in items)
+    return largest
+
+
+def estimated_cost(expression: Expression, sizes: Mapping[str, int]) -> int:
+    """About how many steps evaluating ``expression`` takes: ``n ** depth`` (module docstring);
+    ``sizes`` holds the largest collection of each name it may read."""
+    largest = max((sizes.get(name, 0) for name in expression.names), default=0)
+    cost: int = max(1, largest) ** max(1, expression.depth)
+    return cost
+
+
+def check_cost(expression: Expression, sizes: Mapping[str, int], limit: int) -> None:
+    """``BudgetExceeded`` when ``expression`` would cost more than ``limit``."""
+    cost = estimated_cost(expression, sizes)
+    if cost > limit:
+        raise BudgetExceeded(expression.source, cost, limit)
 
 
 def _is_panic(error: BaseException) -> bool:

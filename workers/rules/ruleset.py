@@ -11,13 +11,22 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from calhooks.workers.rules.expressions import EvaluationError, compact, evaluate, to_text
+from calhooks.workers.rules.expressions import (
+    BudgetExceeded,
+    EvaluationError,
+    check_cost,
+    compact,
+    evaluate,
+    to_text,
+)
 from calhooks.workers.rules.model import Rule
 from calhooks.workers.rules.runner import (
     EventContext,
     EventLike,
     Invoke,
+    Limits,
     Log,
+    RuleFailed,
     RuleResult,
     logger,
     run_rule,
@@ -40,6 +49,7 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     env: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<rules>"
+    limits: Limits = field(default_factory=Limits)
 
     @cached_property
     def triggers(self) -> frozenset[str]:
@@ -71,6 +81,7 @@ class RuleSet:
         """
         log = (log or logger).bind(event_id=event.id, trigger=event.trigger)
         context = None
+        sizes: dict[str, int] | None = None
         matches = []
         for rule in self.rules:
             if event.trigger not in rule.triggers:
@@ -78,6 +89,13 @@ class RuleSet:
                 continue
             if rule.when is None:
                 matches.append(Match(rule, True))
+                continue
+            try:
+                sizes = sizes if sizes is not None else self.context(event).sizes()
+                check_cost(rule.when, sizes, self.limits.cost)
+            except BudgetExceeded as error:
+                # Matched, so that running it fails it with this reason (a dead letter).
+                matches.append(Match(rule, True, f"when: {error}"))
                 continue
             try:
                 context = context or self.context(event).cel_context()
@@ -118,4 +136,14 @@ class RuleSet:
     ) -> RuleResult:
         """Run ``rule`` for ``event`` (see ``run_rule``); ``RuleFailed`` when a step fails."""
         bound = (log or logger).bind(event_id=event.id, trigger=event.trigger)
-        return await run_rule(rule, self.context(event), invoke, log=bound)
+        context = self.context(event)
+        if rule.when is not None:
+            try:
+                check_cost(rule.when, context.sizes(), self.limits.cost)
+            except BudgetExceeded as error:
+                message = f"when: {error}"
+                bound.warning("rule.failed", rule=rule.name, error=message)
+                raise RuleFailed(
+                    RuleResult(rule.name, error=message), "(when)", None, message
+                ) from error
+        return await run_rule(rule, context, invoke, log=bound, limits=self.limits)

@@ -23,6 +23,10 @@ the tool's schema refuses, stops the rule; so does any error ``invoke`` raises. 
 way ``RuleFailed`` is raised with the outcomes so far and the original error as its
 ``__cause__`` (the workers look down that chain for what to retry).
 
+**Limits** (``Limits``): an expression whose estimated cost is over the budget
+(``expressions.check_cost``) and a ``for_each`` giving more items than its limit fail the
+rule - even in a ``when`` - with a ``BudgetExceeded`` error naming the setting to raise.
+
 For dry runs, an output can be ``Unknown`` (the dry run's ``invoke`` returns one): every
 expression that reads it is then ``Unknown`` too instead of being evaluated, a ``when``
 that depends on it lets the step through with a note, and a ``for_each`` over it stands
@@ -44,13 +48,16 @@ from calhooks.service.calcom.errors import ToolValidationError
 from calhooks.service.calcom.tools import Tool
 from calhooks.service.calcom.validation import validate_params
 from calhooks.workers.rules.expressions import (
+    BudgetExceeded,
     EvaluationError,
     Expression,
     NotJSON,
     bind,
+    check_cost,
     compact,
     evaluate,
     format_datetime,
+    largest_collection,
     new_context,
     to_json,
     to_text,
@@ -70,6 +77,29 @@ from calhooks.workers.rules.validator import tool_of
 
 #: Most pages one ``paginate`` step fetches (x 250 items for most list tools).
 MAX_PAGES = 200
+#: Default budget of one expression's estimated cost (``CALHOOKS_RULES_COST_LIMIT``).
+DEFAULT_COST_LIMIT = 100_000
+#: Default most items of one ``for_each`` (``CALHOOKS_RULES_FOR_EACH_LIMIT``).
+DEFAULT_FOR_EACH_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one rule run may spend: an expression's estimated cost, a for_each's items."""
+
+    cost: int = DEFAULT_COST_LIMIT
+    for_each: int = DEFAULT_FOR_EACH_LIMIT
+
+
+class ForEachLimitExceeded(BudgetExceeded):
+    def __init__(self, source: str, items: int, limit: int) -> None:
+        Exception.__init__(
+            self,
+            f"for_each {compact(source)} gave {items:,} items, more than the limit of "
+            f"{limit:,} (CALHOOKS_RULES_FOR_EACH_LIMIT)",
+        )
+        self.source, self.cost, self.limit = source, items, limit
+
 
 logger = structlog.get_logger("calhooks.workers.rules")
 
@@ -166,6 +196,15 @@ class EventContext:
             env=dict(env),
         )
 
+    def sizes(self) -> dict[str, int]:
+        """The largest list or map in each name's value (see ``expressions.estimated_cost``)."""
+        return {
+            "payload": largest_collection(self.payload),
+            "event": largest_collection(self.event),
+            "env": largest_collection(self.env),
+            "steps": 0,
+        }
+
     def cel_context(self, steps: Mapping[str, Any] | None = None) -> cel.Context:
         return new_context(
             {
@@ -239,15 +278,20 @@ class _StepError(Exception):
 
 
 class _Run:
-    def __init__(self, rule: Rule, context: EventContext, invoke: Invoke, log: Log) -> None:
+    def __init__(
+        self, rule: Rule, context: EventContext, invoke: Invoke, log: Log, limits: Limits
+    ) -> None:
         self.rule = rule
         self.context = context
         self.invoke = invoke
         self.log = log
+        self.limits = limits
         self.outputs: dict[str, Any] = {}
         self.cel: cel.Context | None = None
         self.loop: tuple[str, Any] | None = None
         self.result = RuleResult(rule.name)
+        #: The largest list or map each name holds, for the expressions' cost estimates.
+        self.sizes = context.sizes()
 
     async def run(self) -> RuleResult:
         try:
@@ -257,7 +301,10 @@ class _Run:
             self.log.warning("rule.failed", error=self.result.error)
             raise RuleFailed(self.result, "(event)", None, self.result.error) from error
         for step in self.rule.steps:
-            await self.run_step(step)
+            try:
+                await self.run_step(step)
+            except BudgetExceeded as error:
+                self.fail(step, None, error, None)
         self.log.info("rule.done", calls=len(self.result.calls))
         return self.result
 
@@ -277,6 +324,7 @@ class _Run:
         if self.unknown(expression):
             return Unknown(compact(expression.source))
         assert self.cel is not None
+        check_cost(expression, self.sizes, self.limits.cost)
         return evaluate(expression, self.cel)
 
     def render(self, template: Template) -> Any:
@@ -314,6 +362,7 @@ class _Run:
     def set_loop(self, step: Step, item: Any) -> None:
         assert step.loop_variable is not None
         self.loop = (step.loop_variable, item)
+        self.sizes[step.loop_variable] = largest_collection(item)
         assert self.cel is not None
         bind(self.cel, step.loop_variable, None if isinstance(item, Unknown) else item)
 
@@ -324,6 +373,7 @@ class _Run:
             output = Unknown(f"output of steps.{step.id}")
         self.outputs[step.id] = output
         visible = {k: None if isinstance(v, Unknown) else v for k, v in self.outputs.items()}
+        self.sizes["steps"] = max(self.sizes.get("steps", 0), largest_collection(visible))
         assert self.cel is not None
         try:
             bind(self.cel, "steps", visible)
@@ -367,6 +417,8 @@ class _Run:
             kind = "map" if isinstance(items, dict) else type(items).__name__
             self.record(step, None, "skipped", reason=f"for_each gave a {kind}, not a list")
             return
+        if len(items) > self.limits.for_each:
+            raise ForEachLimitExceeded(step.for_each.source, len(items), self.limits.for_each)
         if not items:
             self.record(step, None, "skipped", reason="for_each gave no items")
         outputs: list[Any] = []
@@ -502,8 +554,13 @@ class _Run:
 
 
 async def run_rule(
-    rule: Rule, context: EventContext, invoke: Invoke, *, log: Log | None = None
+    rule: Rule,
+    context: EventContext,
+    invoke: Invoke,
+    *,
+    log: Log | None = None,
+    limits: Limits | None = None,
 ) -> RuleResult:
     """Run ``rule``'s steps for one event; ``RuleFailed`` (chained) when a step fails."""
     bound: Log = (log or logger).bind(rule=rule.name)
-    return await _Run(rule, context, invoke, bound).run()
+    return await _Run(rule, context, invoke, bound, limits or Limits()).run()
