@@ -39,6 +39,16 @@ class Row:
     detail: str = ""
 
     @property
+    def level(self) -> str:
+        """``ok``, ``warn`` or ``bad``: how the status reads (the CSS class of its tag)."""
+        status = self.status
+        if status == "429" or status in ("retry", "deferred", "skipped"):
+            return "warn"
+        if status[:1] in ("4", "5") or status in ("failed", "dead_lettered", "no answer"):
+            return "bad"
+        return "ok"
+
+    @property
     def clock(self) -> str:
         return datetime.fromtimestamp(self.at, UTC).strftime("%H:%M:%S.%f")[:-3]
 
