@@ -3,8 +3,9 @@
 Newest first, 50 a page. Without filters a page is two round trips (a range of the index,
 then the summaries). Filters on trigger, outcome, rule or booking uid read the index in
 batches, newest first, until a page is full or ``SCAN_LIMIT`` events were looked at (the
-page then says how far back it looked and offers to go on). Time bounds narrow the index
-range; an id prefix is looked up with ``ZSCAN MATCH`` over the whole index.
+page then says how far back it looked and offers to go on); an outcome or a trigger reads
+that outcome's or trigger's own index instead of every event. Time bounds narrow the index
+range; an id prefix of four or more characters reads its prefix bucket.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from calhooks.service.core.eventindex import INDEX_KEY, summary_key
+from calhooks.service.core.eventindex import (
+    INDEX_KEY,
+    OUTCOMES,
+    bucket_key,
+    outcome_key,
+    summary_key,
+    trigger_key,
+)
 
 PAGE = 50
 BATCH = 500
 SCAN_LIMIT = 20_000
-PREFIX_MIN = 4
+PREFIX_MIN = 4  # = eventindex.BUCKET_CHARS
 
 
 @dataclass(frozen=True)
@@ -34,9 +42,23 @@ class Filters:
     prefix: str = ""
 
     @property
+    def index(self) -> str:
+        """The narrowest index to read: by outcome, by trigger, or every event."""
+        if self.outcome in OUTCOMES:
+            return outcome_key(self.outcome)
+        if self.trigger:
+            return trigger_key(self.trigger)
+        return INDEX_KEY
+
+    @property
     def post(self) -> bool:
-        """Whether summaries must be read to filter (not only the index)."""
-        return bool(self.trigger or self.outcome or self.rule or self.uid)
+        """Whether summaries must be read to filter (the index alone does not decide)."""
+        return bool(
+            self.rule
+            or self.uid
+            or (self.outcome and self.trigger)
+            or (self.outcome and self.outcome not in OUTCOMES)
+        )
 
     def keep(self, summary: dict[str, Any]) -> bool:
         return (
@@ -82,7 +104,7 @@ async def query(
     while len(found) < limit and scanned < SCAN_LIMIT:
         want = BATCH if filters.post else limit - len(found)
         batch = await redis.zrevrangebyscore(
-            INDEX_KEY, high, low, start=0, num=want, withscores=True
+            filters.index, high, low, start=0, num=want, withscores=True
         )
         summaries = await _summaries(redis, [member for member, _ in batch])
         consumed = 0
@@ -106,14 +128,10 @@ async def query(
 
 
 async def _by_prefix(redis: aioredis.Redis, filters: Filters, total: int, limit: int) -> Page:
-    prefix = filters.prefix
-    if len(prefix) < PREFIX_MIN or not all(c.isalnum() or c in "-_" for c in prefix):
+    prefix = filters.prefix.lower()
+    if len(prefix) < PREFIX_MIN or not all(c.isalnum() for c in prefix):
         return Page([], total=total, notes=[f"an id prefix needs {PREFIX_MIN}+ letters or digits"])
-    ids: list[bytes] = []
-    async for member, _ in redis.zscan_iter(INDEX_KEY, match=prefix + "*", count=5000):
-        ids.append(member)
-        if len(ids) >= limit * 4:
-            break
+    members = await redis.zrevrange(bucket_key(prefix), 0, -1)
+    ids = [m for m in members if m.decode().startswith(prefix)][: limit * 4]
     summaries = [s for s in await _summaries(redis, ids) if s is not None and filters.keep(s)]
-    summaries.sort(key=lambda s: float(s.get("received_at", 0)), reverse=True)
     return Page(summaries[:limit], total=total)

@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from arq.constants import job_key_prefix
 
-from calhooks.service.core.eventindex import INDEX_KEY, summary_key
+from calhooks.service.core.eventindex import INDEX_KEY, bucket_key, summary_key
 from calhooks.service.events import Event, deserialize_job
 from calhooks.workers import keys
 from calhooks.workers.deadletter import DeadLetterQueue, entry_id
@@ -144,12 +144,9 @@ async def resolve(redis: aioredis.Redis, id_or_prefix: str) -> str | None:
         return id_or_prefix
     if len(id_or_prefix) < ID_PREFIX_MIN:
         return None
-    found: set[str] = set()
-    async for member, _ in redis.zscan_iter(INDEX_KEY, match=id_or_prefix + "*", count=5000):
-        found.add(member.decode())
-        if len(found) > 1:
-            return None
-    return found.pop() if found else None
+    members = await redis.zrange(bucket_key(id_or_prefix), 0, -1)
+    found = [m.decode() for m in members if m.decode().startswith(id_or_prefix.lower())]
+    return found[0] if len(found) == 1 else None
 
 
 async def job_event(redis: aioredis.Redis, event_id: str) -> dict[str, Any] | None:
