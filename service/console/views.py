@@ -38,7 +38,7 @@ from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
 from calhooks.service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue
 from calhooks.workers.deadletter import replay as replay_entry
-from calhooks.workers.eventlog import EventLog
+from calhooks.workers.eventlog import EventLog, redact
 from calhooks.workers.ledger import Ledger
 from calhooks.workers.rules.dryrun import dry_run as run_dry
 
@@ -384,8 +384,9 @@ async def dead_letter(
         "dead_letter.html",
         entry=entry,
         error_text=timeline.error_text,
-        params=json.dumps(entry.params, indent=2, default=str) if entry.params else None,
-        error_json=json.dumps(entry.error, indent=2, default=str),
+        # Stored masked already (DeadLetterQueue.add); masked again in case an older entry was not.
+        params=json.dumps(redact(entry.params), indent=2, default=str) if entry.params else None,
+        error_json=json.dumps(redact(entry.error), indent=2, default=str),
     )
 
 

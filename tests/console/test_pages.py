@@ -144,3 +144,51 @@ def test_drop_asks_for_confirmation_first(client: TestClient) -> None:
     page = client.get("/console/dead-letters/drop?all=1")
     assert page.status_code == 200
     assert 'name="confirm" value="yes"' in page.text
+
+
+def dead_letter(client: redis.Redis, event_id: str, rule: str = "time-off-creates-ooo") -> str:
+    from calhooks.workers.deadletter import DeadLetter
+
+    entry = DeadLetter(
+        event_id=event_id, trigger="BOOKING_CREATED", rule=rule,
+        error={"status": 400, "code": "BadRequestException", "message": "nope"}, attempts=1,
+        event={"id": event_id}, params={"apiKey": "cal_live_0123456789abcdef"},
+    )  # fmt: skip
+    client.hset("calhooks:dlq", entry.id, json.dumps(entry.to_dict()))
+    client.zadd("calhooks:dlq:index", {entry.id: entry.dead_at})
+    return entry.id
+
+
+def test_drop_needs_the_confirmation(client: TestClient, sync_redis: redis.Redis) -> None:
+    first = dead_letter(sync_redis, "e1e1e1e1")
+    second = dead_letter(sync_redis, "e2e2e2e2")
+    sign_in(client, OPERATOR)
+    page = client.get(f"/console/dead-letters/{first}")
+    assert "BadRequestException" in page.text
+    assert "cal_live_0123456789abcdef" not in page.text  # parameters are masked
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    unconfirmed = client.post("/console/dead-letters/drop", data={"id": first, "csrf": csrf})
+    assert "not confirmed" in unconfirmed.text
+    assert sync_redis.zcard("calhooks:dlq:index") == 2
+    confirm = client.get(f"/console/dead-letters/drop?id={first}")
+    assert first in confirm.text
+    assert second not in confirm.text
+    dropped = client.post(
+        "/console/dead-letters/drop", data={"id": first, "confirm": "yes", "csrf": csrf}
+    )
+    assert "Dropped 1 dead letter(s)." in dropped.text
+    assert sync_redis.zrange("calhooks:dlq:index", 0, -1) == [second.encode()]
+
+
+def test_replay_all_queues_every_entry(client: TestClient, sync_redis: redis.Redis) -> None:
+    ids = [dead_letter(sync_redis, f"e{i}e{i}e{i}e{i}") for i in range(3)]
+    sign_in(client, OPERATOR)
+    page = client.get("/console/dead-letters")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    answer = client.post("/console/dead-letters/replay", data={"all": "1", "csrf": csrf})
+    assert "Replaying 3: 3 queued again" in answer.text
+    assert answer.text.count(">replaying<") == 3
+    assert 'hx-trigger="every 3s"' in answer.text  # the page follows the replay's progress
+    assert sync_redis.zcard("arq:queue") == 3
+    assert all(sync_redis.exists(f"arq:job:e{i}e{i}e{i}e{i}") for i in range(3))
+    assert len(ids) == 3
