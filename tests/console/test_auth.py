@@ -219,3 +219,9 @@ def test_changed_password_signs_the_user_out(
     with TestClient(second) as client:
         client.cookies.set(COOKIE, cookie or "", path="/console")
         assert client.get("/console/", follow_redirects=False).status_code == 303
+
+
+def test_console_root_without_slash_redirects(client: TestClient) -> None:
+    answer = client.get("/console", follow_redirects=False)
+    assert answer.status_code in (307, 308)
+    assert answer.headers["location"].endswith("/console/")

@@ -275,3 +275,17 @@ def test_console_in_a_browser(dev: Dev, browser: Browser) -> None:
     expect(page.locator("main")).to_contain_text("Events recorded")
     shot(page, "overview", docs=True)
     context.close()
+
+    # The system's dark preference gives the dark palette.
+    dark = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+    dark_page = dark.new_page()
+    sign_in(dark_page, base, OPERATOR)
+    background = dark_page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)", background
+    shot(dark_page, "overview-dark")
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the content.
+    dark_page.keyboard.press("Tab")
+    assert dark_page.evaluate("document.activeElement.textContent") == "Skip to content"
+    dark_page.keyboard.press("Enter")
+    assert dark_page.evaluate("document.activeElement.id") == "main"
+    dark.close()
