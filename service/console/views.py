@@ -447,9 +447,18 @@ async def drop_confirm(
 
 async def drop(ctx: Context, request: Request, session: Session, form: FormData | None) -> Response:
     form = form or FormData()
-    if form.get("confirm") != "yes":
-        return _back(request, "Nothing dropped: the drop was not confirmed.")
     dlq = _dlq(ctx)
+    if form.get("confirm") != "yes":  # the list's "Drop selected": confirm first
+        everything = form.get("all") == "1"
+        entries = [] if everything else await _targets(dlq, form)
+        return ctx.render(
+            request,
+            session,
+            "drop_confirm.html",
+            entries=entries,
+            everything=everything,
+            total=await dlq.count() if everything else len(entries),
+        )
     entries = await _targets(dlq, form)
     ledger = Ledger(ctx.redis, ttl=ctx.settings.worker_record_ttl)
     eventlog = EventLog(ctx.redis, ttl=ctx.settings.worker_record_ttl)

@@ -168,7 +168,8 @@ def test_drop_needs_the_confirmation(client: TestClient, sync_redis: redis.Redis
     assert "cal_live_0123456789abcdef" not in page.text  # parameters are masked
     csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     unconfirmed = client.post("/console/dead-letters/drop", data={"id": first, "csrf": csrf})
-    assert "not confirmed" in unconfirmed.text
+    assert "Drop dead letters?" in unconfirmed.text  # the confirmation page, nothing dropped
+    assert 'name="confirm" value="yes"' in unconfirmed.text
     assert sync_redis.zcard("calhooks:dlq:index") == 2
     confirm = client.get(f"/console/dead-letters/drop?id={first}")
     assert first in confirm.text
