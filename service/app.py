@@ -7,6 +7,7 @@ stops them. Routes:
 * ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``calhooks.service.intake.endpoint``;
 * ``GET /livez``, ``/readyz``, ``/metrics`` - ``calhooks.service.intake.health``;
 * ``/cal-organizations`` - the MCP server (``service.mcp.http``, bearer ``CALHOOKS_MCP_TOKEN``);
+* ``/console`` - the web console (``service.console``), when ``CALHOOKS_CONSOLE_USERS`` is set;
 * anything passed as ``routes``, with the async context managers in ``lifespans`` entered
   for the app's lifetime.
 
@@ -28,9 +29,10 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from calhooks.service.console import create_console
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.intake.acceptor import Acceptor
 from calhooks.service.intake.endpoint import RETRY_AFTER_SECONDS, IntakeEndpoint
@@ -175,6 +177,11 @@ def create_app(
     )
     health = Health(queue=intake.queue, secrets=intake.secrets, acceptor=intake.acceptor)
     mcp = create_mcp_app(settings)
+    # The web console at /console (service/console/), when CALHOOKS_CONSOLE_USERS is set.
+    console = create_console(settings, spool=intake.spool, redis_url=redis_url)
+    if console is not None:
+        routes = [*routes, Mount("/console", app=console.app)]
+        lifespans = [*lifespans, console.lifespan]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

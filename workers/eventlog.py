@@ -36,6 +36,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from calhooks.service.calcom.tools import Tool
+from calhooks.service.core import timeseries
 from calhooks.service.core.logs import redact_secrets
 from calhooks.workers import keys
 from calhooks.workers.redistyped import lrange
@@ -127,6 +128,10 @@ class CallLog:
         return None
 
     async def after(self, tool: Tool, response: httpx.Response | None, elapsed: float) -> None:
+        status = response.status_code if response is not None else None
+        timeseries.RECORDER.count("calcom.calls")
+        if status == 429:
+            timeseries.RECORDER.count("calcom.429")
         recorder = _current.get()
         if recorder is None:
             return
@@ -134,7 +139,7 @@ class CallLog:
             "call",
             sent_at=round(time.time() - elapsed, 6),
             tool=tool.name,
-            status=response.status_code if response is not None else None,
+            status=status,
             ms=round(elapsed * 1000, 2),
             request_id=response.headers.get("x-request-id") if response is not None else None,
         )

@@ -41,6 +41,7 @@ from arq import Retry
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.sealing import Sealer
 from calhooks.service.calcom.tools import get_tool
+from calhooks.service.core import eventindex, timeseries
 from calhooks.workers import metrics
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
 from calhooks.workers.eventlog import EventLog, EventRecorder
@@ -223,9 +224,29 @@ class Processor:
                 for write in attempt.closing:
                     write(pipe)
                 attempt.recorder.write_into(pipe)
+                self._note_activity(attempt, pipe)
                 await pipe.execute()
         except Exception:
             logger.exception("event.end_write_failed")
+
+    def _note_activity(self, attempt: Attempt, pipe: Any) -> None:
+        """The console's event summary and per-minute counts, in the attempt's last write."""
+        event, state = attempt.event, attempt.state
+        outcome = eventindex.outcome_of(state.matched, state.rules)
+        started = attempt.deadline - self.job_timeout
+        timeseries.RECORDER.count(f"worker.{outcome}")
+        timeseries.RECORDER.observe_ms("worker.ms", (time.monotonic() - started) * 1000)
+        timeseries.RECORDER.write_into(pipe)
+        summary = {
+            "id": event.id,
+            "trigger": event.trigger,
+            "uid": event.payload.get("uid"),
+            "received_at": event.received_at,
+            "outcome": outcome,
+            "rules": {rule: state.rules.get(rule, "pending") for rule in state.matched or []},
+            "attempts": state.runs,
+        }
+        eventindex.write_into(pipe, summary, ttl=self.ledger.ttl)
 
     async def _process(self, attempt: Attempt) -> dict[str, Any]:
         event, state, recorder = attempt.event, attempt.state, attempt.recorder

@@ -5,7 +5,8 @@ All variables carry the ``CALHOOKS_`` prefix and are read once per process by
 every variable; the docs site's Configuration page is built with it (``scripts/docs_hooks.py``),
 so the two cannot drift apart.
 
-Groups (by field-name prefix): Cal.com API access, logging, Redis, intake, workers, MCP.
+Groups (by field-name prefix): Cal.com API access, logging, Redis, intake, workers, MCP,
+webhook subscriptions, console.
 Secrets are ``SecretStr`` so a stray ``repr`` never shows them.
 
 A bad value (``CALHOOKS_ORG_ID=abc``, a ``CALHOOKS_API_URL`` without a scheme, a key that is
@@ -248,6 +249,12 @@ class Settings(BaseSettings):
     )
     webhooks_auto_apply: bool = Field(
         False, description="Apply the webhook plan (never pruning) when `calhooks serve` starts."
+    )
+
+    # Web console (service/console/, `/console`; off unless a user is configured).
+    console_users: SecretStr | None = Field(
+        None,
+        description="Console sign-ins `name:role:hash,...` (role `operator` or `read-only`).",
     )
 
     @field_validator("data_dir")

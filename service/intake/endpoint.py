@@ -36,6 +36,7 @@ from typing import Any
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
+from calhooks.service.core import timeseries
 from calhooks.service.events import PING, BodyError, event_from_body
 from calhooks.service.intake import metrics
 from calhooks.service.intake.acceptor import Acceptor, Stored, Unavailable
@@ -140,6 +141,8 @@ class IntakeEndpoint:
         elapsed = time.perf_counter() - started
         metrics.REQUEST_SECONDS.observe(elapsed)
         metrics.DELIVERY_COUNTERS[answer.outcome].inc()
+        timeseries.RECORDER.count("intake." + answer.outcome)
+        timeseries.RECORDER.observe_ms("intake.ms", elapsed * 1000)
         self.log.log(
             _LEVELS[answer.outcome],
             "delivery",
