@@ -1,7 +1,9 @@
 """``calhooks events show ID``: what happened to one event (its delivery log and ledger).
 
-Prints each attempt, the rules that matched, every Cal.com call and step with its result or
-error, retries, dead letters, and the final state of each rule. The id is the one the
+Prints the booking the event is about (its uid, the uid it replaced when it is a reschedule,
+and the first booking of its chain of reschedules), each attempt, the rules that matched,
+every Cal.com call and step with its result or error, retries, dead letters, and the final
+state of each rule. The id is the one the
 intake answered with (``202 {"id": ...}``); a unique prefix of eight characters or more
 will do.
 """
@@ -39,9 +41,22 @@ def _error_text(error: Any) -> str:
     return f"{error.get('type', 'Error')}: {error.get('message', '')}"
 
 
+def booking_text(record: dict[str, Any]) -> str:
+    """A ``booking`` record: ``B (replaces A, chain A)``."""
+    text = str(record.get("uid"))
+    notes = []
+    if record.get("replaces"):
+        notes.append(f"replaces {record['replaces']}")
+    if record.get("chain") and record.get("chain") != record.get("uid"):
+        notes.append(f"chain {record['chain']}")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
 def describe(record: dict[str, Any]) -> str:
     """One delivery-log record as a line of text."""
     kind = record.get("kind")
+    if kind == "booking":
+        return f"booking {booking_text(record)}"
     if kind == "attempt":
         return f"attempt {record.get('attempt')} on {record.get('worker')}"
     if kind == "matched":
@@ -140,6 +155,9 @@ def show(
     first: dict[str, Any] = next((r for r in report["log"] if r.get("kind") == "attempt"), {})
     trigger = first.get("trigger", "?")
     typer.echo(f"event {resolved}  {trigger}")
+    booking = next((r for r in reversed(report["log"]) if r.get("kind") == "booking"), None)
+    if booking is not None:
+        typer.echo(f"booking {booking_text(booking)}")
     if first.get("received_at"):
         received = datetime.fromtimestamp(float(first["received_at"]))
         typer.echo(f"received {received:%Y-%m-%d %H:%M:%S.%f}"[:-3])
