@@ -1,7 +1,9 @@
 """Vendor a trimmed copy of Cal.com's API v2 OpenAPI document.
 
-Keeps only the operations behind calhooks' 37 organization tools and the component
-schemas they reference (transitively). Run it when the upstream document changes:
+Keeps only the operations behind calhooks' 37 organization tools, the internal read-only
+operations in ``INTERNAL`` (marked ``x-calhooks-internal: true``: callable by the client,
+never offered as tools) and the component schemas they reference (transitively).
+Run it when the upstream document changes:
 
     python scripts/trim_openapi.py path/to/openapi-v2.json
 
@@ -32,6 +34,10 @@ NOT_IN_CATALOG = {
     "OrganizationsAttributesOptionsController_getOrganizationAttributeAssignedOptionsBySlug",
     "OrganizationsAttributesOptionsController_getOrganizationAttributeOptionsForUser",
 }
+# Read-only operations calhooks calls itself but does not offer as tools (MCP, `tools list`,
+# rules): the organization's bookings, which the sandbox lists for reconciliation.
+INTERNAL = {"OrganizationsBookingsController_getAllOrgTeamBookings"}
+INTERNAL_MARK = "x-calhooks-internal"
 METHODS = ("get", "post", "put", "patch", "delete")
 OUTPUT = (
     Path(__file__).resolve().parent.parent / "service" / "calcom" / "data" / "openapi-orgs.json"
@@ -60,7 +66,9 @@ def trim(document: dict[str, Any]) -> dict[str, Any]:
             if not operation:
                 continue
             operation_id = operation.get("operationId", "")
-            if operation_id.startswith(CONTROLLERS) and operation_id not in NOT_IN_CATALOG:
+            if operation_id in INTERNAL:
+                paths.setdefault(path, {})[method] = {**operation, INTERNAL_MARK: True}
+            elif operation_id.startswith(CONTROLLERS) and operation_id not in NOT_IN_CATALOG:
                 paths.setdefault(path, {})[method] = operation
     schemas = document["components"]["schemas"]
     wanted: set[str] = set()
@@ -75,7 +83,10 @@ def trim(document: dict[str, Any]) -> dict[str, Any]:
         "openapi": document["openapi"],
         "info": {
             **document["info"],
-            "x-calhooks-note": "Trimmed by scripts/trim_openapi.py to the 37 organization tools.",
+            "x-calhooks-note": (
+                "Trimmed by scripts/trim_openapi.py to the 37 organization tools and "
+                "calhooks' internal read-only operations."
+            ),
         },
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": {name: schemas[name] for name in sorted(wanted)}},

@@ -5,7 +5,8 @@ job id). An attempt:
 
 1. counts the run in the event's ledger (``calhooks.workers.ledger``) - runs that never ended were
    crashes, and an event that keeps killing its worker is dead-lettered, not retried forever;
-2. takes the event's turn with its booking (``calhooks.workers.ordering``), or is skipped as stale;
+2. takes the event's turn with its booking's chain (``calhooks.workers.ordering``; the booking,
+   chain and replaced uid go to the delivery log), or is skipped as stale;
 3. matches the rules (once: the first attempt's match is recorded, so a rule added later
    does not run for an old event, and a rule since changed to no longer match is skipped);
 4. runs each matched rule not yet done; each tool step goes through the ledger
@@ -257,6 +258,8 @@ class Processor:
         async with self.order.turn(
             event.id, event.trigger, event.payload, event.received_at
         ) as turn:
+            if turn.uid is not None:
+                recorder.add("booking", **turn.describe())
             if turn.skip_reason is not None:
                 return await self._skip(attempt, turn, turn.skip_reason)
             rules = self.rules()

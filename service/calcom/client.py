@@ -34,7 +34,7 @@ import structlog
 
 from calhooks.service.calcom.backoff import Backoff, server_wait
 from calhooks.service.calcom.errors import CalcomError, CalcomTransportError
-from calhooks.service.calcom.tools import Tool, get_tool
+from calhooks.service.calcom.tools import Tool, get_operation
 from calhooks.service.calcom.validation import prepare_request
 from calhooks.service.core.settings import Settings
 
@@ -205,7 +205,7 @@ class CalcomClient:
 
     async def request(self, tool: str | Tool, params: Mapping[str, Any]) -> CalcomResponse:
         """Call a tool and return the whole unwrapped answer."""
-        spec = tool if isinstance(tool, Tool) else get_tool(tool)
+        spec = tool if isinstance(tool, Tool) else get_operation(tool)
         prepared = prepare_request(spec, self.with_defaults(spec, params))
         log = logger.bind(tool=spec.name)
         attempt = 0
@@ -293,7 +293,7 @@ class CalcomClient:
         self, tool: str | Tool, /, *, page_size: int | None = None, **params: Any
     ) -> AsyncIterator[Any]:
         """Yield every item of a take/skip list tool, fetching page after page."""
-        spec = tool if isinstance(tool, Tool) else get_tool(tool)
+        spec = tool if isinstance(tool, Tool) else get_operation(tool)
         if not spec.paginated:
             raise ValueError(f"{spec.name} is not a paginated list tool")
         take = page_size or int(spec.by_name["take"].schema.get("maximum", 250))

@@ -9,6 +9,13 @@ A tool's parameters are flat: path, query and body fields share one namespace, a
 catalog (``orgId``, ``userId``, ``start`` ...). ``Tool.input_schema`` is that namespace as
 one JSON Schema object.
 
+Internal operations: the document also holds read-only operations calhooks calls itself
+but does not offer as tools (marked ``x-calhooks-internal``; today the organization's
+bookings, ``cal_organizations_bookings_controller_get_all_org_team_bookings``). They are
+``Tool`` objects in ``INTERNAL``, callable through the client and served by the sandbox,
+but absent from ``TOOLS`` - so not in the MCP catalog, ``tools list`` or the rules.
+``OPERATIONS`` is both; ``get_operation`` looks a name up there.
+
 Naming: a tool is ``cal_`` + snake_case(operationId), except the managed-organizations
 group, which the catalog names ``cal_organizations_controller_*`` although its operationIds
 are ``OrganizationsOrganizationsController_*`` (FACTS §6.1).
@@ -106,6 +113,8 @@ class Tool:
     parameters: tuple[Parameter, ...]
     success_status: int
     response_schema: Mapping[str, Any] | None = field(default=None, repr=False)
+    #: An internal operation: not one of the 37 tools (see the module docstring).
+    internal: bool = False
 
     @cached_property
     def by_name(self) -> Mapping[str, Parameter]:
@@ -220,6 +229,7 @@ def _build_tool(method: str, path: str, operation: dict[str, Any], document: Any
         parameters=tuple(parameters),
         success_status=int(success),
         response_schema=to_json_schema(response["schema"], document) if response else None,
+        internal=bool(operation.get(INTERNAL_MARK)),
     )
 
 
@@ -234,8 +244,20 @@ def _build_registry() -> Mapping[str, Tool]:
     return MappingProxyType({tool.name: tool for tool in sorted(tools, key=lambda t: t.name)})
 
 
-#: Every tool by catalog name, sorted by name.
-TOOLS: Mapping[str, Tool] = _build_registry()
+#: Marks an operation of the vendored document as internal (``scripts/trim_openapi.py``).
+INTERNAL_MARK = "x-calhooks-internal"
+#: Every operation, tools and internal ones, by name.
+OPERATIONS: Mapping[str, Tool] = _build_registry()
+#: Every tool by catalog name, sorted by name: the 37 tools.
+TOOLS: Mapping[str, Tool] = MappingProxyType(
+    {name: tool for name, tool in OPERATIONS.items() if not tool.internal}
+)
+#: The internal read-only operations by name.
+INTERNAL: Mapping[str, Tool] = MappingProxyType(
+    {name: tool for name, tool in OPERATIONS.items() if tool.internal}
+)
+#: The organization's bookings (internal; the sandbox's bookings, reconciliation).
+ORG_BOOKINGS = "cal_organizations_bookings_controller_get_all_org_team_bookings"
 
 
 def get_tool(name: str) -> Tool:
@@ -245,3 +267,11 @@ def get_tool(name: str) -> Tool:
     except KeyError:
         suggestions = difflib.get_close_matches(name, TOOLS, n=3, cutoff=0.6)
         raise UnknownToolError(name, suggestions) from None
+
+
+def get_operation(name: str) -> Tool:
+    """The tool or internal operation called ``name``; ``UnknownToolError`` otherwise."""
+    operation = OPERATIONS.get(name)
+    if operation is None:
+        return get_tool(name)
+    return operation

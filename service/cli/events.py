@@ -1,9 +1,11 @@
 """``calhooks events show ID``: what happened to one event (its event log and ledger).
 
-Prints each attempt, the rules that matched (and why each other rule did not), every Cal.com
-call and step with its result or error, retries, dead letters, and the final state of each
-rule. Attempts that only waited (a cancellation waiting for its booking's creation) are one
-line: how often, for how long, and what for. Times are ISO 8601 in UTC. The id is the one the
+Prints the booking the event is about (its uid, the uid it replaced when it is a reschedule,
+and the first booking of its chain of reschedules), each attempt, the rules that matched (and
+why each other rule did not), every Cal.com call and step with its result or error, retries,
+dead letters, and the final state of each rule. Attempts that only waited (a cancellation
+waiting for its booking's creation) are one line: how often, for how long, and what for.
+Times are ISO 8601 in UTC. The id is the one the
 intake answered with (``202 {"id": ...}``); a unique prefix of eight characters or more
 will do.
 """
@@ -34,9 +36,22 @@ def _error_text(error: Any) -> str:
     return f"{error.get('type', 'Error')}: {error.get('message', '')}"
 
 
+def booking_text(record: dict[str, Any]) -> str:
+    """A ``booking`` record: ``B (replaces A, chain A)``."""
+    text = str(record.get("uid"))
+    notes = []
+    if record.get("replaces"):
+        notes.append(f"replaces {record['replaces']}")
+    if record.get("chain") and record.get("chain") != record.get("uid"):
+        notes.append(f"chain {record['chain']}")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
 def describe(record: dict[str, Any]) -> str:
     """One delivery-log record as a line of text."""
     kind = record.get("kind")
+    if kind == "booking":
+        return f"booking {booking_text(record)}"
     if kind == "attempt":
         return f"attempt {record.get('attempt')} on {record.get('worker')}"
     if kind == "matched":
@@ -194,6 +209,9 @@ def show(
     first: dict[str, Any] = next((r for r in report["log"] if r.get("kind") == "attempt"), {})
     trigger = first.get("trigger", "?")
     typer.echo(f"event {resolved}  {trigger}")
+    booking = next((r for r in reversed(report["log"]) if r.get("kind") == "booking"), None)
+    if booking is not None:
+        typer.echo(f"booking {booking_text(booking)}")
     if first.get("received_at"):
         typer.echo(f"received {iso(float(first['received_at']))}")
     for at, text in collapse(report["log"]):

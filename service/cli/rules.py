@@ -28,6 +28,7 @@ import typer
 from calhooks.service.calcom import CalcomClient, Credentials
 from calhooks.service.cli.output import fail, print_json
 from calhooks.service.core.settings import get_settings
+from calhooks.workers.ordering import booking_uid, replaced_uid
 from calhooks.workers.rules import Invoke, RulesError, RuleSet, StepCall, load_rules, rules_env
 from calhooks.workers.rules.dryrun import DryRunReport, dry_run, format_report, record_only
 
@@ -74,6 +75,21 @@ def _read_event(path: Path) -> Any:
         return event_from_body(raw, received_at=time.time())
     except (BodyError, ValueError) as error:
         fail(f"{path} is not a Cal.com delivery or event: {error}")
+
+
+def _booking(event: Any) -> dict[str, str] | None:
+    """The booking the event is about and the uid it replaced (a reschedule), as the
+    workers' ordering reads them; the chain's first uid is known only to the workers."""
+    uid = booking_uid(event.payload)
+    if uid is None:
+        return None
+    replaces = replaced_uid(event.trigger, event.payload)
+    return {"uid": uid, **({"replaces": replaces} if replaces else {})}
+
+
+def booking_text(booking: dict[str, str]) -> str:
+    text = f"booking {booking['uid']}"
+    return text + (f" (replaces {booking['replaces']})" if "replaces" in booking else "")
 
 
 async def _sandbox_problem(url: str) -> str | None:
@@ -158,9 +174,13 @@ def try_on_event(
     rules = _load(file, env)
     loaded = _read_event(event)
     report = asyncio.run(_run(rules, loaded, client))
+    booking = _booking(loaded)
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), **({"booking": booking} if booking else {})})
     else:
-        typer.echo(format_report(report, show_unmatched=all_rules))
+        lines = format_report(report, show_unmatched=all_rules).split("\n")
+        if booking:
+            lines.insert(1, booking_text(booking))
+        typer.echo("\n".join(lines))
     if report.failed:
         raise typer.Exit(1)

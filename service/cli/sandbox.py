@@ -5,6 +5,12 @@
 warning), delivering to loopback addresses unless ``--allow-remote-deliveries``.
 ``calhooks sandbox emit TRIGGER`` asks a running sandbox to deliver a realistic event to its
 subscribed webhooks and prints what was sent.
+
+``calhooks sandbox emit CHANGE`` changes a booking kept by the sandbox and delivers what
+Cal.com sends for that change (``docs/bookings.md``): ``create`` / ``request`` book
+(``--event-type time-off``, ``--start``, ``--end``) and print the new uid; ``accept``,
+``reject``, ``reschedule`` (``--start``/``--end``, ``--as-request`` for Cal.com issue 21169)
+and ``cancel`` take ``--uid``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from calhooks.service.sandbox import (
     RateLimit,
     create_app,
 )
+from calhooks.service.sandbox.bookings import CHANGES
 from calhooks.service.sandbox.exposure import bind_refusal, bind_warning, is_loopback_host
 
 app = typer.Typer(
@@ -151,9 +158,45 @@ def summary_lines(answer: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _post(url: str, path: str, request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        response = httpx.post(f"{url.rstrip('/')}{path}", json=request, timeout=30)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the sandbox at {url}: {exc}")
+    try:
+        answer = response.json()
+    except ValueError:
+        fail(f"the sandbox answered {response.status_code}: {response.text[:200]}")
+    if response.is_error:
+        fail(str(answer.get("error", answer)) if isinstance(answer, dict) else str(answer))
+    if not isinstance(answer, dict):
+        fail(f"the sandbox answered {answer!r}")
+    return answer
+
+
+def _change_booking(change: str, options: dict[str, Any], url: str) -> dict[str, Any]:
+    """A booking change: ``create``/``request`` book, the others change ``options["uid"]``."""
+    uid = options.pop("uid")
+    if change in ("create", "request"):
+        if uid is not None:
+            fail(f"{change} makes a new booking: drop --uid")
+        return _post(url, "/_sandbox/bookings", {**options, "change": change})
+    if uid is None:
+        fail(f"{change} needs --uid (the booking's uid, as `create` printed it)")
+    for name in ("user", "eventType"):
+        options.pop(name, None)
+    return _post(url, f"/_sandbox/bookings/{uid}/{change}", options)
+
+
 @app.command()
 def emit(
-    trigger: Annotated[str, typer.Argument(help=f"One of: {', '.join(SUPPORTED_TRIGGERS)}.")],
+    trigger: Annotated[
+        str,
+        typer.Argument(
+            help=f"A trigger ({', '.join(SUPPORTED_TRIGGERS)}) or a booking change "
+            f"({', '.join(CHANGES)})."
+        ),
+    ],
     user: Annotated[
         str | None, typer.Option(help="Username, email or id (default: first user).")
     ] = None,
@@ -167,8 +210,43 @@ def emit(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the sandbox's full answer as JSON.")
     ] = False,
+    uid: Annotated[
+        str | None, typer.Option(help="The booking to accept, reject, reschedule or cancel.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Booking start, ISO-8601 UTC (create, reschedule).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Booking end, ISO-8601 UTC (create, reschedule).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Cancellation or rejection reason.")] = None,
+    as_request: Annotated[
+        bool,
+        typer.Option(
+            "--as-request", help="reschedule: send BOOKING_REQUESTED (Cal.com issue 21169)."
+        ),
+    ] = False,
 ) -> None:
-    """Make a running sandbox deliver TRIGGER to its subscribed webhooks."""
+    """Make a running sandbox deliver TRIGGER, or change a booking and deliver what Cal.com
+    sends for it (create, request, accept, reject, reschedule, cancel)."""
+    if trigger.lower() in CHANGES:
+        if set_:
+            fail("--set applies to triggers, not to booking changes")
+        options: dict[str, Any] = {
+            "uid": uid,
+            "user": user,
+            "eventType": event_type,
+            "orgId": org_id,
+            "start": start,
+            "end": end,
+            "reason": reason,
+            "asRequest": as_request,
+            "wait": wait,
+        }
+        given = {k: v for k, v in options.items() if v is not None or k == "uid"}
+        answer = _change_booking(trigger.lower(), given, url)
+        _show(answer, as_json)
+        return
     request: dict[str, Any] = {
         **_overrides(set_ or []),
         "trigger": trigger,
@@ -179,20 +257,16 @@ def emit(
         request["user"] = user
     if org_id is not None:
         request["orgId"] = org_id
-    try:
-        response = httpx.post(f"{url.rstrip('/')}/_sandbox/events", json=request, timeout=30)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the sandbox at {url}: {exc}")
-    try:
-        answer = response.json()
-    except ValueError:
-        fail(f"the sandbox answered {response.status_code}: {response.text[:200]}")
-    if response.is_error:
-        fail(str(answer.get("error", answer)) if isinstance(answer, dict) else str(answer))
+    _show(_post(url, "/_sandbox/events", request), as_json)
+
+
+def _show(answer: dict[str, Any], as_json: bool) -> None:
+    """The sandbox's answer: one plain line per delivery, or the whole answer as JSON."""
     if as_json:
         print_json(answer)
     else:
         for line in summary_lines(answer):
             typer.echo(line)
     if not answer.get("webhooks"):
+        trigger = answer.get("trigger", "?")
         typer.echo(f"note: no active webhook is subscribed to {trigger}", err=True)

@@ -31,11 +31,12 @@ from calhooks.service.events import BodyError, Event, event_from_body
 from calhooks.service.mcp.connections import ConnectionStore, ConnectionStoreError
 from calhooks.service.subscriptions import ping, report
 from calhooks.service.subscriptions.apply import plan_current
-from calhooks.service.subscriptions.desired import DesiredStateError, desired_factory
+from calhooks.service.subscriptions.desired import desired_factory
+from calhooks.service.subscriptions.errors import PingError, SecretStoreError, SubscriptionError
 from calhooks.service.subscriptions.plan import plan_webhooks
 from calhooks.service.subscriptions.remote import list_webhooks
 from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-from calhooks.service.subscriptions.secret_store import SecretStoreError, WebhookSecretStore
+from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue
 from calhooks.workers.deadletter import replay as replay_entry
 from calhooks.workers.eventlog import EventLog, redact
@@ -497,7 +498,7 @@ async def _webhook_state(ctx: Context) -> dict[str, Any]:
             plan = await plan_current(cal, store, desired, prune=False)
         state["plan"] = report.plan_lines(plan, show_secret=False)
         state["plan_changes"] = plan.has_changes
-    except (DesiredStateError, SecretStoreError, ToolError, httpx.HTTPError) as exc:
+    except (SubscriptionError, ToolError, httpx.HTTPError) as exc:
         state["error"] = str(exc) or type(exc).__name__
     return state
 
@@ -524,11 +525,11 @@ async def send_test_delivery(
         async with httpx.AsyncClient(timeout=settings.api_timeout) as http:
             if await ping.is_sandbox(http, settings.api_url):
                 if webhook is None:
-                    raise ping.PingError(f"no webhook delivers to {desired.subscriber_url} yet")
+                    raise PingError(f"no webhook delivers to {desired.subscriber_url} yet")
                 outcome = await ping.sandbox_ping(http, settings.api_url, webhook.id)
             else:
                 if snapshot.current is None:
-                    raise ping.PingError("no webhook secret yet: apply the webhook plan first")
+                    raise PingError("no webhook secret yet: apply the webhook plan first")
                 outcome = await ping.direct_ping(
                     http,
                     desired.subscriber_url,
@@ -536,7 +537,7 @@ async def send_test_delivery(
                     webhook_id=webhook.id if webhook else None,
                 )
         result = {"ok": outcome.verified, "text": outcome.verdict(), "url": outcome.url}
-    except (ping.PingError, DesiredStateError, SecretStoreError, ToolError, httpx.HTTPError) as exc:
+    except (SubscriptionError, ToolError, httpx.HTTPError) as exc:
         result = {"ok": False, "text": str(exc) or type(exc).__name__, "url": ""}
     state = await _webhook_state(ctx)
     return ctx.render(request, session, "webhooks.html", ping_result=result, **state)

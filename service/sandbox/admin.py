@@ -6,6 +6,12 @@ to loopback (the default) unless everyone who can reach it may drive it.
 * ``POST /_sandbox/events`` — ``{"trigger", "user", "eventType", "orgId", "attendee",
   "wait", ...overrides}``: build a realistic body and deliver it to the subscribed webhooks
   (in the background; ``"wait": true`` answers with the delivery results);
+* ``GET /_sandbox/bookings`` (``?orgId=``) - the stored bookings; ``POST /_sandbox/bookings``
+  ``{"change": "create"|"request", "user", "eventType", "orgId", "attendee", "start",
+  "end", "wait"}`` books; ``POST /_sandbox/bookings/{uid}/{change}`` (``accept``,
+  ``reject``, ``reschedule``, ``cancel``; ``{"orgId", "start", "end", "reason", "by",
+  "asRequest", "wait"}``) changes a booking - each sending what Cal.com sends
+  (``calhooks.service.sandbox.bookings``);
 * ``POST /_sandbox/webhooks/{id}/ping`` — the dashboard's PING test delivery;
 * ``GET|DELETE /_sandbox/requests`` (``?tool=``) and ``GET|DELETE /_sandbox/deliveries``
   (``?wait=true`` first waits for deliveries in flight; ``?trigger=``);
@@ -26,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from calhooks.service.sandbox.bookings import CHANGES, describe
 from calhooks.service.sandbox.errors import ApiError
 from calhooks.service.sandbox.faults import FaultRule
 from calhooks.service.sandbox.payloads import Attendee
@@ -54,6 +61,25 @@ class EventRequest(BaseModel):
     event_type: str = Field("30min", alias="eventType", min_length=1)
     org_id: int | None = Field(None, alias="orgId")
     attendee: AttendeeInput | None = None
+    wait: bool = False
+    timeout: float = Field(10.0, gt=0, le=120)
+
+
+class BookingChangeRequest(BaseModel):
+    """``POST /_sandbox/bookings`` and ``/_sandbox/bookings/{uid}/{change}``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    change: str | None = None
+    user: str | int | None = None
+    event_type: str = Field("30min", alias="eventType", min_length=1)
+    org_id: int | None = Field(None, alias="orgId")
+    attendee: AttendeeInput | None = None
+    start: str | None = None
+    end: str | None = None
+    reason: str | None = None
+    by: str | None = None
+    as_request: bool = Field(False, alias="asRequest")
     wait: bool = False
     timeout: float = Field(10.0, gt=0, le=120)
 
@@ -102,6 +128,8 @@ class Admin:
     def routes(self) -> list[BaseRoute]:
         handlers = [
             ("/events", self.events, ["POST"]),
+            ("/bookings", self.bookings, ["GET", "POST"]),
+            ("/bookings/{uid}/{change}", self.booking_change, ["POST"]),
             ("/webhooks/{webhook_id}/ping", self.ping, ["POST"]),
             ("/requests", self.requests, ["GET", "DELETE"]),
             ("/deliveries", self.deliveries, ["GET", "DELETE"]),
@@ -157,6 +185,60 @@ class Admin:
                 task.result().to_dict() for task in emitted.tasks if task in done
             ]
         return JSONResponse(answer, status_code=202 if not spec.wait else 200)
+
+    async def bookings(self, request: Request) -> JSONResponse:
+        if request.method == "GET":
+            org = request.query_params.get("orgId")
+            store = self.sandbox.store
+            records = [
+                describe(store, b)
+                for b in store.bookings.values()
+                if org is None or str(b.org_id) == org
+            ]
+            return JSONResponse({"bookings": records})
+        spec = BookingChangeRequest.model_validate(await _json(request))
+        if spec.change not in ("create", "request"):
+            raise ApiError(400, "BadRequest", "change must be create or request here")
+        return await self._change(spec, spec.change, None)
+
+    async def booking_change(self, request: Request) -> JSONResponse:
+        spec = BookingChangeRequest.model_validate(await _json(request))
+        change = request.path_params["change"]
+        if change not in CHANGES or change in ("create", "request"):
+            raise ApiError(
+                404, "NotFound", f"no booking change {change!r}: accept, reject, reschedule, cancel"
+            )
+        return await self._change(spec, change, request.path_params["uid"])
+
+    async def _change(
+        self, spec: BookingChangeRequest, change: str, uid: str | None
+    ) -> JSONResponse:
+        attendee = Attendee(**spec.attendee.model_dump()) if spec.attendee else None
+        done, emitted = self.sandbox.change_booking(
+            change,
+            uid=uid,
+            user=spec.user,
+            org_id=spec.org_id,
+            event_type=spec.event_type,
+            attendee=attendee,
+            start=spec.start,
+            end=spec.end,
+            reason=spec.reason,
+            by=spec.by,
+            as_request=spec.as_request,
+        )
+        answer: dict[str, Any] = {
+            "booking": describe(self.sandbox.store, done.booking),
+            "trigger": emitted.trigger,
+            "body": emitted.body,
+            "webhooks": emitted.webhooks,
+        }
+        if spec.wait and emitted.tasks:
+            finished, _ = await asyncio.wait(emitted.tasks, timeout=spec.timeout)
+            answer["deliveries"] = [
+                task.result().to_dict() for task in emitted.tasks if task in finished
+            ]
+        return JSONResponse(answer, status_code=200 if spec.wait else 202)
 
     async def ping(self, request: Request) -> JSONResponse:
         delivery = await self.sandbox.ping(request.path_params["webhook_id"])

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from calhooks.service.calcom.tools import TOOLS, Tool
+from calhooks.service.calcom.tools import OPERATIONS, Tool
 from calhooks.service.sandbox.auth import authenticate, authorize
 from calhooks.service.sandbox.errors import (
     INTERNAL,
@@ -142,7 +142,7 @@ class Api:
 
     def routes(self) -> list[BaseRoute]:
         by_path: dict[str, dict[str, Tool]] = {}
-        for tool in TOOLS.values():
+        for tool in OPERATIONS.values():
             by_path.setdefault(tool.path, {})[tool.method] = tool
 
         # Literal segments first, so a fixed segment wins over a path variable.

@@ -29,7 +29,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from calhooks.service.calcom.tools import TOOLS
+from calhooks.service.calcom.tools import OPERATIONS
 
 
 class FaultRule(BaseModel):
@@ -62,7 +62,7 @@ class FaultRule(BaseModel):
     @field_validator("tool")
     @classmethod
     def _known_tool(cls, value: str | None) -> str | None:
-        if value is not None and value not in TOOLS:
+        if value is not None and value not in OPERATIONS:
             raise ValueError(f"unknown tool {value!r}")
         return value
 

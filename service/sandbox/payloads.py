@@ -31,7 +31,13 @@ from calhooks.service.sandbox.state import EventType, Organization, OutOfOffice,
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 _BOOKING_TRIGGERS = frozenset(
-    {"BOOKING_CREATED", "BOOKING_REQUESTED", "BOOKING_RESCHEDULED", "BOOKING_CANCELLED"}
+    {
+        "BOOKING_CREATED",
+        "BOOKING_REQUESTED",
+        "BOOKING_RESCHEDULED",
+        "BOOKING_CANCELLED",
+        "BOOKING_REJECTED",
+    }
 )
 _MEETING_TRIGGERS = frozenset({"MEETING_STARTED", "MEETING_ENDED"})
 #: OOO reasons as Cal.com seeds them: id and emoji.
@@ -164,7 +170,20 @@ def _organizer(user: User, start: datetime) -> dict[str, Any]:
     }
 
 
-def _booking_payload(payload: dict[str, Any], booking: Booking, trigger: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """The booking a reschedule replaced, as the reschedule's payload names it."""
+
+    id: int
+    uid: str
+    start: datetime
+    end: datetime
+    by: str
+
+
+def _booking_payload(
+    payload: dict[str, Any], booking: Booking, trigger: str, replaced: Replaced | None = None
+) -> dict[str, Any]:
     event_type, attendee, organizer = booking.event_type, booking.attendee, booking.organizer
     payload.update(
         bookerUrl=f"https://{booking.org.slug}.cal.com",
@@ -195,14 +214,22 @@ def _booking_payload(payload: dict[str, Any], booking: Booking, trigger: str) ->
     payload["responses"]["email"]["value"] = attendee.email
     payload["videoCallData"].update(id=booking.video_id, url=booking.video_url)
     payload["metadata"]["videoCallUrl"] = booking.video_url
-    if trigger == "BOOKING_RESCHEDULED":
+    if replaced is None and trigger == "BOOKING_RESCHEDULED":
         previous = booking.start - timedelta(days=2)
+        replaced = Replaced(
+            booking.id - 1 if booking.id > 1 else booking.id,
+            new_uid(),
+            previous,
+            previous + (booking.end - booking.start),
+            attendee.email,
+        )
+    if replaced is not None:
         payload.update(
-            rescheduleId=booking.id - 1 if booking.id > 1 else booking.id,
-            rescheduleUid=new_uid(),
-            rescheduleStartTime=_seconds(previous),
-            rescheduleEndTime=_seconds(previous + (booking.end - booking.start)),
-            rescheduledBy=attendee.email,
+            rescheduleId=replaced.id,
+            rescheduleUid=replaced.uid,
+            rescheduleStartTime=_seconds(replaced.start),
+            rescheduleEndTime=_seconds(replaced.end),
+            rescheduledBy=replaced.by,
         )
     if trigger == "BOOKING_CANCELLED":
         payload["cancelledBy"] = attendee.email
@@ -272,10 +299,29 @@ def _form_body(
 
 
 def booking_body(
-    trigger: str, booking: Booking, now: datetime, overrides: Mapping[str, Any] | None = None
+    trigger: str,
+    booking: Booking,
+    now: datetime,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    replaced: Replaced | None = None,
 ) -> dict[str, Any]:
-    """A BOOKING_* or MEETING_* body about ``booking``."""
-    body = template(trigger)
+    """A BOOKING_* or MEETING_* body about ``booking`` (``replaced``: the booking a
+    reschedule - or a reschedule sent as BOOKING_REQUESTED - replaced).
+
+    BOOKING_REJECTED has no example body: Cal.com's confirm handler
+    (``packages/trpc/server/routers/viewer/bookings/confirm.handler.ts``) sends the same
+    CalendarEvent + event type info with ``status: "REJECTED"`` and ``rejectionReason``, so
+    it is the cancellation's example without the cancellation's own fields.
+    """
+    if trigger == "BOOKING_REJECTED":
+        body = template("BOOKING_CANCELLED")
+        body["triggerEvent"] = trigger
+        for name in ("cancellationReason", "cancelledBy"):
+            body["payload"].pop(name, None)
+        body["payload"].update(status="REJECTED", rejectionReason=None, requiresConfirmation=True)
+    else:
+        body = template(trigger)
     if trigger in _MEETING_TRIGGERS:
         return merge(_meeting_body(body, booking), overrides or {})
     body["createdAt"] = utc_timestamp(now)
@@ -287,7 +333,7 @@ def booking_body(
             attendees=[{"email": booking.attendee.email, "noShow": True}],
         )
     else:
-        _booking_payload(body["payload"], booking, trigger)
+        _booking_payload(body["payload"], booking, trigger, replaced)
     merge(body["payload"], overrides or {})
     return body
 

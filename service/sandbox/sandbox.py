@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from calhooks.service.calcom.webhooks import ping_body, utc_timestamp
-from calhooks.service.sandbox import payloads
+from calhooks.service.sandbox import bookings, payloads
 from calhooks.service.sandbox.deliveries import Deliverer, Delivery
 from calhooks.service.sandbox.errors import bad_request, not_found
 from calhooks.service.sandbox.faults import FaultInjector, FaultRule
@@ -123,6 +123,60 @@ class Sandbox:
             body = payloads.booking_body(trigger, booking, now, overrides)
         return self.emit(org.id, trigger, body)
 
+    def change_booking(
+        self,
+        change: str,
+        *,
+        uid: str | None = None,
+        user: str | int | None = None,
+        org_id: int | None = None,
+        event_type: str = "30min",
+        attendee: payloads.Attendee | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        reason: str | None = None,
+        by: str | None = None,
+        as_request: bool = False,
+    ) -> tuple[bookings.Change, Emitted]:
+        """Apply a booking ``change`` (``bookings.CHANGES``) and deliver its trigger.
+
+        ``create`` and ``request`` book ``event_type`` of ``user``; the others change the
+        booking ``uid`` of organization ``org_id`` (default: the seeded one).
+        """
+        now = datetime.now(UTC)
+        if change in ("create", "request"):
+            person = self._person(user, org_id)
+            done = bookings.create(
+                self.store,
+                self.store.orgs[person.org_id],
+                person,
+                event_type,
+                now=now,
+                attendee=attendee,
+                start=start,
+                end=end,
+                pending=change == "request",
+            )
+        elif change in bookings.CHANGES:
+            if not uid:
+                raise bad_request(f"{change} needs the booking's uid")
+            record = bookings.booking(self.store, org_id or SANDBOX_ORG_ID, uid)
+            if change == "accept":
+                done = bookings.accept(self.store, record, now=now)
+            elif change == "reject":
+                done = bookings.reject(self.store, record, now=now, reason=reason)
+            elif change == "cancel":
+                done = bookings.cancel(self.store, record, now=now, reason=reason, by=by)
+            else:
+                done = bookings.reschedule(
+                    self.store, record, now=now, start=start, end=end, by=by, as_request=as_request
+                )
+        else:
+            raise bad_request(
+                f"unknown booking change {change!r}; one of {', '.join(bookings.CHANGES)}"
+            )
+        return done, self.emit(done.booking.org_id, done.trigger, done.body)
+
     def _person(self, ref: str | int | None, org_id: int | None) -> User:
         if ref is None:
             scope = org_id or SANDBOX_ORG_ID
@@ -191,6 +245,7 @@ class Sandbox:
                 "ooo": len(store.ooo),
                 "webhooks": len(store.webhooks),
                 "delegationCredentials": len(store.credentials),
+                "bookings": len(store.bookings),
             },
             "rateLimit": rate_limit_dict(self.limiter.config),
             "faults": [rule.to_dict() for rule in self.faults.rules],

@@ -2,9 +2,10 @@
 
 One ``Store`` per sandbox holds organizations (top-level and managed), API keys and platform
 clients, users with their organization profile, memberships, attributes with options and
-user assignments, out-of-office entries, webhooks, delegation credentials and the event
-types the admin surface books against. Integer ids come from per-kind counters; string ids
-look like Cal.com's (cuid for attributes and options, UUID for webhooks).
+user assignments, out-of-office entries, webhooks, delegation credentials, the event
+types the admin surface books against and the bookings made there (``BookingRecord``, by
+uid; ``calhooks.service.sandbox.bookings`` changes them). Integer ids come from per-kind
+counters; string ids look like Cal.com's (cuid for attributes and options, UUID for webhooks).
 
 Everything runs on the server's event loop; nothing here awaits, so a handler's changes
 are atomic with respect to other requests.
@@ -188,6 +189,42 @@ class EventType:
     length: int
 
 
+#: A booking's status as Cal.com stores it (``BookingStatus``); the API lowercases it.
+BOOKING_STATUSES = ("ACCEPTED", "PENDING", "CANCELLED", "REJECTED")
+
+
+@dataclass
+class BookingRecord:
+    """One booking of an organization member, as the sandbox keeps it.
+
+    ``rescheduled_from`` is the uid of the booking this one replaced (Cal.com's
+    ``fromReschedule``); the replaced booking keeps ``rescheduled_to`` and ends CANCELLED
+    with ``rescheduled`` set, as in Cal.com.
+    """
+
+    id: int
+    uid: str
+    org_id: int
+    event_type_id: int
+    organizer_id: int
+    attendees: list[dict[str, Any]]
+    start: datetime
+    end: datetime
+    created_at: datetime
+    updated_at: datetime
+    status: str = "ACCEPTED"
+    #: Made by a request (its event type requires confirmation).
+    requested: bool = False
+    rescheduled_from: str | None = None
+    rescheduled_to: str | None = None
+    rescheduled: bool = False
+    rescheduled_by: str | None = None
+    cancellation_reason: str | None = None
+    cancelled_by: str | None = None
+    rejection_reason: str | None = None
+    video_id: str = ""
+
+
 @dataclass(frozen=True)
 class WorkspacePlatform:
     name: str
@@ -244,6 +281,7 @@ class Store:
         self.webhooks: dict[str, Webhook] = {}
         self.credentials: dict[str, DelegationCredential] = {}
         self.event_types: dict[tuple[int, str], EventType] = {}
+        self.bookings: dict[str, BookingRecord] = {}
         self._counters = {kind: itertools.count(start) for kind, start in _FIRST_IDS.items()}
 
     def next_id(self, kind: str) -> int:
@@ -296,8 +334,14 @@ class Store:
             self.event_types[key] = EventType(self.next_id("event_type"), user.id, slug, title, 30)
         return self.event_types[key]
 
+    def event_type_by_id(self, event_type_id: int) -> EventType | None:
+        return next((t for t in self.event_types.values() if t.id == event_type_id), None)
+
+    def org_bookings(self, org_id: int) -> Iterator[BookingRecord]:
+        return (b for b in self.bookings.values() if b.org_id == org_id)
+
     def remove_user(self, user_id: int) -> None:
-        """Drop a user with their memberships, option assignments and OOO entries."""
+        """Drop a user with their memberships, option assignments, OOO entries and bookings."""
         self.users.pop(user_id, None)
         member_ids = {m.id for m in self.memberships.values() if m.user_id == user_id}
         self._drop_memberships(member_ids)
@@ -306,6 +350,8 @@ class Store:
         for entry in self.ooo.values():
             if entry.to_user_id == user_id:
                 entry.to_user_id = None
+        for uid in [b.uid for b in self.bookings.values() if b.organizer_id == user_id]:
+            del self.bookings[uid]
 
     def remove_membership(self, membership_id: int) -> None:
         self._drop_memberships({membership_id})

@@ -248,3 +248,23 @@ def test_events_show_folds_waiting_attempts_into_one_line() -> None:
         "attempt 31 on None",
         "skipped: gave up",
     ]
+
+
+def test_events_show_names_the_booking_and_its_chain(redis_url: str) -> None:
+    """A reschedule's event shows its booking, the uid it replaced and its chain's first uid."""
+    event_id = "c" * 64
+
+    async def record(redis: aioredis.Redis) -> None:
+        log = EventLog(redis, ttl=600).recorder(event_id)
+        log.add("attempt", attempt=1, worker="w-1", trigger="BOOKING_RESCHEDULED", received_at=1.0)
+        log.add("booking", uid="uid-C", chain="uid-A", replaces="uid-B")
+        log.add("matched", rules=[])
+        log.add("done")
+        await log.flush()
+
+    on_redis(redis_url, record)
+    shown = runner.invoke(app, ["events", "show", event_id])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[1] == "booking uid-C (replaces uid-B, chain uid-A)"
+    assert any(line.endswith("  booking uid-C (replaces uid-B, chain uid-A)") for line in lines)

@@ -36,7 +36,8 @@ def test_check_accepts_the_examples() -> None:
     result = runner.invoke(app, ["rules", "check", RULES])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == (
-        f"{RULES}: 4 rules, OK; triggers: BOOKING_CANCELLED, BOOKING_CREATED, FORM_SUBMITTED"
+        f"{RULES}: 4 rules, OK; triggers: BOOKING_CANCELLED, BOOKING_CREATED, "
+        "BOOKING_REJECTED, BOOKING_REQUESTED, BOOKING_RESCHEDULED, FORM_SUBMITTED"
     )
 
 
@@ -87,7 +88,11 @@ def test_dry_run_prints_the_calls_with_parameters(monkeypatch: pytest.MonkeyPatc
     assert '      emails: ["alice@acme.example"]' in out
     assert "      orgId: 42" in out
     assert '      notes: "Time off (booking tO7fQ2mK9xW4pL1sB8nV3c)"' in out
-    assert "rule time-off-cancel-deletes-ooo: no match (runs on BOOKING_CANCELLED)" in out
+    assert (
+        "rule time-off-cancel-deletes-ooo: no match (runs on BOOKING_CANCELLED, BOOKING_REJECTED)"
+        in out
+    )
+    assert out.splitlines()[1] == "booking tO7fQ2mK9xW4pL1sB8nV3c"
     matching = runner.invoke(app, ["rules", "test", RULES, "--event", TIME_OFF, "--matching"])
     assert "no match" not in matching.stdout
 
@@ -97,9 +102,10 @@ def test_dry_run_as_json() -> None:
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["event"]["trigger"] == "BOOKING_CREATED"
+    assert report["booking"] == {"uid": "tO7fQ2mK9xW4pL1sB8nV3c"}
     rules = {rule["rule"]: rule for rule in report["rules"]}
     assert rules["time-off-creates-ooo"]["matched"] is True
-    create = rules["time-off-creates-ooo"]["steps"][2]
+    create = next(s for s in rules["time-off-creates-ooo"]["steps"] if s.get("step") == "ooo")
     assert create["params"]["start"] == "2031-03-03T09:00:00Z"
     assert create["params"]["orgId"].startswith("<unknown until run")
 

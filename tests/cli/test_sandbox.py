@@ -88,6 +88,70 @@ def test_emit_errors_are_one_line(sandbox: RunningSandbox) -> None:
     assert len(gone.stderr.strip().splitlines()) == 1
 
 
+def emit(sandbox: RunningSandbox, *args: str) -> dict[str, object]:
+    result = runner.invoke(app, ["sandbox", "emit", *args, "--json", "--url", sandbox.url])
+    assert result.exit_code == 0, result.stderr
+    answer: dict[str, object] = json.loads(result.stdout)
+    return answer
+
+
+def test_emit_booking_changes(sandbox: RunningSandbox) -> None:
+    """create, reschedule (twice, once as a request), accept, cancel; request, reject."""
+    made = emit(
+        sandbox,
+        "create",
+        "--user",
+        "alice",
+        "--event-type",
+        "time-off",
+        "--start",
+        "2031-05-04T09:00:00Z",
+        "--end",
+        "2031-05-06T17:00:00Z",
+    )
+    uid = made["booking"]["uid"]  # type: ignore[index]
+    assert made["trigger"] == "BOOKING_CREATED"
+    moved = emit(
+        sandbox,
+        "reschedule",
+        "--uid",
+        uid,
+        "--start",
+        "2031-05-11T09:00:00Z",
+        "--end",
+        "2031-05-13T17:00:00Z",
+    )
+    assert moved["trigger"] == "BOOKING_RESCHEDULED"
+    assert moved["body"]["payload"]["rescheduleUid"] == uid  # type: ignore[index]
+    new = moved["booking"]["uid"]  # type: ignore[index]
+    asked = emit(sandbox, "reschedule", "--uid", new, "--as-request")
+    assert asked["trigger"] == "BOOKING_REQUESTED"
+    assert asked["body"]["payload"]["rescheduleUid"] == new  # type: ignore[index]
+    latest = asked["booking"]["uid"]  # type: ignore[index]
+    assert emit(sandbox, "accept", "--uid", latest)["trigger"] == "BOOKING_CREATED"
+    gone = emit(sandbox, "cancel", "--uid", latest, "--reason", "not needed")
+    assert gone["body"]["payload"]["cancellationReason"] == "not needed"  # type: ignore[index]
+    pending = emit(sandbox, "request", "--user", "bob", "--event-type", "time-off")
+    assert pending["trigger"] == "BOOKING_REQUESTED"
+    refused = emit(sandbox, "reject", "--uid", pending["booking"]["uid"])  # type: ignore[index]
+    assert refused["trigger"] == "BOOKING_REJECTED"
+    statuses = {b.uid: b.status for b in sandbox.store.bookings.values()}
+    assert list(statuses.values()) == ["CANCELLED"] * 3 + ["REJECTED"]
+
+
+def test_emit_booking_change_errors_are_one_line(sandbox: RunningSandbox) -> None:
+    for args, message in [
+        (["cancel"], "error: cancel needs --uid"),
+        (["cancel", "--uid", "nope"], "error: Booking with uid=nope was not found"),
+        (["create", "--uid", "x"], "error: create makes a new booking: drop --uid"),
+        (["accept", "--uid", "x", "--set", "a=1"], "error: --set applies to triggers"),
+    ]:
+        result = runner.invoke(app, ["sandbox", "emit", *args, "--url", sandbox.url])
+        assert result.exit_code == 1, args
+        assert result.stderr.startswith(message), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_serve_empty_without_rate_limit() -> None:
     """`calhooks sandbox --empty --no-rate-limit` serves a bare, unthrottled sandbox."""
     port = free_port()

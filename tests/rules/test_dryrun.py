@@ -24,6 +24,7 @@ USERS = "cal_organizations_users_controller_get_organizations_users"
 CREATE_OOO = "cal_organizations_users_ooocontroller_create_organization_user_ooo"
 LIST_OOO = "cal_organizations_users_ooocontroller_get_organization_user_ooo"
 DELETE_OOO = "cal_organizations_users_ooocontroller_delete_organization_user_ooo"
+UPDATE_OOO = "cal_organizations_users_ooocontroller_update_organization_user_ooo"
 OPTIONS = "cal_organizations_attributes_options_controller_get_organization_attribute_options"
 MEMBERSHIPS = "cal_organizations_memberships_controller_get_all_memberships"
 ASSIGN = (
@@ -69,8 +70,10 @@ async def test_time_off_booking_dry() -> None:
     unknown until the lookup runs."""
     report = await dry_run(examples(), example_event("time-off-booking-created"))
     assert matched(report) == ["time-off-creates-ooo", "org-attendees-become-members"]
-    lookup, create = calls(report, "time-off-creates-ooo")
+    lookup, entries, move, create = calls(report, "time-off-creates-ooo")
     assert lookup == (USERS, {"emails": ["alice@acme.example"], "orgId": 1})
+    assert entries == (LIST_OOO, {"userId": Unknown("steps.organizer[0].id"), "orgId": 1})
+    assert move[0] == UPDATE_OOO  # runs instead of the create when an entry names the booking
     assert create == (
         CREATE_OOO,
         {
@@ -218,6 +221,7 @@ async def test_time_off_creates_and_cancellation_deletes_against_the_sandbox(
     assert (deleted.step, deleted.index, deleted.tool) == ("deleted", 0, DELETE_OOO)
     assert [r.tool for r in sandbox.requests()] == [
         USERS,
+        LIST_OOO,
         CREATE_OOO,
         USERS,
         USERS,
@@ -238,7 +242,7 @@ async def test_a_cancellation_without_its_entry_is_logged(sandbox: RunningSandbo
         ("deleted", "skipped"),
         ("#4", "logged"),
     ]
-    assert outcomes[3].message == "no out-of-office entry names the cancelled time-off booking"
+    assert outcomes[3].message == "no out-of-office entry names the ended time-off booking"
 
 
 async def test_time_off_by_a_non_member_is_logged(sandbox: RunningSandbox) -> None:
@@ -251,6 +255,9 @@ async def test_time_off_by_a_non_member_is_logged(sandbox: RunningSandbox) -> No
     assert [(o.step, o.status) for o in outcomes] == [
         ("organizer", "called"),
         ("#2", "logged"),
+        ("entries", "skipped"),
+        ("found", "skipped"),
+        ("moved", "skipped"),
         ("ooo", "skipped"),
     ]
     assert outcomes[1].params == {"email": "zed@elsewhere.example", "booking": TIME_OFF_UID}

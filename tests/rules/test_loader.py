@@ -320,5 +320,14 @@ def test_settings_read_the_rules_variables(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_example_rules_file_loads() -> None:
     """examples/rules.yaml is valid, with and without CALHOOKS_ORG_ID."""
     loaded = load_rules(EXAMPLES / "rules.yaml")
-    assert loaded.triggers == frozenset({"BOOKING_CREATED", "BOOKING_CANCELLED", "FORM_SUBMITTED"})
+    assert loaded.triggers == frozenset(
+        {
+            "BOOKING_CREATED",
+            "BOOKING_CANCELLED",
+            "BOOKING_REJECTED",
+            "BOOKING_REQUESTED",
+            "BOOKING_RESCHEDULED",
+            "FORM_SUBMITTED",
+        }
+    )
     assert parse_rules((EXAMPLES / "rules.yaml").read_bytes(), env={"org_id": 1}).env["org_id"] == 1

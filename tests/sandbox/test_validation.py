@@ -298,10 +298,12 @@ async def test_body_that_is_not_a_json_object(sandbox: RunningSandbox) -> None:
 async def test_unknown_route_and_method(sandbox: RunningSandbox) -> None:
     """NestJS answers unknown routes and methods with 404 "Cannot METHOD path"."""
     async with httpx.AsyncClient(base_url=sandbox.url, headers=AUTH) as http:
-        missing = await http.get("/v2/organizations/1/bookings")
+        missing = await http.get("/v2/organizations/1/bookings/references")
         wrong_method = await http.put("/v2/organizations/1/users")
     assert missing.status_code == wrong_method.status_code == 404
-    assert missing.json()["error"]["message"] == "Cannot GET /v2/organizations/1/bookings"
+    assert (
+        missing.json()["error"]["message"] == "Cannot GET /v2/organizations/1/bookings/references"
+    )
     assert wrong_method.json()["error"]["code"] == "NotFoundException"
     assert "x-request-id" in missing.headers
 

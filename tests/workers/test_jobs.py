@@ -164,7 +164,7 @@ async def test_an_event_runs_its_rule_once_even_when_run_twice(harness: Harness)
     assert harness.ooo_entries("booking bk-1") == 1
     assert (harness.calls(LIST_USERS), harness.calls(CREATE_OOO)) == (1, 1)
     kinds = await harness.log_kinds(event.id)
-    assert kinds[:6] == ["attempt", "matched", "call", "step", "call", "step"]
+    assert kinds[:7] == ["attempt", "booking", "matched", "call", "step", "call", "step"]
     assert kinds.count("done") == 2
 
 

@@ -143,7 +143,7 @@ async def test_a_booking_lock_is_a_lease_kept_while_held_and_lapsing_when_not(
         assert 0 < await redis_client.pttl(keys.booking_lock("bk-1")) <= 1000
     assert keeper.held == {}
     # Held but never renewed (the holder died): gone within the lease.
-    await order._acquire("bk-2", "ev-2", 1.0)
+    await order._acquire("bk-2", None, "ev-2", 1.0)
     await eventually(lambda: _gone(redis_client, keys.booking_lock("bk-2")), what="lapse")
 
 

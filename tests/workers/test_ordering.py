@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from calhooks.workers.ordering import BookingOrder, Turn, booking_uid
+from calhooks.workers.redistyped import hget
 from calhooks.workers.retries import Defer
 
 BOOKING = {"uid": "bk-1", "title": "Time off"}
@@ -146,3 +147,107 @@ def test_the_booking_is_read_from_uid_or_booking_uid() -> None:
     assert booking_uid({"uid": "a"}) == "a"
     assert booking_uid({"bookingUid": "b", "attendees": []}) == "b"
     assert booking_uid({"oooEntry": {"uuid": "c"}}) is None
+
+
+def moved(uid: str, replaced: str) -> dict[str, str]:
+    """A reschedule's payload: the new uid and the one it replaced."""
+    return {"uid": uid, "rescheduleUid": replaced}
+
+
+async def test_a_reschedule_joins_the_chain_of_the_booking_it_replaced(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A, then B rescheduled from A, then C from B: all three share A's lock and queue."""
+    booking = order(redis_client)
+    now = time.time()
+    async with booking.turn("a", "BOOKING_CREATED", {"uid": "A"}, now) as turn:
+        assert (turn.chain, turn.replaces) == ("A", None)
+        await finish(booking, turn, "a", "BOOKING_CREATED", now)
+    async with booking.turn("b", "BOOKING_RESCHEDULED", moved("B", "A"), now + 1) as turn:
+        assert turn.describe() == {"uid": "B", "chain": "A", "replaces": "A"}
+        # While B's reschedule runs, an event of A and one of a later uid of the chain wait.
+        with pytest.raises(Defer, match="another event of this booking is running"):
+            async with booking.turn("c", "BOOKING_RESCHEDULED", moved("C", "B"), now + 2):
+                pass
+        await finish(booking, turn, "b", "BOOKING_RESCHEDULED", now + 1)
+    async with booking.turn("c", "BOOKING_RESCHEDULED", moved("C", "B"), now + 2) as turn:
+        assert (turn.uid, turn.chain, turn.replaces) == ("C", "A", "B")
+        await finish(booking, turn, "c", "BOOKING_RESCHEDULED", now + 2)
+    async with booking.turn("x", "BOOKING_CANCELLED", {"uid": "C"}, now + 3) as turn:
+        assert turn.describe() == {"uid": "C", "chain": "A"}
+        assert turn.skip_reason is None
+
+
+async def test_a_cancellation_of_the_new_uid_waits_for_the_reschedule(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The new uid's cancellation overtook the reschedule that made it: it waits, then runs
+    in the chain after it."""
+    booking = order(redis_client)
+    now = time.time()
+    async with booking.turn("a", "BOOKING_CREATED", {"uid": "A"}, now) as turn:
+        await finish(booking, turn, "a", "BOOKING_CREATED", now)
+    with pytest.raises(Defer, match="waiting for the booking's creation"):
+        async with booking.turn("cancel", "BOOKING_CANCELLED", {"uid": "B"}, now + 1):
+            pass
+    async with booking.turn("move", "BOOKING_RESCHEDULED", moved("B", "A"), now + 2) as turn:
+        await finish(booking, turn, "move", "BOOKING_RESCHEDULED", now + 2)
+    async with booking.turn("cancel", "BOOKING_CANCELLED", {"uid": "B"}, now + 1) as turn:
+        assert (turn.chain, turn.skip_reason, turn.late) == ("A", None, True)
+
+
+async def test_a_reschedule_waits_for_the_creation_it_replaces(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The reschedule reached the intake before the original's creation: it waits for it."""
+    booking = order(redis_client)
+    now = time.time()
+    with pytest.raises(Defer, match=r"creation of the booking it replaces \(A\)"):
+        async with booking.turn("move", "BOOKING_RESCHEDULED", moved("B", "A"), now):
+            pass
+    async with booking.turn("a", "BOOKING_CREATED", {"uid": "A"}, now + 1) as turn:
+        assert turn.skip_reason is None
+        await finish(booking, turn, "a", "BOOKING_CREATED", now + 1)
+    async with booking.turn("move", "BOOKING_RESCHEDULED", moved("B", "A"), now) as turn:
+        assert turn.skip_reason is None
+
+
+async def test_a_late_event_of_the_original_after_the_reschedule_is_skipped(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Past the wait, the reschedule ran first; the original's creation (or cancellation)
+    arriving after it is recognised as replaced and skipped."""
+    booking = order(redis_client, wait=0.0)
+    now = time.time()
+    async with booking.turn("move", "BOOKING_REQUESTED", moved("B", "A"), now) as turn:
+        assert turn.skip_reason is None  # a reschedule sent as a request (calcom 21169)
+        await finish(booking, turn, "move", "BOOKING_REQUESTED", now)
+    for event_id, trigger in (("a", "BOOKING_CREATED"), ("a-off", "BOOKING_CANCELLED")):
+        async with booking.turn(event_id, trigger, {"uid": "A"}, now + 1) as turn:
+            assert turn.skip_reason == "booking A was already rescheduled to B"
+            assert turn.chain == "A"
+            await finish(booking, turn, event_id, trigger, now + 1)
+    async with booking.turn("b", "BOOKING_CREATED", {"uid": "B"}, now + 2) as turn:
+        assert turn.skip_reason is None  # the new uid's acceptance still runs
+
+
+async def test_a_request_without_reschedule_fields_starts_its_own_chain(
+    redis_client: aioredis.Redis,
+) -> None:
+    booking = order(redis_client)
+    async with booking.turn("r", "BOOKING_REQUESTED", {"uid": "R"}, time.time()) as turn:
+        assert turn.describe() == {"uid": "R", "chain": "R"}
+
+
+async def test_a_skipped_reschedule_does_not_end_the_original(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A reschedule skipped because its own uid was already cancelled leaves the original."""
+    booking = order(redis_client, wait=0.0)
+    now = time.time()
+    async with booking.turn("cancel", "BOOKING_CANCELLED", {"uid": "B"}, now) as turn:
+        await finish(booking, turn, "cancel", "BOOKING_CANCELLED", now)
+    async with booking.turn("move", "BOOKING_RESCHEDULED", moved("B", "A"), now + 1) as turn:
+        assert turn.skip_reason == "booking B was already cancelled"
+        await finish(booking, turn, "move", "BOOKING_RESCHEDULED", now + 1)
+    assert await hget(redis_client, "calhooks:booking:A", "ended") is None

@@ -1,4 +1,5 @@
-"""The 37 operations' handlers, one module per resource group, bound to tools by name.
+"""The handlers of the 37 tools and the internal operations, one module per resource group,
+bound to operations by name.
 
 Importing this package registers every handler in ``HANDLERS``; ``missing_handlers()``
 names any registry tool left without one (the app refuses to start then).
@@ -6,9 +7,10 @@ names any registry tool left without one (the app refuses to start then).
 
 from __future__ import annotations
 
-from calhooks.service.calcom.tools import TOOLS
+from calhooks.service.calcom.tools import OPERATIONS
 from calhooks.service.sandbox.operations import (  # noqa: F401 - imported to register handlers
     attributes,
+    bookings,
     delegation,
     managed_orgs,
     memberships,
@@ -28,8 +30,9 @@ from calhooks.service.sandbox.operations.base import (
 
 
 def missing_handlers() -> list[str]:
-    """Registry tools without a handler (empty when the sandbox serves all of them)."""
-    return [name for name in TOOLS if name not in HANDLERS]
+    """Registry operations (tools and internal ones) without a handler (empty when the
+    sandbox serves all of them)."""
+    return [name for name in OPERATIONS if name not in HANDLERS]
 
 
 __all__ = [

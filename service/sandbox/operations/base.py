@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from calhooks.service.calcom.tools import Tool, get_tool
+from calhooks.service.calcom.tools import Tool, get_operation
 from calhooks.service.sandbox.auth import Caller
 from calhooks.service.sandbox.state import Organization, Store
 
@@ -62,7 +62,7 @@ HANDLERS: dict[str, Handler] = {}
 
 def operation(tool_name: str) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of ``tool_name``."""
-    get_tool(tool_name)  # an unknown name fails at import, with suggestions
+    get_operation(tool_name)  # an unknown name fails at import, with suggestions
 
     def register(handler: Handler) -> Handler:
         if tool_name in HANDLERS:
