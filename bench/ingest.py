@@ -7,15 +7,21 @@ One run, on loopback, each server in its own process with the same uvicorn optio
 * ``naive``  - the same endpoint calling arq's ``enqueue_job`` per request (what a
   straightforward receiver does: several Redis round trips per delivery, no verification);
 * ``intake`` - ``calhooks.service.app.create_app``: signature check, JSON validation, dedupe and
-  enqueue, JSON log line per request (written to a file), metrics.
+  enqueue, JSON log line per request (written to a file), metrics;
+* ``serve``  - ``calhooks serve`` itself, as shipped (the console script, configured by
+  ``CALHOOKS_*`` variables, JSON logs on its stdout redirected to a file): what the intake
+  row measures plus whatever the command adds.
 
 The load generator is ``wrk`` (Debian: ``apt-get install wrk``) with ``-t2 -c64`` by default
-and a Lua script that sends distinct Cal.com-shaped bodies of about 1.5 KB, each signed with
-HMAC-SHA256 here (so every intake request is a new delivery that gets queued; the script
-counts any wrap-around, which would turn deliveries into cheaper duplicates). Prints req/s,
-p50/p99 latency and each target's ratio to ``bare``, then what the intake queued.
+and a Lua script that sends distinct Cal.com-shaped bodies, each signed with HMAC-SHA256
+here (so every intake request is a new delivery that gets queued; the script counts any
+wrap-around, which would turn deliveries into cheaper duplicates). Every target is measured
+with bodies of each size in ``--sizes`` (1.5, 2 and 4 KB by default: Cal.com's booking
+bodies are 2-4 KB). Prints req/s, p50/p99 latency and each target's ratio to ``bare`` per
+size, then what the intake queued.
 
     .venv/bin/python bench/ingest.py [--duration 10] [--connections 64] [--threads 2]
+        [--sizes 1500,2048,4096] [--targets bare,naive,intake,serve]
 
 The machine is shared: keep runs short. Speed is measured here, never in a timed test.
 """
@@ -46,8 +52,8 @@ from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port  # noq
 
 PATH = "/webhooks/cal"
 SECRET = "bench-signing-secret"  # noqa: S105 - a benchmark's own key
-BODY_BYTES = 1500
-TARGETS = ("bare", "naive", "intake")
+SIZES = (1500, 2048, 4096)
+TARGETS = ("bare", "naive", "intake", "serve")
 
 LUA = r"""
 -- Each thread sends its own pool of pre-signed requests (one "signature body" per line).
@@ -187,8 +193,8 @@ class Result:
     wraps: int
 
 
-def _body(serial: int, template: dict[str, Any]) -> bytes:
-    """A distinct BOOKING_CREATED delivery of about ``BODY_BYTES``, compact as Cal.com sends."""
+def _body(serial: int, template: dict[str, Any], size: int) -> bytes:
+    """A distinct BOOKING_CREATED delivery of about ``size`` bytes, compact as Cal.com sends."""
     body = json.loads(json.dumps(template))
     payload = body["payload"]
     payload["uid"] = f"bench{serial:012d}"
@@ -197,7 +203,7 @@ def _body(serial: int, template: dict[str, Any]) -> bytes:
         f"2025-10-10T09:{serial // 60000 % 60:02d}:{serial // 1000 % 60:02d}.{serial % 1000:03d}Z"
     )
     raw = json.dumps(body, separators=(",", ":"))
-    padding = BODY_BYTES - len(raw.encode())
+    padding = size - len(raw.encode())
     if padding > 0:
         payload["additionalNotes"] = "n" * padding
         raw = json.dumps(body, separators=(",", ":"))
@@ -213,13 +219,15 @@ def _template() -> dict[str, Any]:
     return dict(fixture)
 
 
-def write_pools(directory: Path, prefix: str, count: int, threads: int, first: int) -> Path:
+def write_pools(
+    directory: Path, prefix: str, count: int, threads: int, first: int, size: int
+) -> Path:
     template = _template()
     key = SECRET.encode()
     files = [open(directory / f"{prefix}-{t}.txt", "wb") for t in range(threads)]  # noqa: SIM115
     try:
         for n in range(count):
-            body = _body(first + n, template)
+            body = _body(first + n, template, size)
             signature = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
             files[n % threads].write(signature + b" " + body + b"\n")
     finally:
@@ -232,11 +240,21 @@ def write_pools(directory: Path, prefix: str, count: int, threads: int, first: i
 def server(target: str, redis_url: str, work_dir: Path) -> Iterator[str]:
     port = free_port()
     log = open(work_dir / f"{target}.out", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", target, "--port", str(port), "--redis", redis_url,
-         "--work-dir", str(work_dir)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
+    command = [sys.executable, __file__, "--serve", target, "--port", str(port), "--redis",
+               redis_url, "--work-dir", str(work_dir)]  # fmt: skip
+    env = None
+    if target == "serve":  # the shipped command, configured as a deployment is
+        command = [str(Path(sys.executable).with_name("calhooks")), "serve", "--port", str(port)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALHOOKS_")}
+        env.update(
+            CALHOOKS_REDIS_URL=redis_url,
+            CALHOOKS_WEBHOOK_SECRETS=SECRET,
+            CALHOOKS_HOST="127.0.0.1",
+            CALHOOKS_DATA_DIR=str(work_dir / "serve-data"),
+            CALHOOKS_LOG_LEVEL="info",
+            CALHOOKS_LOG_FORMAT="json",
+        )
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -262,8 +280,11 @@ def server(target: str, redis_url: str, work_dir: Path) -> Iterator[str]:
 
 
 def _milliseconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise RuntimeError(f"wrk printed a latency this cannot read: {text!r}")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(url: str, script: Path, pool: Path, args: argparse.Namespace, seconds: float) -> Result:
@@ -302,6 +323,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="body bytes, comma-separated"
+    )
     parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
@@ -314,48 +338,59 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     with tempfile.TemporaryDirectory(prefix="calhooks-bench-") as tmp, EmbeddedRedis() as redis:
         work = Path(tmp)
         script = work / "ingest.lua"
         script.write_text(LUA)
-        warm_pool = write_pools(work, "warm", 5000, args.threads, first=10**9)
-        results: dict[str, Result] = {}
-        for target in targets:
-            subprocess.run(
-                [*_redis_cli(), "-p", str(redis.port), "FLUSHALL"], check=True,
-                capture_output=True,
-            )  # fmt: skip
-            with server(target, redis.url, work) as url:
-                warm = wrk(url, script, warm_pool, args, args.warmup)
-                # Only the intake needs every body distinct (a repeat is a cheaper duplicate):
-                # size its pool from the warm-up rate, with room to spare.
-                count = int(warm.requests_per_second * args.duration * 1.5)
-                if target != "intake":
-                    count = min(count, 20_000)
-                pool = write_pools(work, f"pool-{target}", count, args.threads, first=0)
-                before = _intake_counts(url) if target == "intake" else {}
-                result = wrk(url, script, pool, args, args.duration)
-                result.target = target
-                results[target] = result
-                if target == "intake":
-                    after = _intake_counts(url)
-                    counts = {k: v - before.get(k, 0) for k, v in after.items()}
-                    queued = _zcard(redis.port)
-                for path in work.glob(f"pool-{target}-*.txt"):
-                    path.unlink()
-            print(
-                f"{target:>7}: {result.requests_per_second:9.0f} req/s  "
-                f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                f"({result.requests} requests, errors: {result.errors}, pool wraps: "
-                f"{result.wraps})",
-                flush=True,
-            )
-        _report(results, args)
-        if "intake" in results:
-            print(
-                f"\nintake outcomes in the measured run: {counts}; jobs in the arq queue "
-                f"(warm-up included): {queued}"
-            )
+        by_size: dict[int, dict[str, Result]] = {}
+        for size in sizes:
+            warm_pool = write_pools(work, f"warm-{size}", 5000, args.threads, 10**9, size)
+            results = by_size[size] = {}
+            for target in targets:
+                results[target] = measure(target, size, redis, work, script, warm_pool, args)
+        for size, results in by_size.items():
+            _report(results, args, size)
+
+
+def measure(
+    target: str,
+    size: int,
+    redis: EmbeddedRedis,
+    work: Path,
+    script: Path,
+    warm_pool: Path,
+    args: argparse.Namespace,
+) -> Result:
+    """One target with bodies of ``size`` bytes: warm-up, then the measured run."""
+    subprocess.run(
+        [*_redis_cli(), "-p", str(redis.port), "FLUSHALL"], check=True, capture_output=True
+    )
+    queues = target in ("intake", "serve")
+    with server(target, redis.url, work) as url:
+        warm = wrk(url, script, warm_pool, args, args.warmup)
+        # Only the intake needs every body distinct (a repeat is a cheaper duplicate):
+        # size its pool from the warm-up rate, with room to spare.
+        count = int(warm.requests_per_second * args.duration * 1.5)
+        if not queues:
+            count = min(count, 20_000)
+        pool = write_pools(work, f"pool-{target}", count, args.threads, 0, size)
+        before = _intake_counts(url) if queues else {}
+        result = wrk(url, script, pool, args, args.duration)
+        result.target = target
+        if queues:
+            after = _intake_counts(url)
+            counts = {k: v - before.get(k, 0) for k, v in after.items()}
+            result.errors += f"; outcomes {counts}, queued {_zcard(redis.port)}"
+        for path in work.glob(f"pool-{target}-*.txt"):
+            path.unlink()
+    print(
+        f"{size:>5} B {target:>7}: {result.requests_per_second:9.0f} req/s  "
+        f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+        f"({result.requests} requests, errors: {result.errors}, pool wraps: {result.wraps})",
+        flush=True,
+    )
+    return result
 
 
 def _redis_cli() -> list[str]:
@@ -373,11 +408,11 @@ def _zcard(port: int) -> int:
     return int(output.stdout.strip())
 
 
-def _report(results: dict[str, Result], args: argparse.Namespace) -> None:
+def _report(results: dict[str, Result], args: argparse.Namespace, size: int) -> None:
     cpu = _cpu_model()
     print(
         f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
-        f"~{BODY_BYTES} B signed bodies; {os.cpu_count()} CPUs ({cpu}), Python "
+        f"~{size} B signed bodies; {os.cpu_count()} CPUs ({cpu}), Python "
         f"{sys.version.split()[0]}"
     )
     print("| target | req/s | p50 ms | p99 ms | ratio to bare |")
@@ -391,7 +426,7 @@ def _report(results: dict[str, Result], args: argparse.Namespace) -> None:
         )
     if "intake" in results and "naive" in results:
         gain = results["intake"].requests_per_second / results["naive"].requests_per_second
-        print(f"\nintake / naive: {gain:.1f}x")
+        print(f"intake / naive: {gain:.1f}x")
 
 
 def _cpu_model() -> str:

@@ -44,6 +44,7 @@ from calhooks.workers.jobs import EventLike, Processor, process_event
 from calhooks.workers.ledger import Ledger
 from calhooks.workers.ordering import BookingOrder
 from calhooks.workers.ratelimit import SharedRateLimit, bucket_name
+from calhooks.workers.readcache import ReadCache
 from calhooks.workers.retries import RetryPolicy
 from calhooks.workers.transport import http_client
 
@@ -313,6 +314,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         worker_name=name,
         sealer=Sealer.from_settings(settings),
         step_settle=2 * settings.api_timeout,
+        cache=ReadCache(redis, wait=settings.api_timeout),
     )
     runtime = Runtime(settings, name, client, processor, _parse_event, http)
     runtime.ticker = asyncio.create_task(_tick(runtime), name="calhooks-worker-tick")

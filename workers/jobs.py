@@ -50,6 +50,7 @@ from calhooks.workers.formats import EVENTLOG_FORMAT, LEDGER_FORMAT, NEWER_FORMA
 from calhooks.workers.leases import REDIS_AWAY
 from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
 from calhooks.workers.ordering import BookingOrder, Turn
+from calhooks.workers.readcache import ReadCache, trigger_entities, write_entities
 from calhooks.workers.retries import Defer, RetryPolicy, is_transient
 from calhooks.workers.rules import EventLike as RuleEvent
 from calhooks.workers.rules import RuleFailed, StepCall
@@ -170,6 +171,7 @@ class Processor:
         worker_name: str,
         sealer: Sealer | None = None,
         step_settle: float = 0.0,
+        cache: ReadCache | None = None,
     ) -> None:
         self.rules = rules
         self.client = client
@@ -181,6 +183,8 @@ class Processor:
         self.policy = policy
         self.job_timeout = job_timeout
         self.worker_name = worker_name
+        #: The shared read cache for steps with ``cache:`` (``None``: every read is made).
+        self.cache = cache
 
     async def process(self, event: EventLike) -> dict[str, Any]:
         """One attempt at an event; raises ``arq.Retry`` to be run again."""
@@ -188,6 +192,8 @@ class Processor:
         token = recorder.activate()
         structlog.contextvars.bind_contextvars(event_id=event.id, trigger=event.trigger)
         state = await self.ledger.begin(event.id)
+        if self.cache is not None and (changed := trigger_entities(event.trigger)):
+            await self.cache.invalidate(self.client.org_id, changed)
         if state.runs == 1:
             metrics.PICKUP_SECONDS.observe(max(0.0, time.time() - event.received_at))
         recorder.add(
@@ -348,10 +354,23 @@ class Processor:
         tool = get_tool(call.tool)
         key = StepKey(call.rule, call.step, call.index)
         started = time.perf_counter()
-        try:
-            output, how = await self.once.run(
-                attempt.state, key, tool, call.params, lambda: self.client.call(tool, **call.params)
+        cached: list[str] = []
+
+        async def perform() -> Any:
+            if call.cache is None or self.cache is None or not tool.read_only:
+                return await self.client.call(tool, **call.params)
+            params = self.client.with_defaults(tool, call.params)
+            output, how = await self.cache.read(
+                tool, params, call.cache, lambda: self.client.call(tool, **params)
             )
+            cached.append(how)
+            return output
+
+        try:
+            output, how = await self.once.run(attempt.state, key, tool, call.params, perform)
+            if self.cache is not None and not tool.read_only and how != "recorded":
+                org = self.client.with_defaults(tool, call.params).get("orgId")
+                await self.cache.invalidate(org, write_entities(tool))
         except Defer:
             raise
         except Exception as exc:
@@ -377,6 +396,7 @@ class Processor:
             tool=tool.name,
             how=how,
             ms=round(elapsed * 1000, 2),
+            **({"cache": cached[0]} if cached else {}),
         )
         return output
 

@@ -56,3 +56,13 @@ def booking_pending(uid: str) -> str:
 
 def arq_result(job_id: str) -> str:
     return f"arq:result:{job_id}"
+
+
+def read_cache_entry(org: str, tool: str, digest: str) -> str:
+    """Stem of a cached read's key (``:<generations>`` follows; ``:flight`` is its lease)."""
+    return f"{PREFIX}cache:{org}:{tool}:{digest}"
+
+
+def read_cache_generation(org: str, entity: str) -> str:
+    """Counter bumped when an organization's entity (users, ooo...) changes."""
+    return f"{PREFIX}cache:gen:{org}:{entity}"

@@ -15,11 +15,16 @@ Behaviour kept from httpx's transport:
   ``ReadError``, ``RemoteProtocolError``);
 * responses reach httpx as received - compressed bodies are decoded by httpx, redirects are
   not followed - and HTTP(S)_PROXY/NO_PROXY from the environment are honoured.
+
+The proxy settings are read from the environment once per host, not per request: aiohttp's
+own ``trust_env`` looks them up - and parses ``~/.netrc`` - on a thread for every request,
+which cost a worker more CPU than its Redis round trips (py-spy, docs/performance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +51,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self.max_connections = max_connections
         self.keepalive_timeout = keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str] | None = None
+        self._proxy_by_origin: dict[tuple[str, str], str | None] = {}
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        """The proxy HTTP(S)_PROXY/NO_PROXY name for ``url`` (looked up once per host)."""
+        origin = (url.scheme, url.netloc.decode("ascii"))
+        if origin not in self._proxy_by_origin:
+            if self._proxies is None:
+                self._proxies = urllib.request.getproxies_environment()
+            proxy = self._proxies.get(url.scheme)
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if proxy is not None and bypass(url.host, self._proxies):
+                proxy = None
+            self._proxy_by_origin[origin] = proxy
+        return self._proxy_by_origin[origin]
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -59,7 +79,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                trust_env=True,
+                trust_env=False,  # proxies: see _proxy
             )
         return self._session
 
@@ -77,6 +97,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
+                proxy=self._proxy(request.url),
                 timeout=_timeout(request.extensions),
             ) as answer:
                 content = await answer.read()

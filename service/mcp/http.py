@@ -16,6 +16,9 @@ Composition: ``create_mcp_app(settings)`` returns an ASGI app whose ``lifespan()
 entered by the hosting app's lifespan (the SDK's session manager runs a task group there);
 ``mcp_routes(app)`` gives the routes to add. ``create_standalone_app`` does both for
 ``calhooks mcp serve``.
+
+Memory: with no token configured (the endpoint only answers 503) the MCP SDK is never
+imported - it is the largest part of an idle ``calhooks serve`` otherwise (about 30 MB).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -35,8 +38,10 @@ from starlette.types import Receive, Scope, Send
 
 from calhooks.service.core.logs import register_secret
 from calhooks.service.core.settings import Settings
-from calhooks.service.mcp.server import create_mcp_server
 from calhooks.service.mcp.tenants import TENANT_SCOPE_KEY, TokenTable
+
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 MCP_PATH = "/cal-organizations"
 
@@ -63,25 +68,35 @@ class McpHttpApp:
     """ASGI app answering MCP at one path; enter ``lifespan()`` before serving requests."""
 
     def __init__(self, settings: Settings, *, redis: aioredis.Redis | None = None) -> None:
-        _quiet_sdk_request_logs()
         self.tokens = TokenTable.from_settings(settings)
         for token in self.tokens.tenants_by_token:
             register_secret(token)
-        self.server = create_mcp_server(settings, transport="http", redis=redis)
-        self.session_manager = StreamableHTTPSessionManager(
-            app=self.server, json_response=True, stateless=True, security_settings=None
-        )
+        #: The SDK's session manager; ``None`` (and the SDK not loaded) without a token.
+        self.session_manager: StreamableHTTPSessionManager | None = None
+        if self.tokens.configured:
+            from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+            from calhooks.service.mcp.server import create_mcp_server
+
+            _quiet_sdk_request_logs()
+            server = create_mcp_server(settings, transport="http", redis=redis)
+            self.session_manager = StreamableHTTPSessionManager(
+                app=server, json_response=True, stateless=True, security_settings=None
+            )
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         """Run the SDK's session manager (and with it the server's lifespan) meanwhile."""
+        if self.session_manager is None:
+            yield
+            return
         async with self.session_manager.run():
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if not self.tokens.configured:
+        if self.session_manager is None:
             response = _error(
                 503, "MCP over HTTP is disabled: the server has no CALHOOKS_MCP_TOKEN"
             )

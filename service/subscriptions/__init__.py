@@ -15,12 +15,44 @@
 * ``errors`` - every error above, under ``SubscriptionError``.
 """
 
-from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
-from calhooks.service.subscriptions.desired import DesiredWebhook, desired_factory
-from calhooks.service.subscriptions.errors import SubscriptionError
-from calhooks.service.subscriptions.plan import Plan, plan_webhooks
-from calhooks.service.subscriptions.rotate import RotationResult, rotate_secret
-from calhooks.service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
+    from calhooks.service.subscriptions.desired import DesiredWebhook, desired_factory
+    from calhooks.service.subscriptions.errors import SubscriptionError
+    from calhooks.service.subscriptions.plan import Plan, plan_webhooks
+    from calhooks.service.subscriptions.rotate import RotationResult, rotate_secret
+    from calhooks.service.subscriptions.secret_store import StoredSecret, WebhookSecretStore
+
+#: Exported names by module, imported on first use (``startup``, all ``calhooks serve``
+#: needs, does without the Cal.com client and the planner).
+_EXPORTS = {
+    "ApplyResult": "apply",
+    "apply_webhooks": "apply",
+    "plan_current": "apply",
+    "DesiredWebhook": "desired",
+    "desired_factory": "desired",
+    "Plan": "plan",
+    "plan_webhooks": "plan",
+    "RotationResult": "rotate",
+    "rotate_secret": "rotate",
+    "StoredSecret": "secret_store",
+    "SubscriptionError": "errors",
+    "WebhookSecretStore": "secret_store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ApplyResult",

@@ -18,21 +18,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 import structlog
 
-from calhooks.service.calcom.client import CalcomClient
-from calhooks.service.calcom.errors import ToolError
 from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings
-from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks
-from calhooks.service.subscriptions.desired import desired_factory
-from calhooks.service.subscriptions.errors import SubscriptionError
-from calhooks.service.subscriptions.report import done_text
-from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
 from calhooks.service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
-from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+
+if TYPE_CHECKING:
+    from calhooks.service.subscriptions.apply import ApplyResult
 
 logger = structlog.get_logger(__name__)
 
@@ -50,6 +46,15 @@ async def auto_apply(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> ApplyResult | None:
     """Apply the webhook plan (no prune), retrying passing failures; never raises."""
+    from calhooks.service.calcom.client import CalcomClient
+    from calhooks.service.calcom.errors import ToolError
+    from calhooks.service.subscriptions.apply import apply_webhooks
+    from calhooks.service.subscriptions.desired import desired_factory
+    from calhooks.service.subscriptions.errors import SubscriptionError
+    from calhooks.service.subscriptions.report import done_text
+    from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
+    from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+
     log = logger.bind(deployment=settings.webhook_deployment)
     if settings.rules_file is None:
         # Without the workers' rules the webhook would lose the triggers they need.

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from calhooks.service.calcom import CalcomClient, CalcomError, CalcomTransportError, Credentials
 from calhooks.service.core.embedded_redis import free_port
 from calhooks.service.sandbox import SANDBOX_API_KEY
-from calhooks.workers.transport import http_client
+from calhooks.workers.transport import AiohttpTransport, http_client
 from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 
@@ -104,3 +104,17 @@ async def test_compressed_answers_are_decoded_once(http: httpx.AsyncClient) -> N
     app = Starlette(routes=[Route("/v2/organizations/1/users", gzipped)])
     with serve_app(app) as url:
         assert await calcom(url, http).call(USERS) == [{"id": 1}]
+
+
+def test_proxies_come_from_the_environment_once_per_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY applies, NO_PROXY exempts; read once, not on a thread per request."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,api.internal")
+    transport = AiohttpTransport()
+    assert transport._proxy(httpx.URL("https://api.cal.com/v2/me")) == "http://proxy.example:3128"
+    assert transport._proxy(httpx.URL("https://api.internal/v2/me")) is None
+    assert transport._proxy(httpx.URL("http://127.0.0.1:8080/v2/me")) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
+    assert transport._proxy(httpx.URL("https://api.cal.com/v2/x")) == "http://proxy.example:3128"

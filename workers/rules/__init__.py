@@ -7,6 +7,8 @@ listing every problem; ``RuleSet.matching(event)`` picks the rules an event trig
 The language is documented in README.md ("Rules") and in the modules' docstrings.
 """
 
+# First: the rules' ``import cel`` then skips the library's REPL (see celpackage).
+from calhooks.workers.rules import celpackage  # noqa: F401
 from calhooks.workers.rules.expressions import EvaluationError, Expression
 from calhooks.workers.rules.loader import (
     load_rules,

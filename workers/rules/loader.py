@@ -72,6 +72,7 @@ STEP_KEYS = (
     "as",
     "level",
     "paginate",
+    "cache",
 )
 STEP_KINDS: tuple[StepKind, ...] = ("tool", "log", "let")
 #: Rule names appear in logs, dead letters and the workers' ledger keys.
@@ -87,6 +88,10 @@ CEL_RESERVED = frozenset(
     }
 )  # fmt: skip
 DEFAULT_LOOP_VARIABLE = "item"
+#: ``cache:`` durations: a number and a unit (``90s``, ``10m``, ``1h``), at most a day.
+DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_CACHE_SECONDS = 86400
 
 
 def _kind(node: Node) -> str:
@@ -420,12 +425,15 @@ class _Parser:
         values: dict[str, Template] = {}
         level: LogLevel = "info"
         paginate = False
+        cache: float | None = None
         if kind == "tool":
             tool = self.text(fields["tool"], "tool", rule, label)
             ok = ok and tool is not None
             values, fine = self.values(fields.get("with"), "with", rule, label)
             ok = ok and fine
             paginate, fine = self.flag(fields.get("paginate"), "paginate", rule, label)
+            ok = ok and fine
+            cache, fine = self.duration(fields.get("cache"), "cache", rule, label)
             ok = ok and fine
         elif kind == "log":
             log_node = fields["log"]
@@ -456,6 +464,7 @@ class _Parser:
             ("with", ("tool", "log")),
             ("level", ("log",)),
             ("paginate", ("tool",)),
+            ("cache", ("tool",)),
         ):
             if key in fields and kind not in allowed:
                 self.problem(
@@ -477,6 +486,7 @@ class _Parser:
             for_each=for_each,
             loop_variable=loop_variable,
             paginate=paginate,
+            cache=cache,
         )
 
     def parse_loop(
@@ -505,6 +515,25 @@ class _Parser:
                 return None, None
             variable = value
         return for_each, variable
+
+    def duration(
+        self, node: Node | None, key: str, rule: str, label: str
+    ) -> tuple[float | None, bool]:
+        """``cache: 10m``: seconds, from 1 s to a day."""
+        if node is None:
+            return None, True
+        match = DURATION.match(node.value) if isinstance(node.value, str) else None
+        seconds = int(match[1]) * _UNIT_SECONDS[match[2]] if match else 0
+        if not match or not 1 <= seconds <= MAX_CACHE_SECONDS:
+            self.problem(
+                node.line,
+                f"'{key}' must be a duration such as 30s, 10m or 1h (at most 1d), not"
+                f" {node.value!r}",
+                rule,
+                label,
+            )
+            return None, False
+        return float(seconds), True
 
     def flag(self, node: Node | None, key: str, rule: str, label: str) -> tuple[bool, bool]:
         if node is None:

@@ -108,6 +108,8 @@ class Step:
     loop_variable: str | None = None
     #: Fetch every page of a list tool (``take``/``skip``) instead of the first.
     paginate: bool = False
+    #: Seconds the workers may keep this read's answer in their shared cache (``cache:``).
+    cache: float | None = None
 
     @property
     def key(self) -> str:

@@ -146,6 +146,8 @@ class StepCall:
     params: Mapping[str, Any]
     #: Page number of a ``paginate`` step (from 1), else ``None``.
     page: int | None = None
+    #: Seconds the answer may come from (and be kept in) the workers' read cache (``cache:``).
+    cache: float | None = None
 
 
 Invoke = Callable[[StepCall], Awaitable[Any]]
@@ -524,7 +526,7 @@ class _Run:
             else:
                 calls = 1
                 output = await self.invoke(
-                    StepCall(self.rule.name, step.key, index, tool.name, params)
+                    StepCall(self.rule.name, step.key, index, tool.name, params, cache=step.cache)
                 )
         except Exception as error:
             self.fail(step, index, error, params, calls)
@@ -540,7 +542,13 @@ class _Run:
         for page in range(1, MAX_PAGES + 1):
             key = step.key if page == 1 else f"{step.key}@page{page}"
             call = StepCall(
-                self.rule.name, key, index, tool.name, {**params, "take": take, "skip": skip}, page
+                self.rule.name,
+                key,
+                index,
+                tool.name,
+                {**params, "take": take, "skip": skip},
+                page,
+                step.cache,
             )
             data = await self.invoke(call)
             if isinstance(data, Unknown):

@@ -8,7 +8,7 @@ message, rule, step) so a file's problems come out together:
   never queued, so a rule on it would never run;
 * unknown tools, unknown parameters, missing required parameters (``orgId`` excepted: it
   defaults to ``env.org_id``, i.e. ``CALHOOKS_ORG_ID``); ``paginate`` on a tool that is not
-  a take/skip list;
+  a take/skip list; ``cache`` on a tool that is not a read (GET);
 * literal parameter values checked against the parameter's JSON Schema (type, enum,
   pattern, bounds); text with ``${{ }}`` inside needs a parameter that takes a string;
   expressions that use nothing but ``env`` and constants are evaluated now and checked the
@@ -278,6 +278,12 @@ class _RuleChecker:
             )
         if step.paginate and step.for_each is not None:
             self.problem(step.line, "paginate and for_each cannot be combined", step)
+        if step.cache is not None and not tool.read_only:
+            self.problem(
+                step.line,
+                f"cache: {tool.name} is a {tool.method}, and only reads (GET) can be cached",
+                step,
+            )
 
     def check_value(self, parameter: Parameter, template: Template, step: Step) -> None:
         schema = parameter.schema
