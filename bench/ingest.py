@@ -7,7 +7,14 @@ One run, on loopback, each server in its own process with the same uvicorn optio
 * ``naive``  - the same endpoint calling arq's ``enqueue_job`` per request (what a
   straightforward receiver does: several Redis round trips per delivery, no verification);
 * ``intake`` - ``calhooks.service.app.create_app``: signature check, JSON validation, dedupe and
-  enqueue, JSON log line per request (written to a file), metrics.
+  enqueue, JSON log line per request (written to a file), metrics;
+* ``redispy`` - the same intake with its Redis pipe (``service/intake/redispipe.py``) swapped
+  for ``RedisPyPipe`` below: redis-py (hiredis parser) running the same ``ENQUEUE`` script
+  with the same group commit - every command of one event-loop turn goes out in one redis-py
+  pipeline. ``intake`` against ``redispy`` is what justifies keeping the hand-written pipe;
+* ``handlog`` - the same intake with its per-delivery line written by the hand-written
+  batching writer that structlog's fast path replaced (``bench/replaced.py``), to reproduce
+  that measurement.
 
 The load generator is ``wrk`` (Debian: ``apt-get install wrk``) with ``-t2 -c64`` by default
 and a Lua script that sends distinct Cal.com-shaped bodies of about 1.5 KB, each signed with
@@ -16,6 +23,10 @@ counts any wrap-around, which would turn deliveries into cheaper duplicates). Pr
 p50/p99 latency and each target's ratio to ``bare``, then what the intake queued.
 
     .venv/bin/python bench/ingest.py [--duration 10] [--connections 64] [--threads 2]
+        [--targets bare,naive,intake,redispy] [--rounds 1]
+
+``--rounds N`` measures the targets N times, interleaved (A B A B ...), and keeps each
+target's best round: on a shared machine that filters out rounds slowed by a neighbour.
 
 The machine is shared: keep runs short. Speed is measured here, never in a timed test.
 """
@@ -29,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +59,8 @@ from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port  # noq
 PATH = "/webhooks/cal"
 SECRET = "bench-signing-secret"  # noqa: S105 - a benchmark's own key
 BODY_BYTES = 1500
-TARGETS = ("bare", "naive", "intake")
+TARGETS = ("bare", "naive", "intake", "redispy", "handlog")
+INTAKES = ("intake", "redispy", "handlog")
 
 LUA = r"""
 -- Each thread sends its own pool of pre-signed requests (one "signature body" per line).
@@ -94,6 +107,106 @@ end
 """
 
 
+# ---------------------------------------------------------------- redis-py doing the pipe's job
+
+
+class RedisPyPipe:
+    """``RedisPipe``'s interface on redis-py (hiredis parser): the library side of the comparison.
+
+    Same group commit as ``RedisPipe``: the commands issued during one turn of the event loop
+    are sent as one redis-py pipeline (``transaction=False``) and each caller gets its own
+    reply or error. Scripts go as ``EVALSHA`` and fall back to ``EVAL`` on ``NOSCRIPT``, like
+    the pipe (redis-py's own ``Script`` in a pipeline would add a ``SCRIPT EXISTS`` round trip
+    per pipeline). Errors are mapped to the pipe's three, so the acceptor treats both alike.
+    """
+
+    def __init__(self, url: str, address: Any) -> None:
+        import redis.asyncio as aioredis
+
+        self.address = address  # what the intake logs
+        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+        self._pending: list[tuple[tuple[Any, ...], Any]] = []
+        self._tasks: set[Any] = set()
+
+    def _send(self, args: tuple[Any, ...], deadline: float | None) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((args, future))
+        if deadline is not None:
+            timer = loop.call_later(deadline, _expire, future)
+            future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    def _flush(self) -> None:
+        import asyncio
+
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], Any]]) -> None:
+        from redis.exceptions import ConnectionError as LostConnection
+        from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeout
+
+        from calhooks.service.intake.redispipe import RedisReplyError, RedisUnavailable
+
+        pipeline = self.client.pipeline(transaction=False)
+        for args, _ in batch:
+            pipeline.execute_command(*args)
+        try:
+            replies = await pipeline.execute(raise_on_error=False)
+        except (LostConnection, RedisTimeout, OSError) as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RedisUnavailable(str(error)))
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(RedisReplyError(str(reply)))
+            else:
+                future.set_result(reply)
+
+    async def execute(self, *args: Any, deadline: float | None = None) -> Any:
+        return await self._send(args, deadline)
+
+    async def evalsha(self, script: Any, keys: Any, args: Any, *, deadline: float | None) -> Any:
+        from calhooks.service.intake.redispipe import RedisReplyError
+
+        try:
+            return await self._send(("EVALSHA", script.sha, len(keys), *keys, *args), deadline)
+        except RedisReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+        return await self._send(("EVAL", script.source, len(keys), *keys, *args), deadline)
+
+    async def ping(self, deadline: float) -> bool:
+        try:
+            return bool(await self.execute("PING", deadline=deadline))
+        except Exception:
+            return False
+
+    def reset(self) -> None:
+        pass  # redis-py drops a broken connection from its pool by itself
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _expire(future: Any) -> None:
+    from calhooks.service.intake.redispipe import RedisDeadline
+
+    if not future.done():
+        future.set_exception(RedisDeadline("Redis did not answer in time"))
+
+
 # ---------------------------------------------------------------- the servers (own processes)
 
 
@@ -136,7 +249,9 @@ def _naive_app(redis_url: str) -> Any:
     return Starlette(routes=[Route(PATH, endpoint, methods=["POST"])], lifespan=lifespan)
 
 
-def _intake_app(redis_url: str, spool_dir: str, log_file: str) -> Any:
+def _intake_app(
+    redis_url: str, spool_dir: str, log_file: str, *, redis_py: bool = False, handlog: bool = False
+) -> Any:
     from calhooks.service.app import create_app
     from calhooks.service.core.logs import configure_logging
     from calhooks.service.core.settings import Settings
@@ -151,7 +266,16 @@ def _intake_app(redis_url: str, spool_dir: str, log_file: str) -> Any:
         data_dir=Path(spool_dir),
         _env_file=None,
     )
-    return create_app(settings)
+    app = create_app(settings)
+    if handlog:  # built after configure_logging: it writes to the root handler's stream
+        sys.path.insert(0, str(Path(__file__).parent))
+        from replaced import BatchedDeliveryLog
+
+        app.state.intake.endpoint.log = BatchedDeliveryLog()
+    if redis_py:  # the acceptor, the queue and the probes all reach Redis through queue.pipe
+        intake = app.state.intake
+        intake.queue.pipe = RedisPyPipe(redis_url, intake.pipe.address)  # type: ignore[assignment]
+    return app
 
 
 def serve(target: str, port: int, redis_url: str, work_dir: str) -> None:
@@ -165,10 +289,13 @@ def serve(target: str, port: int, redis_url: str, work_dir: str) -> None:
     elif target == "naive":
         app = _naive_app(redis_url)
     else:
-        app = _intake_app(redis_url, f"{work_dir}/spool", f"{work_dir}/intake.log")
+        app = _intake_app(
+            redis_url, f"{work_dir}/spool", f"{work_dir}/{target}.log",
+            redis_py=target == "redispy", handlog=target == "handlog",
+        )  # fmt: skip
     options = server_options(Settings(_env_file=None))
     options.update(loop="uvloop", http="httptools", log_level="warning")
-    if target != "intake":
+    if target not in INTAKES:
         options["log_config"] = uvicorn.config.LOGGING_CONFIG
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options)).run()
 
@@ -185,6 +312,9 @@ class Result:
     requests: int
     errors: str
     wraps: int
+    #: The server process' CPU time (user + system) per request of the measured run: unlike
+    #: req/s it hardly moves when neighbours on a shared machine take CPU away.
+    cpu_us: float = 0.0
 
 
 def _body(serial: int, template: dict[str, Any]) -> bytes:
@@ -229,7 +359,7 @@ def write_pools(directory: Path, prefix: str, count: int, threads: int, first: i
 
 
 @contextmanager
-def server(target: str, redis_url: str, work_dir: Path) -> Iterator[str]:
+def server(target: str, redis_url: str, work_dir: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     log = open(work_dir / f"{target}.out", "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -250,7 +380,7 @@ def server(target: str, redis_url: str, work_dir: Path) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{target} did not start; see {log.name}") from None
                 time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -262,8 +392,11 @@ def server(target: str, redis_url: str, work_dir: Path) -> Iterator[str]:
 
 
 def _milliseconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(url: str, script: Path, pool: Path, args: argparse.Namespace, seconds: float) -> Result:
@@ -273,8 +406,8 @@ def wrk(url: str, script: Path, pool: Path, args: argparse.Namespace, seconds: f
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
-    p50 = _milliseconds(re.search(r"50%\s+(\S+)", output)[1])  # type: ignore[index]
-    p99 = _milliseconds(re.search(r"99%\s+(\S+)", output)[1])  # type: ignore[index]
+    p50 = _milliseconds(re.search(r"^\s*50%\s+(\S+)\s*$", output, re.M)[1])  # type: ignore[index]
+    p99 = _milliseconds(re.search(r"^\s*99%\s+(\S+)\s*$", output, re.M)[1])  # type: ignore[index]
     total = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
     errors = []
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
@@ -299,9 +432,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    parser.add_argument("--json", type=Path, help="also write each target's summary here")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds; each target's best is kept"
+    )
     parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
@@ -319,43 +456,87 @@ def main() -> None:
         script = work / "ingest.lua"
         script.write_text(LUA)
         warm_pool = write_pools(work, "warm", 5000, args.threads, first=10**9)
-        results: dict[str, Result] = {}
-        for target in targets:
-            subprocess.run(
-                [*_redis_cli(), "-p", str(redis.port), "FLUSHALL"], check=True,
-                capture_output=True,
-            )  # fmt: skip
-            with server(target, redis.url, work) as url:
-                warm = wrk(url, script, warm_pool, args, args.warmup)
-                # Only the intake needs every body distinct (a repeat is a cheaper duplicate):
-                # size its pool from the warm-up rate, with room to spare.
-                count = int(warm.requests_per_second * args.duration * 1.5)
-                if target != "intake":
-                    count = min(count, 20_000)
-                pool = write_pools(work, f"pool-{target}", count, args.threads, first=0)
-                before = _intake_counts(url) if target == "intake" else {}
-                result = wrk(url, script, pool, args, args.duration)
-                result.target = target
-                results[target] = result
-                if target == "intake":
-                    after = _intake_counts(url)
-                    counts = {k: v - before.get(k, 0) for k, v in after.items()}
-                    queued = _zcard(redis.port)
-                for path in work.glob(f"pool-{target}-*.txt"):
-                    path.unlink()
-            print(
-                f"{target:>7}: {result.requests_per_second:9.0f} req/s  "
-                f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                f"({result.requests} requests, errors: {result.errors}, pool wraps: "
-                f"{result.wraps})",
-                flush=True,
+        rounds: dict[str, list[Result]] = {target: [] for target in targets}
+        outcomes: dict[str, str] = {}
+        for round_number in range(1, args.rounds + 1):
+            for target in targets:
+                result, outcome = measure(target, redis, work, script, warm_pool, args)
+                if outcome:
+                    outcomes[target] = outcome
+                label = f"{target} (round {round_number})" if args.rounds > 1 else target
+                print(
+                    f"{label:>17}: {result.requests_per_second:9.0f} req/s  "
+                    f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                    f"CPU {result.cpu_us:5.0f} us/req  ({result.requests} requests, errors: "
+                    f"{result.errors}, pool wraps: {result.wraps})",
+                    flush=True,
+                )
+                rounds[target].append(result)
+        summaries = {target: _summary(results) for target, results in rounds.items()}
+        _report(summaries, args)
+        if args.json:
+            args.json.write_text(json.dumps({t: vars(r) for t, r in summaries.items()}))
+        for target, outcome in outcomes.items():
+            print(f"\n{target} (last round): {outcome}")
+
+
+def _summary(results: list[Result]) -> Result:
+    """A target over its rounds: best req/s; median latencies and CPU per request."""
+    return Result(
+        results[0].target,
+        max(r.requests_per_second for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.requests for r in results),
+        "; ".join(sorted({r.errors for r in results})),
+        sum(r.wraps for r in results),
+        statistics.median(r.cpu_us for r in results),
+    )
+
+
+def measure(
+    target: str,
+    redis: EmbeddedRedis,
+    work: Path,
+    script: Path,
+    warm_pool: Path,
+    args: argparse.Namespace,
+) -> tuple[Result, str]:
+    """One target, on a flushed Redis: warm up, then the measured run (and, for an intake,
+    what it did with the deliveries)."""
+    subprocess.run(
+        [*_redis_cli(), "-p", str(redis.port), "FLUSHALL"], check=True, capture_output=True
+    )
+    outcome = ""
+    with server(target, redis.url, work) as (url, pid):
+        warm = wrk(url, script, warm_pool, args, args.warmup)
+        # Only an intake needs every body distinct (a repeat is a cheaper duplicate):
+        # size its pool from the warm-up rate, with room to spare.
+        count = int(warm.requests_per_second * args.duration * 2)
+        if target not in INTAKES:
+            count = min(count, 20_000)
+        pool = write_pools(work, f"pool-{target}", count, args.threads, first=0)
+        before = _intake_counts(url) if target in INTAKES else {}
+        cpu_before = _cpu_seconds(pid)
+        result = wrk(url, script, pool, args, args.duration)
+        result.cpu_us = (_cpu_seconds(pid) - cpu_before) / max(result.requests, 1) * 1e6
+        result.target = target
+        if target in INTAKES:
+            after = _intake_counts(url)
+            counts = {k: v - before.get(k, 0) for k, v in after.items()}
+            outcome = (
+                f"outcomes in the measured run: {counts}; jobs in the arq queue "
+                f"(warm-up included): {_zcard(redis.port)}"
             )
-        _report(results, args)
-        if "intake" in results:
-            print(
-                f"\nintake outcomes in the measured run: {counts}; jobs in the arq queue "
-                f"(warm-up included): {queued}"
-            )
+        for path in work.glob(f"pool-{target}-*.txt"):
+            path.unlink()
+    return result, outcome
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _redis_cli() -> list[str]:
@@ -380,18 +561,40 @@ def _report(results: dict[str, Result], args: argparse.Namespace) -> None:
         f"~{BODY_BYTES} B signed bodies; {os.cpu_count()} CPUs ({cpu}), Python "
         f"{sys.version.split()[0]}"
     )
-    print("| target | req/s | p50 ms | p99 ms | ratio to bare |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| target | req/s (best) | p50 ms (median) | p99 ms (median) | server CPU us/request "
+        "(median) | ratio to bare |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     bare = results.get("bare")
     for result in results.values():
         ratio = f"{result.requests_per_second / bare.requests_per_second:.2f}x" if bare else "-"
         print(
             f"| {result.target} | {result.requests_per_second:.0f} | {result.p50_ms:.2f} | "
-            f"{result.p99_ms:.2f} | {ratio} |"
+            f"{result.p99_ms:.2f} | {result.cpu_us:.0f} | {ratio} |"
         )
     if "intake" in results and "naive" in results:
         gain = results["intake"].requests_per_second / results["naive"].requests_per_second
         print(f"\nintake / naive: {gain:.1f}x")
+    if "intake" in results and "redispy" in results:
+        _compare("RedisPipe against redis-py", results["intake"], results["redispy"])
+    if "handlog" in results and "intake" in results:
+        _compare(
+            "the replaced batching writer against structlog's fast path",
+            results["handlog"],
+            results["intake"],
+        )
+
+
+def _compare(part: str, ours: Result, library: Result) -> None:
+    """The hand-written part's gain on each figure (positive: ours is better)."""
+    gains = {
+        "throughput": ours.requests_per_second / library.requests_per_second - 1,
+        "p99": library.p99_ms / ours.p99_ms - 1,
+        "CPU per request": library.cpu_us / ours.cpu_us - 1,
+    }
+    shown = ", ".join(f"{name} {gain:+.0%}" for name, gain in gains.items())
+    print(f"\n{part}: {shown} (positive: the hand-written part is better; keep at >= +15%)")
 
 
 def _cpu_model() -> str:
