@@ -1,4 +1,4 @@
-"""Each worker's own health: a tiny HTTP server for Kubernetes probes and Prometheus.
+"""Each worker's own health: a small HTTP server for Kubernetes probes and Prometheus.
 
 arq's health check is one Redis key per queue, deleted when any worker shuts down, so it
 cannot tell one pod's health from another's. Each worker therefore answers for itself on
@@ -14,8 +14,10 @@ cannot tell one pod's health from another's. Each worker therefore answers for i
 arq's own health key is also written per worker (``<queue>:health-check:<worker name>``,
 every ``CALHOOKS_WORKER_HEALTH_INTERVAL`` seconds) for tools that read Redis.
 
-The server is a few dozen lines on ``asyncio.start_server`` rather than uvicorn: it shares
-the worker's event loop and must not install signal handlers over arq's.
+The server is ``aiohttp.web`` (aiohttp is already loaded for the Cal.com calls) through an
+``AppRunner``: it shares the worker's event loop and installs no signal handlers over arq's.
+A hand-written ``asyncio.start_server`` version was measured against it and saved too
+little to keep (``bench/handwritten.py probes``, docs/performance-handwritten.md).
 """
 
 from __future__ import annotations
@@ -26,11 +28,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
+from aiohttp import web
 
 logger = structlog.get_logger(__name__)
-
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-_MAX_REQUEST_LINE = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,65 +44,51 @@ Handler = Callable[[], Awaitable[Reply]]
 
 
 class ProbeServer:
-    """Serves ``GET`` on a few fixed paths, one short request per connection."""
+    """Serves ``GET`` and ``HEAD`` on a few fixed paths (anything else: 404 or 405)."""
 
     def __init__(self, routes: dict[str, Handler], *, host: str, port: int) -> None:
         self.routes = routes
         self.host = host
         self.port = port
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        sockets = self._server.sockets
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        app = web.Application()
+        for path, handler in self.routes.items():
+            app.router.add_get(path, self._view(path, handler))  # HEAD too
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        addresses = runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
         logger.info("worker.http.listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._runner is not None:
             with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+                await self._runner.cleanup()
+            self._runner = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                line = await reader.readuntil(b"\r\n")
-                while (await reader.readuntil(b"\r\n")) not in (b"\r\n", b""):
-                    pass
-            reply = await self._answer(line)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            writer.close()
-            return
-        head = (
-            f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, '')}\r\n"
-            f"Content-Type: {reply.content_type}\r\n"
-            f"Content-Length: {len(reply.body)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        method = line.split(b" ", 1)[0]
-        writer.write(head if method == b"HEAD" else head + reply.body)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
+    @staticmethod
+    def _view(path: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(_: web.Request) -> web.Response:
+            try:
+                reply = await handler()
+            except Exception:  # a probe must answer, not drop the connection
+                logger.exception("worker.http.error", path=path)
+                reply = Reply(503, b"error\n")
+            return web.Response(
+                status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+            )
 
-    async def _answer(self, line: bytes) -> Reply:
-        parts = line[:_MAX_REQUEST_LINE].decode("latin-1").split()
-        if len(parts) < 2:
-            return Reply(404, b"not found\n")
-        method, target = parts[0], parts[1].split("?", 1)[0]
-        handler = self.routes.get(target)
-        if handler is None:
-            return Reply(404, b"not found\n")
-        if method not in ("GET", "HEAD"):
-            return Reply(405, b"method not allowed\n")
-        try:
-            return await handler()
-        except Exception:  # a probe must answer, not drop the connection
-            logger.exception("worker.http.error", path=target)
-            return Reply(503, b"error\n")
+        return answer
 
 
 class Liveness:

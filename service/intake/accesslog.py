@@ -1,30 +1,31 @@
-"""The one log line per delivery, written without costing the intake its throughput.
+"""The one log line per delivery, on structlog's fast path so it costs the intake little.
 
 Through the standard chain (structlog -> ``logging`` -> ``ProcessorFormatter`` -> a flushed
 write) a line costs the intake about a third of its time per request. When the process logs
-JSON lines to a stream (``service.core.logs`` in production), ``AccessLog`` writes the same
-line itself - the same keys (``event``, ``level``, ``logger``, ``timestamp``, the bound
-context vars, the fields) - and the lines of all requests answered in one turn of the event
-loop in one write, under the handler's lock so they never interleave with other records.
+JSON lines to a stream (``service.core.logs`` in production), ``AccessLog`` writes the line
+through structlog's fast path instead: a ``make_filtering_bound_logger`` at the configured
+level (levels below it are no-ops), orjson rendering, a ``BytesLogger`` on the handler's
+stream (a ``WriteLogger`` when the stream has no byte buffer), with the standard chain's keys
+(``event``, ``level``, ``logger``, ``timestamp``, the bound context vars, the fields).
 
 In any other set-up (a console in a terminal, ``structlog.testing.capture_logs`` in tests) it
 simply logs through structlog. The fields are chosen by the intake and hold no body, but the
-line is redacted as the standard chain redacts: values under secret-looking keys are masked
-when written, and each batch of rendered lines goes through ``scrub_text`` (registered
-secrets, API keys) - one pass per write, not per field.
+fast path redacts as the standard chain does (``core.logs.redact_secrets``: secret-looking
+keys, registered secrets, API keys).
+A hand-written batching writer was measured against this and replaced: it saved ~3 % of the
+intake's CPU per request (``bench/handwritten.py accesslog``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import orjson
 import structlog
+from structlog.typing import FilteringBoundLogger, Processor
 
-from calhooks.service.core.logs import REDACTED, is_secret_key, scrub_text
+from calhooks.service.core.logs import redact_secrets
 
 LOGGER_NAME = "calhooks.intake"
 
@@ -34,61 +35,46 @@ class AccessLog:
 
     def __init__(self, name: str = LOGGER_NAME) -> None:
         self.name = name
-        self._structlog = structlog.get_logger(name)
-        self._handler: logging.StreamHandler[IO[str]] | None = _json_stream_handler()
-        self._lines: list[bytes] = []
-
-    @property
-    def fast(self) -> bool:
-        """Whether lines are written directly (JSON to a stream) rather than via structlog."""
-        return self._handler is not None
+        handler = _json_stream_handler()
+        self._logger: Any = (
+            structlog.get_logger(name) if handler is None else fast_logger(handler, name)
+        )
+        self.fast = handler is not None
+        """Whether lines take structlog's fast path (JSON to a stream) rather than its chain."""
 
     def log(self, level: str, event: str, **fields: Any) -> None:
-        if self._handler is None:
-            getattr(self._structlog, level)(event, **fields)
-            return
-        numeric = logging.getLevelName(level.upper())
-        if not logging.getLogger(self.name).isEnabledFor(numeric):
-            return
-        record = {
-            **structlog.contextvars.get_contextvars(),
-            **fields,
-            "event": event,
-            "level": level,
-            "logger": self.name,
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        }
-        for key in [key for key in record if is_secret_key(key)]:
-            record[key] = REDACTED
-        try:
-            line = orjson.dumps(record, default=str)
-        except TypeError:  # a value orjson will not take: let structlog render it
-            getattr(self._structlog, level)(event, **fields)
-            return
-        if not self._lines:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop: write at once
-                self._lines.append(line)
-                self.flush()
-                return
-        self._lines.append(line)
+        getattr(self._logger, level)(event, **fields)
 
-    def flush(self) -> None:
-        """Write the waiting lines in one go."""
-        handler, lines = self._handler, self._lines
-        if handler is None or not lines:
-            return
-        self._lines = []
-        text = scrub_text(b"\n".join(lines).decode() + "\n")
-        handler.acquire()
-        try:
-            handler.stream.write(text)
-            handler.flush()
-        except (OSError, ValueError):  # a closed or broken stream must not fail a delivery
-            pass
-        finally:
-            handler.release()
+
+def fast_logger(handler: logging.StreamHandler[IO[str]], name: str) -> FilteringBoundLogger:
+    """A cached fast-path logger writing JSON lines to ``handler``'s stream at its level."""
+    level = logging.getLogger(name).getEffectiveLevel()
+    stream = handler.stream
+    buffer = getattr(stream, "buffer", None)
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    wrapped: Any
+    if buffer is not None:  # bytes straight from orjson to the stream's buffer
+        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        wrapped = structlog.BytesLogger(buffer)
+    else:
+        processors.append(structlog.processors.JSONRenderer(serializer=_dumps_text))
+        wrapped = structlog.WriteLogger(cast(TextIO, stream))
+    logger: FilteringBoundLogger = structlog.wrap_logger(
+        wrapped,
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    ).bind(logger=name)
+    return logger
+
+
+def _dumps_text(value: Any, **options: Any) -> str:
+    return orjson.dumps(value, **options).decode()
 
 
 def _json_stream_handler() -> logging.StreamHandler[IO[str]] | None:
