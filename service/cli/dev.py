@@ -39,7 +39,10 @@ from calhooks.service.cli.output import fail
 from calhooks.service.cli.ports import require_free
 from calhooks.service.core.settings import Settings, get_settings
 
-EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
+#: The example rules, shipped in the package (examples/rules.yaml in a checkout links here).
+EXAMPLE_RULES = (
+    Path(__file__).resolve().parents[2] / "workers" / "rules" / "examples" / "rules.yaml"
+)
 #: Where ``calhooks dev`` keeps its data, below CALHOOKS_DATA_DIR.
 DEV_SUBDIR = "dev"
 DRAIN_SECONDS = 10
