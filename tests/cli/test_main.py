@@ -199,7 +199,7 @@ def test_the_example_rules_ship_in_the_package() -> None:
     from calhooks.service.cli.dev import EXAMPLE_RULES
 
     root = Path(__file__).resolve().parents[2]
-    assert EXAMPLE_RULES == root / "workers" / "rules" / "examples" / "rules.yaml"
+    assert root / "workers" / "rules" / "examples" / "rules.yaml" == EXAMPLE_RULES
     assert EXAMPLE_RULES.is_file()
     assert (root / "examples" / "rules.yaml").resolve() == EXAMPLE_RULES
     pyproject = (root / "pyproject.toml").read_text()
