@@ -279,12 +279,56 @@ def server(target: str, redis_url: str, work_dir: Path) -> Iterator[str]:
         log.close()
 
 
+_DURATION = r"([\d.]+)(us|ms|s|m)"
+
+
 def _milliseconds(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise RuntimeError(f"wrk printed a latency this cannot read: {text!r}")
-    value, unit = match.groups()
+    found = re.fullmatch(_DURATION, text)
+    if found is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    value, unit = found.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def _need(pattern: str, text: str, what: str) -> re.Match[str]:
+    found = re.search(pattern, text, re.M)
+    if found is None:
+        raise ValueError(f"wrk's output has no {what}:\n{text}")
+    return found
+
+
+def parse_wrk(output: str) -> Result:
+    r"""wrk's report (with ``--latency``) as a ``Result``.
+
+    The percentiles are read only from the "Latency Distribution" block, each on a line of its
+    own (`  50%  1.23ms`): a loose ``50%\s+(\S+)`` also matches the end of the thread stats'
+    `+/- Stdev` column (`85.50%` followed by the next line's `Req/Sec`).
+    """
+    block = _need(
+        r"^\s*Latency Distribution\n((?:\s+\d+(?:\.\d+)?%\s+\S+\n?)+)",
+        output,
+        "latency distribution (was --latency given?)",
+    )[1]
+    percentiles = dict(re.findall(r"^\s+(\d+(?:\.\d+)?)%\s+(\S+)\s*$", block, re.M))
+    if "50" not in percentiles or "99" not in percentiles:
+        raise ValueError(f"wrk's latency distribution lacks 50% or 99%:\n{block}")
+    rate = float(_need(r"^Requests/sec:\s+([\d.]+)\s*$", output, "Requests/sec")[1])
+    total = int(_need(r"^\s*(\d+) requests in ", output, "request count")[1])
+    errors = []
+    if match := re.search(r"^\s*Non-2xx or 3xx responses: (\d+)", output, re.M):
+        errors.append(f"{match[1]} non-2xx")
+    if match := re.search(r"^\s*Socket errors: (.*)$", output, re.M):
+        errors.append(match[1].strip())
+    wraps = int(_need(r"^POOL_WRAPS (\d+)\s*$", output, "POOL_WRAPS line")[1])
+    return Result(
+        "",
+        rate,
+        _milliseconds(percentiles["50"]),
+        _milliseconds(percentiles["99"]),
+        total,
+        "; ".join(errors) or "none",
+        wraps,
+    )
 
 
 def wrk(url: str, script: Path, pool: Path, args: argparse.Namespace, seconds: float) -> Result:
@@ -293,17 +337,7 @@ def wrk(url: str, script: Path, pool: Path, args: argparse.Namespace, seconds: f
         "--timeout", "5s", "-s", str(script), url + PATH, "--", str(pool), PATH,
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
-    p50 = _milliseconds(re.search(r"50%\s+(\S+)", output)[1])  # type: ignore[index]
-    p99 = _milliseconds(re.search(r"99%\s+(\S+)", output)[1])  # type: ignore[index]
-    total = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
-    errors = []
-    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
-        errors.append(f"{match[1]} non-2xx")
-    if match := re.search(r"Socket errors: (.*)", output):
-        errors.append(match[1])
-    wraps = int(re.search(r"POOL_WRAPS (\d+)", output)[1])  # type: ignore[index]
-    return Result("", rate, p50, p99, total, "; ".join(errors) or "none", wraps)
+    return parse_wrk(output)
 
 
 def _intake_counts(url: str) -> dict[str, float]:

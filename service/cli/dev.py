@@ -39,9 +39,14 @@ from calhooks.service.cli.output import fail
 from calhooks.service.cli.ports import require_free
 from calhooks.service.core.settings import Settings, get_settings
 
-EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
+#: The example rules, shipped in the package (examples/rules.yaml in a checkout links here).
+EXAMPLE_RULES = (
+    Path(__file__).resolve().parents[2] / "workers" / "rules" / "examples" / "rules.yaml"
+)
 #: Where ``calhooks dev`` keeps its data, below CALHOOKS_DATA_DIR.
 DEV_SUBDIR = "dev"
+#: The file that marks a data directory as the dev loop's own (so it may be wiped).
+DEV_MARKER = "calhooks-dev"
 DRAIN_SECONDS = 10
 DEFAULT_SANDBOX_PORT = 8788
 
@@ -360,9 +365,16 @@ def _encryption_key(data_dir: Path) -> str:
 
 
 def _wipe_redis(data_dir: Path) -> None:
-    """Start from an empty Redis, as the sandbox starts from its seed state."""
+    """Start from an empty Redis, as the sandbox starts from its seed state - only in a
+    directory ``calhooks dev`` made (its marker file), never in one it did not."""
     from calhooks.service.core.redisconn import SOCKET_NAME
 
+    marker = data_dir / DEV_MARKER
+    if data_dir.exists() and any(data_dir.iterdir()) and not marker.exists():
+        typer.echo(f"note: {data_dir} was not made by `calhooks dev`: its data is kept", err=True)
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("calhooks dev data: wiped at each `calhooks dev` start\n")
     directory = data_dir / "redis"
     if _answers(directory / SOCKET_NAME):
         _stop_redis(f"unix://{directory / SOCKET_NAME}")

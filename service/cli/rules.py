@@ -50,9 +50,16 @@ def _load(path: Path, env: dict[str, Any]) -> RuleSet:
 
 
 @app.command()
-def check(file: FileArgument) -> None:
+def check(
+    file: FileArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
     """Validate FILE; list every problem (file:line, rule, step) and exit 1 if any."""
     rules = _load(file, rules_env(get_settings()))
+    if as_json:
+        names = [rule.name for rule in rules]
+        print_json({"file": str(file), "rules": names, "triggers": sorted(rules.triggers)})
+        return
     triggers = ", ".join(sorted(rules.triggers)) or "none"
     count = len(rules)
     typer.echo(f"{file}: {count} rule{'s' if count != 1 else ''}, OK; triggers: {triggers}")

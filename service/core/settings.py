@@ -86,7 +86,10 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path("~/.local/share/calhooks"),
-        description="Local state: the embedded Redis (when redis_url is unset).",
+        description=(
+            "Local state: the embedded Redis (when redis_url is unset), the spool. `calhooks"
+            " dev` uses it when set, else `~/.local/share/calhooks/dev`."
+        ),
     )
     queue_name: str = Field(default="arq:queue", description="arq queue the intake fills.")
     encryption_key: SecretStr | None = Field(

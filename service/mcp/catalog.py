@@ -96,7 +96,7 @@ def output_schema(tool: Tool) -> dict[str, Any]:
 def _is_object(schema: dict[str, Any]) -> bool:
     if schema.get("type") == "object":
         return True
-    parts = schema.get("allOf")
+    parts: list[dict[str, Any]] = schema.get("allOf") or []
     return bool(parts) and all(_is_object(part) for part in parts)
 
 

@@ -1,6 +1,7 @@
 """The MCP server over streamable HTTP at ``/cal-organizations``, behind bearer tokens.
 
-Stateless and JSON: every POST is a whole exchange (no ``Mcp-Session-Id``, no SSE), so a
+Stateless and JSON: every POST is a whole exchange (no ``Mcp-Session-Id``, no SSE: a GET,
+which would open a server-to-client event stream, answers 405 with ``Allow: POST``), so a
 plain JSON-RPC ``tools/list`` or ``tools/call`` with ``Accept: application/json`` gets a JSON
 answer without an ``initialize`` first - what the catalog's clients send - and any web
 replica can take any request. SDK clients (Claude Desktop, Cursor, the MCP Inspector)
@@ -9,7 +10,9 @@ work unchanged: they are answered in JSON too.
 Auth: ``Authorization: Bearer <token>`` must match ``CALHOOKS_MCP_TOKEN`` or one of
 ``CALHOOKS_MCP_TOKENS`` (401 otherwise); the token's tenant travels to the tool handlers in
 the ASGI scope. With no token configured the endpoint answers 503 rather than serving
-anyone. The SDK's Host/Origin (DNS rebinding) check is off: it guards unauthenticated
+anyone. An ``MCP-Protocol-Version`` header naming a revision the SDK does not speak answers
+400 saying so and listing the ones it does (the SDK itself would complain about
+``params._meta``). The SDK's Host/Origin (DNS rebinding) check is off: it guards unauthenticated
 local servers, and a page in a browser cannot present a bearer token it does not know.
 
 Composition: ``create_mcp_app(settings)`` returns an ASGI app whose ``lifespan()`` must be
@@ -46,10 +49,14 @@ if TYPE_CHECKING:
 MCP_PATH = "/cal-organizations"
 
 _UNAUTHORIZED = -32001  # JSON-RPC server error range, as other MCP servers use for auth
+_INVALID_REQUEST = -32600
+_VERSION_HEADER = "mcp-protocol-version"
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"jsonrpc": "2.0", "id": None, "error": {"code": _UNAUTHORIZED, "message": message}}
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, code: int = _UNAUTHORIZED
+) -> Response:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
     return Response(
         json.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
@@ -96,13 +103,18 @@ class McpHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        request = Request(scope)
+        refused = _refuse_early(request)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
         if self.session_manager is None:
             response = _error(
                 503, "MCP over HTTP is disabled: the server has no CALHOOKS_MCP_TOKEN"
             )
             await response(scope, receive, send)
             return
-        tenant = self.tokens.tenant_for(Request(scope).headers.get("authorization"))
+        tenant = self.tokens.tenant_for(request.headers.get("authorization"))
         if tenant is None:
             response = _error(
                 401,
@@ -114,6 +126,33 @@ class McpHttpApp:
         await self.session_manager.handle_request(
             {**scope, TENANT_SCOPE_KEY: tenant}, receive, send
         )
+
+
+def _refuse_early(request: Request) -> Response | None:
+    """A GET (an event stream this stateless server never sends) or an unknown protocol
+    revision, answered with what is wrong; ``None`` for a request to hand to the SDK."""
+    if request.method == "GET":
+        return _error(
+            405,
+            "Method Not Allowed: this MCP endpoint is stateless and answers each POST in"
+            " JSON; it opens no event stream (GET)",
+            {"Allow": "POST"},
+            code=_INVALID_REQUEST,
+        )
+    version = request.headers.get(_VERSION_HEADER)
+    if version is None:
+        return None
+    # Imported here: the web process loads the MCP SDK only when the endpoint is in use.
+    from mcp_types.version import KNOWN_PROTOCOL_VERSIONS
+
+    if version not in KNOWN_PROTOCOL_VERSIONS:
+        return _error(
+            400,
+            f"Unsupported MCP-Protocol-Version {version!r}: this server speaks"
+            f" {', '.join(KNOWN_PROTOCOL_VERSIONS)}; send one of them, or no header",
+            code=_INVALID_REQUEST,
+        )
+    return None
 
 
 def create_mcp_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> McpHttpApp:

@@ -8,13 +8,16 @@ it when Cal.com sent one.
 Failure: ``isError: true``, a one-line explanation in ``content[0].text`` and the details in
 ``structuredContent.error`` - ``kind`` (``validation``, ``calcom``, ``unreachable``,
 ``connection``, ``internal``), plus the parameter names, or Cal.com's status, code, message
-and request id. The credentials of the connection used are scrubbed from every result.
+and request id (with ``retry_after`` seconds and ``retry_at``, an ISO 8601 time, when Cal.com
+asked to wait). The credentials of the connection used are scrubbed from every result.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import mcp_types as types
@@ -95,8 +98,16 @@ def validation_failure(
 
 def calcom_failure(exc: CalcomError, *, secrets: Iterable[str | None] = ()) -> types.CallToolResult:
     reference = f" (request id {exc.request_id})" if exc.request_id else ""
-    retry = f" Retry after {exc.retry_after:g} s." if exc.retry_after is not None else ""
+    retry = ""
+    retry_at = None
+    if exc.retry_after is not None:
+        retry_at = datetime.fromtimestamp(time.time() + exc.retry_after, UTC).isoformat(
+            timespec="seconds"
+        )
+        retry = f" Retry after {exc.retry_after:g} s (at {retry_at})."
     error = {"kind": "calcom", **exc.to_dict(), "retry_after": exc.retry_after}
+    if retry_at is not None:
+        error["retry_at"] = retry_at
     return failure(
         f"Cal.com answered {exc.status} {exc.code}: {exc.message}{reference}.{retry}",
         error,

@@ -5,8 +5,9 @@ explicit JSON Schemas (``calhooks.service.mcp.catalog``), so there is nothing fo
 framework to infer. ``tools/call`` takes the ``PCID`` argument out, resolves it to a
 connection of the caller's tenant, and calls Cal.com through one pooled ``CalcomClient``
 (``with_credentials`` per call). Every failure - a bad or unknown PCID, invalid arguments,
-a Cal.com error, Cal.com unreachable, even a bug - comes back as a tool result with
-``isError: true``; only an unknown tool name is a JSON-RPC error, as the MCP spec asks.
+a Cal.com error, Cal.com unreachable, a rate limit that would hold the call more than
+``MAX_WAIT_SECONDS`` (the error says when to retry), even a bug - comes back as a tool result
+with ``isError: true``; only an unknown tool name is a JSON-RPC error, as the MCP spec asks.
 
 Transports: streamable HTTP (``calhooks.service.mcp.http``, caller's tenant from its bearer token)
 and stdio (``calhooks.service.mcp.stdio``, a local user who may use any connection, and who may
@@ -31,6 +32,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from redis.exceptions import RedisError
 
+from calhooks.service.calcom.backoff import Backoff
 from calhooks.service.calcom.client import CalcomClient, Credentials
 from calhooks.service.calcom.errors import (
     CalcomError,
@@ -54,6 +56,9 @@ from calhooks.service.mcp.tenants import TENANT_SCOPE_KEY
 logger = structlog.get_logger(__name__)
 
 Transport = Literal["http", "stdio"]
+
+#: Longest wait (Cal.com's Retry-After, a back-off) a tool call sits through before answering.
+MAX_WAIT_SECONDS = 5.0
 
 _MAX_PCID = 128  # PCIDs are 36 characters; longer input is not worth a Redis lookup
 
@@ -249,7 +254,12 @@ def create_mcp_server(
 
     @asynccontextmanager
     async def lifespan(_: Server[ToolRuntime]) -> AsyncIterator[ToolRuntime]:
-        calcom = CalcomClient.from_settings(settings)
+        # A client waits for no one: past MAX_WAIT_SECONDS (a rate limit's Retry-After, a
+        # back-off) the call ends at once with a tool error saying when to retry.
+        backoff = Backoff(
+            settings.api_retry_base_delay, min(settings.api_retry_max_delay, MAX_WAIT_SECONDS)
+        )
+        calcom = CalcomClient.from_settings(settings, backoff=backoff)
         connections = LazyConnections(settings, redis)
         try:
             yield ToolRuntime(calcom=calcom, connections=connections)

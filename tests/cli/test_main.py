@@ -192,3 +192,33 @@ def test_no_embedded_redis_outlives_a_command(tmp_path: Path) -> None:
     assert (home / ".local/share/calhooks/redis").is_dir()
     with socket.socket(socket.AF_UNIX) as probe, pytest.raises(OSError, match=r"refused|No such"):
         probe.connect(str(sock))
+
+
+def test_the_example_rules_ship_in_the_package() -> None:
+    """`calhooks dev` runs rules that are package data (examples/rules.yaml links to them)."""
+    from calhooks.service.cli.dev import EXAMPLE_RULES
+
+    root = Path(__file__).resolve().parents[2]
+    assert root / "workers" / "rules" / "examples" / "rules.yaml" == EXAMPLE_RULES
+    assert EXAMPLE_RULES.is_file()
+    assert (root / "examples" / "rules.yaml").resolve() == EXAMPLE_RULES
+    pyproject = (root / "pyproject.toml").read_text()
+    assert '"calhooks.workers.rules" = ["examples/*.yaml"]' in pyproject
+
+
+def test_dev_keeps_a_data_dir_it_did_not_make(tmp_path: Path) -> None:
+    """Only the dev loop's own data directory is wiped at start."""
+    from calhooks.service.cli.dev import DEV_MARKER, _wipe_redis
+
+    theirs = tmp_path / "theirs"
+    (theirs / "redis").mkdir(parents=True)
+    (theirs / "redis" / "appendonly.aof").write_text("data")
+    _wipe_redis(theirs)
+    assert (theirs / "redis" / "appendonly.aof").exists()
+    ours = tmp_path / "ours"
+    _wipe_redis(ours)
+    (ours / "redis").mkdir()
+    (ours / "redis" / "appendonly.aof").write_text("data")
+    _wipe_redis(ours)
+    assert (ours / DEV_MARKER).exists()
+    assert not (ours / "redis").exists()

@@ -175,3 +175,12 @@ def test_against_something_that_is_not_a_sandbox(sandbox: RunningSandbox) -> Non
     assert result.exit_code == 1
     assert "is not a calhooks sandbox" in result.stderr
     assert [record.path for record in sandbox.requests()] == ["/v2/_sandbox/rate-limit"]
+
+
+def test_check_prints_json_with_json() -> None:
+    """`--json` means the output, here the summary."""
+    result = runner.invoke(app, ["rules", "check", str(EXAMPLES / "rules.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert "time-off-creates-ooo" in summary["rules"]
+    assert "BOOKING_CREATED" in summary["triggers"]

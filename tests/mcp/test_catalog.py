@@ -50,7 +50,8 @@ def test_every_schema_node_has_one_type() -> None:
             for node in _nodes(schema):
                 assert not isinstance(node.get("type"), list), (tool.name, node)
         for node in _nodes(tool.input_schema):
-            assert None not in (node.get("enum") or []), (tool.name, node)
+            enum = node.get("enum")
+            assert not isinstance(enum, list) or None not in enum, (tool.name, node)
     users = {t.name: t for t in mcp_tools(pcid_required=True)}
     create = users["cal_organizations_users_controller_create_organization_user"].input_schema
     assert create["properties"]["theme"] == {

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import mcp_types as types
 import pytest
 from structlog.testing import capture_logs
 
@@ -17,7 +18,8 @@ from calhooks.service.core.settings import Settings
 from calhooks.service.mcp.catalog import PCID
 from calhooks.service.mcp.connections import ConnectionStore
 from calhooks.service.mcp.http import MCP_PATH, create_standalone_app
-from calhooks.service.sandbox import SANDBOX_API_KEY
+from calhooks.service.mcp.server import MAX_WAIT_SECONDS
+from calhooks.service.sandbox import SANDBOX_API_KEY, RateLimit
 from tests.mcp import scenarios
 from tests.mcp.conftest import GLOBEX_TOKEN, TOKEN, Pcids
 from tests.sandbox.server import RunningSandbox
@@ -247,3 +249,49 @@ async def test_dot_segment_id_is_refused_and_nothing_is_sent(
     assert result.is_error
     assert "attributeId" in json.dumps(result.model_dump(mode="json"))
     assert sandbox.requests() == []
+
+
+async def test_get_is_405_not_an_endless_stream(mcp_url: str) -> None:
+    """No event stream: a GET answers at once, 405 with Allow: POST, saying why."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        answer = await http.get(mcp_url)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "POST"
+    assert "opens no event stream" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("version", ["1999-01-01", "latest"])
+async def test_an_unknown_protocol_version_header_says_what_is_wrong(
+    mcp_url: str, version: str
+) -> None:
+    """Not a message about params._meta: the header's value, and the versions spoken."""
+    headers = {**JSON_ONLY, "Authorization": f"Bearer {TOKEN}", "MCP-Protocol-Version": version}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        answer = await http.post(mcp_url, json=rpc("tools/list"))
+    assert answer.status_code == 400
+    message = answer.json()["error"]["message"]
+    assert message.startswith(f"Unsupported MCP-Protocol-Version {version!r}")
+    assert "2025-06-18" in message
+    assert "_meta" not in message
+
+
+async def test_a_long_rate_limit_wait_is_a_tool_error_saying_when(
+    mcp_settings: Settings, sandbox: RunningSandbox, pcids: Pcids
+) -> None:
+    """Cal.com asks to wait 20 s: the call does not hold the client, it says when to retry."""
+    sandbox.sandbox.limiter.configure(RateLimit(limit=1, window=20))
+    settings = mcp_settings.model_copy(update={"api_retries": 3})
+    with serve_app(create_standalone_app(settings)) as url:
+        async with scenarios.http_client(url + MCP_PATH) as client:
+            arguments = {PCID: pcids.acme, "take": 1}
+            scenarios.data_of(await client.call_tool(scenarios.LIST_USERS, arguments))
+            throttled = await client.call_tool(scenarios.LIST_USERS, arguments)
+    error = scenarios.error_of(throttled)
+    assert error["status"] == 429
+    assert error["retry_after"] > MAX_WAIT_SECONDS
+    assert "retry_at" in error
+    text = throttled.content[0]
+    assert isinstance(text, types.TextContent)
+    assert f"(at {error['retry_at']})" in text.text
+    assert len(sandbox.requests(scenarios.LIST_USERS)) == 2  # no retry after the 429
