@@ -172,6 +172,9 @@ class Turn:
     chain: str | None = None
     #: The booking this event's booking replaced (a reschedule's ``rescheduleUid``).
     replaces: str | None = None
+    #: Skipped because its booking was itself rescheduled since: the booking it replaced
+    #: is gone all the same, and is recorded so.
+    superseded: bool = False
 
     def describe(self) -> dict[str, str]:
         """The booking and chain, for the event's delivery log."""
@@ -280,6 +283,7 @@ class BookingOrder:
                     turn.skip_reason = (
                         f"booking {uid} was already rescheduled to {state.get('rescheduled_to')}"
                     )
+                    turn.superseded = True
                 elif trigger in CREATION:
                     turn.skip_reason = f"booking {uid} was already {ended.lower()}"
             elif trigger in TERMINAL and "created" not in state:
@@ -316,7 +320,7 @@ class BookingOrder:
             fields["created"] = event_id
         if trigger in TERMINAL:
             fields["ended"] = trigger.removeprefix("BOOKING_")
-        moved = turn.replaces is not None and turn.skip_reason is None
+        moved = turn.replaces is not None and (turn.skip_reason is None or turn.superseded)
         pipe.eval(
             _FINISH,
             5,

@@ -184,3 +184,19 @@ def test_check_prints_json_with_json() -> None:
     summary = json.loads(result.stdout)
     assert "time-off-creates-ooo" in summary["rules"]
     assert "BOOKING_CREATED" in summary["triggers"]
+
+
+def test_dry_run_names_the_booking_a_reschedule_replaced() -> None:
+    moved = str(EXAMPLES / "events" / "time-off-booking-rescheduled.json")
+    result = runner.invoke(app, ["rules", "test", RULES, "--event", moved, "--matching"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "booking rS4kT8vX2yZ6bD9fH3jM5n (replaces tO7fQ2mK9xW4pL1sB8nV3c)"
+    assert "rule time-off-creates-ooo: matches" in lines
+    as_json = json.loads(
+        runner.invoke(app, ["rules", "test", RULES, "--event", moved, "--json"]).stdout
+    )
+    assert as_json["booking"] == {
+        "uid": "rS4kT8vX2yZ6bD9fH3jM5n",
+        "replaces": "tO7fQ2mK9xW4pL1sB8nV3c",
+    }

@@ -318,3 +318,28 @@ async def test_org_attendee_reported_or_invited_against_the_sandbox(
     assert sandbox.store.membership_of(SANDBOX_ORG_ID, frank.id) is not None
     assert steps(again, "org-attendees-become-members")[1].output == {"emails": []}
     assert len(sandbox.requests(CREATE_USER)) == 1
+
+
+async def test_a_reschedule_moves_the_entry_against_the_sandbox(sandbox: RunningSandbox) -> None:
+    """Created, then rescheduled: the entry is updated to the new dates and uid, not
+    re-created; the new uid's cancellation then deletes it."""
+    rules = examples()
+    moved_event = example_event("time-off-booking-rescheduled")
+    new_uid = moved_event.payload["uid"]
+    async with sandbox.client() as client:
+        created = await dry_run(
+            rules, example_event("time-off-booking-created"), invoke=calling(client)
+        )
+        moved = await dry_run(rules, moved_event, invoke=calling(client))
+        assert not created.failed, format_report(created)
+        assert not moved.failed, format_report(moved)
+        [entry] = ooo_entries(sandbox, 101)
+        assert entry.notes == f"Time off (booking {new_uid})"
+        assert entry.start.isoformat() == "2031-03-10T00:00:00+00:00"
+        cancel = example_event("time-off-booking-cancelled")
+        gone = FakeEvent(cancel.id, cancel.trigger, None, {**cancel.payload, "uid": new_uid})
+        cancelled = await dry_run(rules, gone, invoke=calling(client))
+        assert not cancelled.failed, format_report(cancelled)
+    assert ooo_entries(sandbox, 101) == []
+    writes = [r.tool for r in sandbox.requests() if r.method != "GET"]
+    assert writes == [CREATE_OOO, UPDATE_OOO, DELETE_OOO]

@@ -62,6 +62,16 @@ async def test_created_rescheduled_twice_then_cancelled(sandbox: RunningSandbox)
     assert again["body"]["payload"]["rescheduleUid"] == second
     assert again["booking"]["start"] == "2026-03-10T09:00:00.000Z"  # one day later by default
 
+    listed = (await sandbox.admin("GET", "/bookings", params={"orgId": 1})).json()["bookings"]
+    assert [(b["uid"], b["status"], b["rescheduledFrom"]) for b in listed] == [
+        (first, "CANCELLED", None),
+        (second, "CANCELLED", first),
+        (third, "ACCEPTED", second),
+    ]
+    assert listed[0]["rescheduledTo"] == second
+    assert (await sandbox.admin("GET", "/bookings", params={"orgId": 2})).json()["bookings"] == []
+    assert sandbox.sandbox.snapshot()["counts"]["bookings"] == 3
+
     gone = await change(sandbox, f"/bookings/{third}/cancel", reason="plans changed")
     assert gone["trigger"] == "BOOKING_CANCELLED"
     assert gone["body"]["payload"]["status"] == "CANCELLED"

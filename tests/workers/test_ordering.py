@@ -251,3 +251,19 @@ async def test_a_skipped_reschedule_does_not_end_the_original(
         assert turn.skip_reason == "booking B was already cancelled"
         await finish(booking, turn, "move", "BOOKING_RESCHEDULED", now + 1)
     assert await hget(redis_client, "calhooks:booking:A", "ended") is None
+
+
+async def test_a_reschedule_overtaken_by_the_next_one_still_ends_the_original(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A -> B -> C where C's reschedule ran first (past the wait): B's late reschedule is
+    skipped, and A is recorded as rescheduled, so A's late creation is skipped too."""
+    booking = order(redis_client, wait=0.0)
+    now = time.time()
+    async with booking.turn("c", "BOOKING_RESCHEDULED", moved("C", "B"), now) as turn:
+        await finish(booking, turn, "c", "BOOKING_RESCHEDULED", now)
+    async with booking.turn("b", "BOOKING_RESCHEDULED", moved("B", "A"), now + 1) as turn:
+        assert turn.skip_reason == "booking B was already rescheduled to C"
+        await finish(booking, turn, "b", "BOOKING_RESCHEDULED", now + 1)
+    async with booking.turn("a", "BOOKING_CREATED", {"uid": "A"}, now + 2) as turn:
+        assert turn.skip_reason == "booking A was already rescheduled to B"
