@@ -1,0 +1,225 @@
+"""Reconciliation against the sandbox over real HTTP and the suite's real Redis: changes made
+behind calhooks' back become ``calhooks.*`` events, missed bookings come back as Cal.com's
+triggers, the first pass is a baseline, a second pass (or a restart) re-emits nothing, the
+call budget spreads a listing over passes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from calhooks.service.events import DEDUPE_PREFIX, Event
+from calhooks.workers import keys
+from calhooks.workers.reconcile import triggers
+from calhooks.workers.reconcile.reconciler import Reconciler
+from tests.sandbox.server import RunningSandbox
+
+QUEUE = "arq:queue"
+ALICE = 101
+BOB = 102
+MEMBERSHIPS = "cal_organizations_memberships_controller_get_all_memberships"
+
+
+def reconciler(sandbox: RunningSandbox, redis: aioredis.Redis, **options: Any) -> Reconciler:
+    return Reconciler(
+        redis,
+        sandbox.client(),
+        org_id=1,
+        queue_name=QUEUE,
+        dedupe_window=3600,
+        **options,
+    )
+
+
+async def queued(redis: aioredis.Redis) -> list[Event]:
+    """The events on the queue, oldest first."""
+    events = []
+    for job_id in await redis.zrange(QUEUE, 0, -1):
+        raw = await redis.get(f"arq:job:{job_id.decode()}")
+        assert raw is not None
+        events.append(Event.from_dict(json.loads(raw)["a"][0]))
+    return events
+
+
+async def booking(sandbox: RunningSandbox, path: str, **body: Any) -> dict[str, Any]:
+    response = await sandbox.admin("POST", path, json={"wait": True, "orgId": 1, **body})
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def test_first_pass_is_a_baseline_and_a_second_emits_nothing(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    first = await reconciler(sandbox, redis_client).run()
+    assert first.baselined == ["memberships", "users", "ooo", "webhooks", "bookings"]
+    assert first.events == []
+    assert await queued(redis_client) == []
+    assert first.seen["users"] > 0
+    second = await reconciler(sandbox, redis_client).run()  # a restart: a new reconciler
+    assert second.baselined == []
+    assert second.events == []
+    assert await queued(redis_client) == []
+
+
+async def test_changes_behind_calhooks_back_become_events(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    await reconciler(sandbox, redis_client).run()
+    async with sandbox.client() as client:
+        members = await client.call(MEMBERSHIPS, take=250)
+        member = next(m for m in members if m["userId"] == BOB)
+        new_role = "ADMIN"
+        await client.call(
+            "cal_organizations_memberships_controller_update_membership",
+            membershipId=member["id"],
+            role=new_role,
+        )
+        user = await client.call(
+            "cal_organizations_users_controller_create_organization_user",
+            email="newcomer@acme.example",
+        )
+        ooo = await client.call(
+            "cal_organizations_users_ooocontroller_create_organization_user_ooo",
+            userId=ALICE,
+            start="2031-01-05T00:00:00.000Z",
+            end="2031-01-06T23:59:59.999Z",
+        )
+    report = await reconciler(sandbox, redis_client).run()
+    events = await queued(redis_client)
+    assert len(events) == report.queued == len(report.events)
+    by_trigger = {event.trigger: event for event in events}
+    role = by_trigger[triggers.MEMBERSHIP_ROLE_CHANGED].payload
+    assert role["before"]["role"] == member["role"]
+    assert role["after"]["role"] == new_role
+    assert role["source"] == "reconcile"
+    assert role["observedAt"]
+    created = by_trigger[triggers.USER_CREATED].payload
+    assert created["before"] is None
+    assert created["after"]["id"] == user["id"]
+    assert by_trigger[triggers.OOO_CREATED].payload["after"]["id"] == ooo["id"]
+    assert triggers.MEMBERSHIP_CREATED in by_trigger  # the new user's membership
+    # Every event is on the queue exactly as the intake queues one (dedupe key included).
+    for event in events:
+        assert await redis_client.exists(DEDUPE_PREFIX + event.id)
+    again = await reconciler(sandbox, redis_client).run()
+    assert again.events == []
+
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_users_controller_delete_organization_user", userId=user["id"]
+        )
+    report = await reconciler(sandbox, redis_client).run()
+    triggered = {event.trigger for event in report.events}
+    assert triggers.USER_DELETED in triggered
+    deleted = next(e for e in report.events if e.trigger == triggers.USER_DELETED)
+    assert deleted.payload["after"] is None
+    assert deleted.payload["before"]["id"] == user["id"]
+
+
+async def test_a_crashed_pass_emitting_again_queues_nothing_twice(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    await reconciler(sandbox, redis_client).run()
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_users_controller_create_organization_user",
+            email="twice@acme.example",
+        )
+    dry = await reconciler(sandbox, redis_client).run(dry_run=True)
+    assert dry.events
+    assert await queued(redis_client) == []
+    report = await reconciler(sandbox, redis_client).run()
+    assert {e.id for e in report.events} == {e.id for e in dry.events}
+    emitter = reconciler(sandbox, redis_client).emitter
+    assert [await emitter.emit(event) for event in report.events] == [False] * len(report.events)
+    assert len(await queued(redis_client)) == len(report.events)
+
+
+async def test_missed_booking_changes_come_back_as_calcom_triggers(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    await reconciler(sandbox, redis_client).run()
+    made = await booking(sandbox, "/bookings", change="create", user="alice", eventType="time-off")
+    uid = made["booking"]["uid"]
+    report = await reconciler(sandbox, redis_client).run()
+    [event] = report.events
+    assert event.trigger == "BOOKING_CREATED"
+    payload = event.payload
+    assert payload["uid"] == uid
+    assert payload["type"] == "time-off"
+    assert payload["status"] == "ACCEPTED"
+    assert payload["source"] == "reconcile"
+    assert payload["organizer"]["email"] == made["body"]["payload"]["organizer"]["email"]
+    assert payload["startTime"] == made["body"]["payload"]["startTime"]
+    assert payload["endTime"] == made["body"]["payload"]["endTime"]
+    assert payload["attendees"][0]["email"] == made["body"]["payload"]["attendees"][0]["email"]
+
+    moved = await booking(sandbox, f"/bookings/{uid}/reschedule")
+    report = await reconciler(sandbox, redis_client).run()
+    [event] = report.events
+    assert event.trigger == "BOOKING_RESCHEDULED"
+    assert event.payload["uid"] == moved["booking"]["uid"]
+    assert event.payload["rescheduleUid"] == uid
+
+    await booking(sandbox, f"/bookings/{moved['booking']['uid']}/cancel", reason="plans changed")
+    report = await reconciler(sandbox, redis_client).run()
+    assert [(e.trigger, e.payload["uid"]) for e in report.events] == [
+        ("BOOKING_CANCELLED", moved["booking"]["uid"])
+    ]
+
+
+async def test_a_booking_the_workers_processed_is_not_recovered(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    await reconciler(sandbox, redis_client).run()
+    made = await booking(sandbox, "/bookings", change="create", user="alice", eventType="time-off")
+    record = keys.booking(made["booking"]["uid"])  # as the workers write it (ordering.py)
+    await redis_client.hset(record, mapping={"created": "e1", "last_event": "e1"})  # type: ignore[misc]
+    assert (await reconciler(sandbox, redis_client).run()).events == []
+    await booking(sandbox, f"/bookings/{made['booking']['uid']}/cancel")
+    await redis_client.hset(record, "ended", "CANCELLED")  # type: ignore[misc]
+    assert (await reconciler(sandbox, redis_client).run()).events == []
+
+
+async def test_a_booking_made_and_cancelled_between_passes_emits_nothing(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    await reconciler(sandbox, redis_client).run()
+    made = await booking(sandbox, "/bookings", change="create", user="alice", eventType="time-off")
+    await booking(sandbox, f"/bookings/{made['booking']['uid']}/cancel")
+    assert (await reconciler(sandbox, redis_client).run()).events == []
+
+
+async def test_the_budget_spreads_a_listing_over_passes(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    async with sandbox.client() as client:
+        for n in range(3):
+            await client.call(
+                "cal_organizations_users_controller_create_organization_user",
+                email=f"bulk{n}@acme.example",
+            )
+    passes = []
+    while True:
+        report = await reconciler(sandbox, redis_client, budget=2).run()
+        assert report.calls <= 2
+        passes.append(report)
+        if "bookings" in report.complete:
+            break
+        assert len(passes) < 10
+    assert len(passes) >= 2
+    assert passes[0].pending is not None
+    assert sum(len(p.baselined) for p in passes) == 5
+    # Once baselined, a change found over several passes is emitted once.
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_users_controller_create_organization_user",
+            email="later@acme.example",
+        )
+    emitted = []
+    for _ in range(6):
+        emitted += (await reconciler(sandbox, redis_client, budget=2).run()).events
+    assert [e.trigger for e in emitted].count(triggers.USER_CREATED) == 1

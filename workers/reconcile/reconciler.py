@@ -1,0 +1,298 @@
+"""One reconciliation pass: list, diff against the snapshot, emit, keep the new snapshot.
+
+Redis keys (``calhooks:reconcile:<org>:``): ``snap:<kind>`` is the snapshot (a hash: entity
+key -> compact JSON), ``next:<kind>`` the listing being gathered, ``state`` a hash with each
+kind's paging cursor (``<kind>:skip``), whether its baseline exists (``<kind>:baseline``)
+and the kind a run continues with (``turn``).
+
+A pass spends at most ``budget`` list calls (``None``: no bound). Each kind is listed page
+by page (the largest page Cal.com allows) into ``next:<kind>``; a kind whose listing is not
+complete when the budget runs out continues on the next pass, from its cursor - a large
+organization is spread over several periods. A complete listing is diffed against the
+snapshot: the first one is the baseline and emits nothing; later ones emit one event per
+difference, then replace the snapshot. Event ids derive from the change, so a pass that
+crashed after emitting emits the same ids again and the queue's de-duplication drops them; a
+restart reads the snapshot from Redis and re-emits nothing.
+
+``dry_run`` lists into memory, writes nothing and returns the events it would emit.
+Bookings updated less than ``grace`` seconds ago wait for the next pass (their delivery may
+still be on its way); their snapshot entry keeps its previous value.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from calhooks.service.calcom.client import CalcomClient
+from calhooks.service.events import Event
+from calhooks.workers import keys
+from calhooks.workers.reconcile import bookings, triggers
+from calhooks.workers.reconcile.emit import Emitter, change_id
+from calhooks.workers.reconcile.entities import BOOKINGS, KINDS, Kind
+
+logger = structlog.get_logger(__name__)
+
+
+def key_prefix(org_id: int) -> str:
+    return f"{keys.PREFIX}reconcile:{org_id}:"
+
+
+@dataclass
+class RunReport:
+    """What one pass did."""
+
+    calls: int = 0
+    complete: list[str] = field(default_factory=list)
+    baselined: list[str] = field(default_factory=list)
+    pending: str | None = None
+    seen: dict[str, int] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    queued: int = 0
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+
+
+def _dumps(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _decode(raw: Mapping[Any, Any]) -> dict[str, dict[str, Any]]:
+    return {(k.decode() if isinstance(k, bytes) else str(k)): json.loads(v) for k, v in raw.items()}
+
+
+def _make_event(trigger: str, payload: dict[str, Any], observed: float, *id_parts: Any) -> Event:
+    created = _iso(observed)
+    return Event(
+        id=change_id("reconcile", trigger, *id_parts),
+        trigger=trigger,
+        created_at=created,
+        payload=payload,
+        raw={"triggerEvent": trigger, "createdAt": created, "payload": payload},
+        received_at=observed,
+    )
+
+
+class Reconciler:
+    """Runs passes for one organization (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        client: CalcomClient,
+        *,
+        org_id: int,
+        queue_name: str,
+        dedupe_window: int,
+        budget: int | None = None,
+        grace: float = 0.0,
+        kinds: Sequence[Kind] = KINDS,
+    ) -> None:
+        self.redis = redis
+        self.client = client
+        self.org_id = org_id
+        self.budget = budget
+        self.grace = grace
+        self.kinds = tuple(kinds)
+        self.prefix = key_prefix(org_id)
+        self.emitter = Emitter(redis, queue_name=queue_name, dedupe_window=dedupe_window)
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    async def run(self, *, dry_run: bool = False) -> RunReport:
+        """One pass; returns what it listed and the events it emitted (or would emit)."""
+        report = RunReport()
+        state = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in (await self.redis.hgetall(self._key("state"))).items()  # type: ignore[misc]
+        }
+        names = [kind.name for kind in self.kinds]
+        start = names.index(state["turn"]) if state.get("turn") in names else 0
+        for step in range(len(self.kinds)):
+            kind = self.kinds[(start + step) % len(self.kinds)]
+            listed = await self._list(kind, state, report, dry_run=dry_run)
+            if listed is None:
+                report.pending = kind.name
+                if not dry_run:
+                    await self.redis.hset(self._key("state"), "turn", kind.name)  # type: ignore[misc]
+                break
+            report.seen[kind.name] = len(listed)
+            await self._settle(kind, listed, state, report, dry_run=dry_run)
+        if not dry_run:
+            for event in report.events:
+                report.queued += await self.emitter.emit(event)
+        logger.info(
+            "reconcile.done",
+            org=self.org_id,
+            calls=report.calls,
+            complete=report.complete,
+            baselined=report.baselined,
+            pending=report.pending,
+            seen=report.seen,
+            events=len(report.events),
+            queued=report.queued,
+            dry_run=dry_run,
+        )
+        return report
+
+    async def _list(
+        self, kind: Kind, state: dict[str, str], report: RunReport, *, dry_run: bool
+    ) -> dict[str, dict[str, Any]] | None:
+        """The kind's complete listing, or ``None`` when the budget ran out first."""
+        staging = self._key(f"next:{kind.name}")
+        skip = 0 if dry_run else int(state.get(f"{kind.name}:skip", 0))
+        gathered: dict[str, dict[str, Any]] = {}
+        if skip == 0 and not dry_run:
+            await self.redis.delete(staging)
+        take = kind.page_size
+        while True:
+            if self.budget is not None and report.calls >= self.budget:
+                if not dry_run:
+                    await self.redis.hset(self._key("state"), f"{kind.name}:skip", str(skip))  # type: ignore[misc]
+                return None
+            page = await self.client.request(kind.operation, {"take": take, "skip": skip})
+            report.calls += 1
+            items = page.data if isinstance(page.data, list) else []
+            compact = {kind.key(item): kind.compact(item) for item in items}
+            gathered.update(compact)
+            if compact and not dry_run:
+                await self.redis.hset(  # type: ignore[misc]
+                    staging, mapping={k: _dumps(v) for k, v in compact.items()}
+                )
+            skip += len(items)
+            has_next = (page.pagination or {}).get("hasNextPage")
+            if has_next is False or (has_next is None and len(items) < take) or not items:
+                break
+        if dry_run or not skip:
+            return gathered
+        await self.redis.hdel(self._key("state"), f"{kind.name}:skip")  # type: ignore[misc]
+        return _decode(await self.redis.hgetall(staging))  # type: ignore[misc]
+
+    async def _settle(
+        self,
+        kind: Kind,
+        listed: dict[str, dict[str, Any]],
+        state: dict[str, str],
+        report: RunReport,
+        *,
+        dry_run: bool,
+    ) -> None:
+        """Diff a complete listing against the snapshot; queue its events; keep it."""
+        snapshot_key = self._key(f"snap:{kind.name}")
+        before = _decode(await self.redis.hgetall(snapshot_key))  # type: ignore[misc]
+        observed = time.time()
+        baseline = state.get(f"{kind.name}:baseline") == "1"
+        after = dict(listed)
+        if kind is BOOKINGS:
+            after = self._hold_young(before, after, observed)
+        if baseline:
+            if kind is BOOKINGS:
+                report.events += await self._missed_bookings(before, after, observed)
+            else:
+                report.events += self._changes(kind, before, after, observed)
+        report.complete.append(kind.name)
+        if not baseline:
+            report.baselined.append(kind.name)
+        if dry_run:
+            return
+        staging = self._key(f"next:{kind.name}")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(snapshot_key, staging)
+            if after:
+                pipe.hset(snapshot_key, mapping={k: _dumps(v) for k, v in after.items()})
+            pipe.hset(self._key("state"), f"{kind.name}:baseline", "1")
+            await pipe.execute()
+
+    def _hold_young(
+        self,
+        before: dict[str, dict[str, Any]],
+        after: dict[str, dict[str, Any]],
+        now: float,
+    ) -> dict[str, dict[str, Any]]:
+        if self.grace <= 0:
+            return after
+        held = dict(after)
+        for uid, booking in after.items():
+            updated = booking.get("updatedAt")
+            try:
+                moment = datetime.fromisoformat(str(updated).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+            if now - moment < self.grace:
+                if uid in before:
+                    held[uid] = before[uid]
+                else:
+                    del held[uid]
+        return held
+
+    def _changes(
+        self,
+        kind: Kind,
+        before: dict[str, dict[str, Any]],
+        after: dict[str, dict[str, Any]],
+        observed: float,
+    ) -> list[Event]:
+        events = []
+        for key in sorted(before.keys() | after.keys()):
+            old, new = before.get(key), after.get(key)
+            if old == new:
+                continue
+            trigger = kind.change(old, new)
+            if trigger is None:
+                continue
+            payload: dict[str, Any] = {
+                "kind": kind.name,
+                "id": key,
+                "before": old,
+                "after": new,
+                "source": triggers.SOURCE,
+                "observedAt": _iso(observed),
+            }
+            if trigger == triggers.WEBHOOK_CHANGED:
+                payload["change"] = (
+                    "created" if old is None else "deleted" if new is None else "updated"
+                )
+            events.append(_make_event(trigger, payload, observed, self.org_id, key, old, new))
+        return events
+
+    async def _missed_bookings(
+        self,
+        before: dict[str, dict[str, Any]],
+        after: dict[str, dict[str, Any]],
+        observed: float,
+    ) -> list[Event]:
+        changed = [uid for uid in sorted(after) if before.get(uid) != after[uid]]
+        if not changed:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid in changed:
+                pipe.hmget(keys.booking(uid), ["created", "ended"])
+            records = await pipe.execute()
+        events = []
+        for uid, (created, ended) in zip(changed, records, strict=True):
+            record = {
+                name: value
+                for name, value in (("created", created), ("ended", ended))
+                if value is not None
+            }
+            trigger = bookings.missed(before.get(uid), after[uid], record)
+            if trigger is None:
+                continue
+            payload = {
+                k: v for k, v in after[uid].items() if k not in ("updatedAt", "rescheduledToUid")
+            }
+            payload["source"] = triggers.SOURCE
+            payload["observedAt"] = _iso(observed)
+            state = after[uid].get("status"), after[uid].get("startTime")
+            events.append(_make_event(trigger, payload, observed, self.org_id, uid, *state))
+        return events
