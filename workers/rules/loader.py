@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from calhooks.service.core.settings import Settings
+from calhooks.workers.reconcile.triggers import PREFIX as RECONCILE_PREFIX
 from calhooks.workers.rules import validator
 from calhooks.workers.rules.expressions import (
     Expression,
@@ -626,7 +627,10 @@ def rule_triggers(settings: Settings) -> tuple[str, ...]:
     """The triggers the rules in ``CALHOOKS_RULES_FILE`` react to, sorted (none without one).
 
     What webhook subscriptions need of the rules: it loads and checks the file (``RulesError``
-    if bad) and imports nothing of the worker runtime.
+    if bad) and imports nothing of the worker runtime. Reconciliation's ``calhooks.*`` triggers
+    are left out: Cal.com has no webhook for them.
     """
     rules = load_rules_from_settings(settings)
-    return () if rules is None else tuple(sorted(rules.triggers))
+    if rules is None:
+        return ()
+    return tuple(sorted(t for t in rules.triggers if not t.startswith(RECONCILE_PREFIX)))

@@ -3,7 +3,8 @@
 Run by the loader after parsing; every problem is reported through ``report`` (line,
 message, rule, step) so a file's problems come out together:
 
-* triggers Cal.com does not have (``calcom.webhooks.WEBHOOK_TRIGGERS``); ``PING``
+* triggers Cal.com does not have (``calcom.webhooks.WEBHOOK_TRIGGERS``) and that are not
+  reconciliation's (``workers.reconcile.triggers``: ``calhooks.USER_CREATED``...); ``PING``
   is refused too: it is the dashboard's test delivery, answered by the intake itself and
   never queued, so a rule on it would never run;
 * unknown tools, unknown parameters, missing required parameters (``orgId`` excepted: it
@@ -29,6 +30,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from calhooks.service.calcom.tools import TOOLS, Parameter, Tool
 from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
+from calhooks.workers.reconcile.triggers import RECONCILE_TRIGGERS
 from calhooks.workers.rules.expressions import (
     EVENT_FIELDS,
     NAMESPACES,
@@ -75,14 +77,15 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
 
 def trigger_problem(trigger: str) -> str | None:
     """Why ``trigger`` cannot be a rule's trigger, or ``None`` when it can."""
-    if trigger in WEBHOOK_TRIGGERS:
+    if trigger in WEBHOOK_TRIGGERS or trigger in RECONCILE_TRIGGERS:
         return None
     if trigger == PING:
         return (
             "PING is Cal.com's test delivery: the intake answers it and never queues it, so"
             " no rule can run on it"
         )
-    return f"unknown trigger {trigger!r}{_suggest(trigger, WEBHOOK_TRIGGERS)}"
+    known = (*WEBHOOK_TRIGGERS, *RECONCILE_TRIGGERS)
+    return f"unknown trigger {trigger!r}{_suggest(trigger, known)}"
 
 
 #: Validators by schema identity (the registry's schemas live as long as the process).
