@@ -8,7 +8,8 @@ is made on first access, from the environment, so importing this module starts n
 
 On startup the worker builds its ``Runtime``: the Cal.com client behind the shared rate
 limit and the call metrics, the rules, the ledger, dead-letter queue, event log and
-booking order on the worker's own Redis connection, and the probe server.
+booking order on the worker's own Redis connection, the probe server and the periodic
+reconciliation (``workers.reconcile.periodic``).
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class Runtime:
     stopping: bool = False
     ticker: asyncio.Task[None] | None = None
     janitor: asyncio.Task[None] | None = None
+    reconciler: asyncio.Task[None] | None = None
     last_tick: float = 0.0
 
 
@@ -321,6 +323,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime.janitor = asyncio.create_task(
         _trim_dead_letters(dead_letters), name="calhooks-dlq-trim"
     )
+    if settings.reconcile_period > 0 and settings.org_id is not None:
+        from calhooks.workers.reconcile import periodic
+
+        runtime.reconciler = periodic.start(settings, redis, client)
     if settings.worker_http_port:
         runtime.probes = _probe_routes(runtime, ctx)
         await runtime.probes.start()
@@ -348,7 +354,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     runtime.stopping = True
     if runtime.probes is not None:
         await runtime.probes.stop()
-    for task in (runtime.ticker, runtime.janitor):
+    for task in (runtime.ticker, runtime.janitor, runtime.reconciler):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -60,6 +60,11 @@ COMMANDS: dict[str, Lazy] = {
     "rules": Lazy("rules", "app", "Check rules files and try them on an event."),
     "events": Lazy("events", "app", "What happened to the events calhooks received."),
     "dlq": Lazy("dlq", "app", "The dead-letter queue: rules that failed for good."),
+    "reconcile": Lazy(
+        "reconcile",
+        "reconcile",
+        "Reconcile now: queue what Cal.com never delivered and org changes it has no webhook for.",
+    ),
     "webhooks": Lazy(
         "webhooks",
         "app",

@@ -208,6 +208,17 @@ class Settings(BaseSettings):
         30 * 24 * 3600, ge=60, description="Seconds a dead-letter entry is kept."
     )
 
+    # Reconciliation (workers/reconcile/, `calhooks reconcile`; docs/reconciliation.md).
+    reconcile_period: float = Field(
+        300.0, ge=0, description="Seconds between reconciliation passes in the workers (0: none)."
+    )
+    reconcile_rate_share: float = Field(
+        0.1, gt=0, le=1, description="Share of the rate limit a reconciliation pass may spend."
+    )
+    reconcile_grace: float = Field(
+        60.0, ge=0, description="Seconds a just-changed booking waits before it can be recovered."
+    )
+
     # Rules (workers/rules/, `calhooks rules check|test`).
     rules_file: Path | None = Field(
         None, description="YAML rules file the workers run; its triggers are the webhook's."

@@ -1,0 +1,89 @@
+"""`calhooks reconcile` against the sandbox and the suite's Redis: a baseline first, then the
+events of a change (printed by ``--dry-run`` without queueing, queued by a real pass), and a
+one-line error while another pass holds the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from typer.testing import CliRunner
+
+from calhooks.service.cli.main import app
+from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.settings import get_settings
+from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
+from tests.sandbox.server import RunningSandbox
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def redis_url(
+    redis_server: EmbeddedRedis, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    monkeypatch.setenv("CALHOOKS_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("CALHOOKS_API_URL", sandbox.url)
+    monkeypatch.setenv("CALHOOKS_API_KEY", SANDBOX_API_KEY)
+    monkeypatch.setenv("CALHOOKS_ORG_ID", str(SANDBOX_ORG_ID))
+    get_settings.cache_clear()
+    asyncio.run(_redis(redis_server.url, "FLUSHALL"))
+    yield redis_server.url
+    get_settings.cache_clear()
+
+
+async def _redis(url: str, *command: str) -> object:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return await client.execute_command(*command)
+    finally:
+        await client.aclose()
+
+
+def test_baseline_then_dry_run_then_a_pass(redis_url: str, sandbox: RunningSandbox) -> None:
+    first = runner.invoke(app, ["reconcile"])
+    assert first.exit_code == 0, first.output
+    assert "baseline taken for memberships, users, ooo, webhooks, bookings" in first.output
+    assert "queued 0 of 0 events" in first.output
+
+    response = httpx.post(
+        f"{sandbox.url}/v2/organizations/{SANDBOX_ORG_ID}/users",
+        json={"email": "cli-newcomer@acme.example"},
+        headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"},
+    )
+    assert response.status_code == 201, response.text
+
+    dry = runner.invoke(app, ["reconcile", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "calhooks.USER_CREATED  users " in dry.output
+    assert "would queue" in dry.output
+    assert asyncio.run(_redis(redis_url, "ZCARD", "arq:queue")) == 0
+
+    real = runner.invoke(app, ["reconcile", "--json"])
+    assert real.exit_code == 0, real.output
+    report = json.loads(real.output)
+    triggers = sorted(event["trigger"] for event in report["events"])
+    assert triggers == ["calhooks.MEMBERSHIP_CREATED", "calhooks.USER_CREATED"]
+    assert report["queued"] == 2
+    assert asyncio.run(_redis(redis_url, "ZCARD", "arq:queue")) == 2
+
+
+def test_a_pass_running_elsewhere_is_a_one_line_error(redis_url: str) -> None:
+    asyncio.run(_redis(redis_url, "SET", f"calhooks:reconcile:{SANDBOX_ORG_ID}:lock", "other"))
+    result = runner.invoke(app, ["reconcile"])
+    assert result.exit_code == 1
+    assert "error: another reconciliation pass is running" in result.output
+
+
+def test_without_an_organization_it_says_so(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALHOOKS_ORG_ID")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["reconcile"])
+    assert result.exit_code == 1
+    assert "CALHOOKS_ORG_ID is not set" in result.output
