@@ -88,6 +88,7 @@ def environment(
             "CALHOOKS_WORKER_RETRY_BASE_DELAY": "0.2",
             "CALHOOKS_WORKER_RETRY_MAX_DELAY": "1",
             "CALHOOKS_WORKER_HEALTH_INTERVAL": "1",
+            "CALHOOKS_RECONCILE_PERIOD": "0",  # opt in: its list calls would skew request counts
         }
     )
     env.update({f"CALHOOKS_{key.upper()}": str(value) for key, value in settings.items()})

@@ -5,15 +5,17 @@ call budget spreads a listing over passes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from calhooks.service.events import DEDUPE_PREFIX, Event
 from calhooks.workers import keys
-from calhooks.workers.reconcile import triggers
-from calhooks.workers.reconcile.reconciler import Reconciler
+from calhooks.workers.reconcile import periodic, triggers
+from calhooks.workers.reconcile.reconciler import Reconciler, RunReport
 from tests.sandbox.server import RunningSandbox
 
 QUEUE = "arq:queue"
@@ -204,8 +206,10 @@ async def test_the_budget_spreads_a_listing_over_passes(
             )
     passes = []
     while True:
+        sent = len(sandbox.requests())
         report = await reconciler(sandbox, redis_client, budget=2).run()
         assert report.calls <= 2
+        assert len(sandbox.requests()) - sent == report.calls  # the sandbox's request log
         passes.append(report)
         if "bookings" in report.complete:
             break
@@ -223,3 +227,67 @@ async def test_the_budget_spreads_a_listing_over_passes(
     for _ in range(6):
         emitted += (await reconciler(sandbox, redis_client, budget=2).run()).events
     assert [e.trigger for e in emitted].count(triggers.USER_CREATED) == 1
+
+
+class Recording(Reconciler):
+    """A reconciler noting when each of its passes starts and ends, in one shared list."""
+
+    def __init__(self, log: list[tuple[str, int]], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    async def run(self, *, dry_run: bool = False) -> RunReport:
+        self.log.append(("start", id(self)))
+        try:
+            return await super().run(dry_run=dry_run)
+        finally:
+            self.log.append(("end", id(self)))
+
+
+async def test_two_passes_never_run_at_once(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    outcomes = await asyncio.gather(
+        periodic.run_locked(reconciler(sandbox, redis_client)),
+        periodic.run_locked(reconciler(sandbox, redis_client)),
+        return_exceptions=True,
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == ["Busy", "RunReport"]
+    # The lock is released after the pass: the next one runs.
+    await periodic.run_locked(reconciler(sandbox, redis_client))
+
+
+async def test_workers_take_turns_one_pass_per_period(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    log: list[tuple[str, int]] = []
+
+    def make() -> Reconciler:
+        return Recording(
+            log, redis_client, sandbox.client(), org_id=1, queue_name=QUEUE, dedupe_window=60
+        )
+
+    workers = [
+        asyncio.create_task(periodic.every_period(make, period=0.2, check_every=0.01))
+        for _ in range(3)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while sum(1 for kind, _ in log if kind == "end") < 5:
+            assert time.monotonic() < deadline, "timed out waiting for 5 passes"
+            await asyncio.sleep(0.02)
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    # Passes strictly alternate start, end, start, end...: never two at once.
+    kinds = [kind for kind, _ in log]
+    assert kinds[: len(kinds) // 2 * 2] == ["start", "end"] * (len(kinds) // 2)
+    assert int(await redis_client.hget("calhooks:reconcile:1:state", "passes") or 0) >= 5  # type: ignore[misc]
+
+
+def test_the_budget_is_a_share_of_the_rate_limit() -> None:
+    assert periodic.budget(120, 0.1, 300) == 60
+    assert periodic.budget(120, 0.1, 30) == 6
+    assert periodic.budget(1, 0.01, 300) == 1
+    assert periodic.budget(0, 0.1, 300) is None  # no rate limit: no bound

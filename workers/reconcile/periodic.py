@@ -9,7 +9,8 @@ Every worker runs ``every_period``; a pass needs two keys (``calhooks:reconcile:
   a pass longer than a period, or ``calhooks reconcile`` run by hand meanwhile.
 
 ``budget`` turns the share of the rate limit into list calls per pass: ``per_minute x share
-x period / 60`` (at least 1; no bound when the rate limit is off).
+x period / 60`` (at least 1; no bound when the rate limit is off): 60 calls per 5-minute
+pass at the defaults (120 a minute, 10 %).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def budget(per_minute: int, share: float, period: float) -> int | None:
     """List calls one pass may spend (``None``: the rate limit is off)."""
     if per_minute <= 0:
         return None
-    return max(1, math.floor(per_minute * share * max(period, 60.0) / 60.0))
+    return max(1, math.floor(per_minute * share * period / 60.0))
 
 
 class Busy(RuntimeError):

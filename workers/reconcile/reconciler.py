@@ -3,7 +3,7 @@
 Redis keys (``calhooks:reconcile:<org>:``): ``snap:<kind>`` is the snapshot (a hash: entity
 key -> compact JSON), ``next:<kind>`` the listing being gathered, ``state`` a hash with each
 kind's paging cursor (``<kind>:skip``), whether its baseline exists (``<kind>:baseline``)
-and the kind a run continues with (``turn``).
+the kind a run continues with (``turn``) and the number of passes so far (``passes``).
 
 A pass spends at most ``budget`` list calls (``None``: no bound). Each kind is listed page
 by page (the largest page Cal.com allows) into ``next:<kind>``; a kind whose listing is not
@@ -131,6 +131,7 @@ class Reconciler:
         if not dry_run:
             for event in report.events:
                 report.queued += await self.emitter.emit(event)
+            await self.redis.hincrby(self._key("state"), "passes", 1)  # type: ignore[misc]
         logger.info(
             "reconcile.done",
             org=self.org_id,
