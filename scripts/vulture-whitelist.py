@@ -6,6 +6,7 @@ file lists the rest. Keep it short: a name that is really dead is deleted, not l
 
 from calhooks.service.calcom.overlay import Correction
 from calhooks.service.calcom.tools import Tool
+from calhooks.service.cli import reconcile
 from calhooks.service.core import embedded_redis
 from calhooks.service.intake.accesslog import AccessLog
 from calhooks.service.sandbox.state import DelegationCredential
@@ -19,6 +20,7 @@ embedded_redis.EmbeddedRedis  # the tests' and `calhooks dev`'s Redis server
 AccessLog.fast  # which path the log takes, asserted by tests/intake/test_accesslog.py
 DelegationCredential.service_account_key  # stored as Cal.com stores it (never returned)
 Turn.late  # recorded for the event's history: the event lost the race for its booking
+reconcile.reconcile  # `calhooks reconcile`, loaded by name from service/cli/main.py's COMMANDS
 WakeableWorker.wakeups  # a counter of wake-ups, read by tests and when debugging a worker
 # arq options: read by arq.Worker.__init__ from the dict worker_options returns.
 WorkerOptions.handle_signals
