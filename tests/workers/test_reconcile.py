@@ -291,3 +291,40 @@ def test_the_budget_is_a_share_of_the_rate_limit() -> None:
     assert periodic.budget(120, 0.1, 30) == 6
     assert periodic.budget(1, 0.01, 300) == 1
     assert periodic.budget(0, 0.1, 300) is None  # no rate limit: no bound
+
+
+async def test_a_webhook_change_is_emitted_without_its_secret(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    await reconciler(sandbox, redis_client).run()
+    async with sandbox.client() as client:
+        hook = await client.call(
+            "cal_organizations_webhooks_controller_create_organization_webhook",
+            active=True,
+            subscriberUrl="https://hooks.example.com/webhooks/cal",
+            triggers=["BOOKING_CREATED"],
+            secret="whsec_never_stored",
+        )
+        await reconciler(sandbox, redis_client).run()
+        await client.call(
+            "cal_organizations_webhooks_controller_update_org_webhook",
+            webhookId=hook["id"],
+            secret="whsec_rotated_never_stored",
+        )
+    report = await reconciler(sandbox, redis_client).run()
+    [event] = report.events
+    assert event.trigger == triggers.WEBHOOK_CHANGED
+    assert event.payload["change"] == "updated"
+    before, after = event.payload["before"], event.payload["after"]
+    assert before["secretFingerprint"] != after["secretFingerprint"]
+    created = [e for e in await queued(redis_client) if e.payload.get("change") == "created"]
+    assert len(created) == 1
+    stored = b""
+    for key in await redis_client.keys("*"):
+        kind = await redis_client.type(key)
+        if kind == b"hash":
+            stored += b"".join((await redis_client.hgetall(key)).values())  # type: ignore[misc]
+        elif kind == b"string":
+            stored += await redis_client.get(key) or b""
+    assert b"never_stored" not in stored
+    assert b"secretFingerprint" in stored

@@ -8,6 +8,7 @@ are a kind too; their changes are turned into Cal.com's own triggers by ``bookin
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,17 @@ def _webhook(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) 
     return triggers.WEBHOOK_CHANGED
 
 
+def webhook_without_secret(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A listed webhook with its secret (Cal.com returns it in clear) replaced by a
+    fingerprint: nothing stores or emits the secret, and a rotation still shows as a change."""
+    compact = dict(item)
+    secret = compact.pop("secret", None)
+    if secret is not None:
+        digest = hashlib.sha256(str(secret).encode()).hexdigest()[:16]
+        compact["secretFingerprint"] = f"sha256:{digest}"
+    return compact
+
+
 def _no_event(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
     return None  # bookings: ``bookings.missed`` decides
 
@@ -80,7 +92,10 @@ OOO = Kind(
     _three(triggers.OOO_CREATED, triggers.OOO_UPDATED, triggers.OOO_DELETED),
 )
 WEBHOOKS = Kind(
-    "webhooks", "cal_organizations_webhooks_controller_get_all_organization_webhooks", _webhook
+    "webhooks",
+    "cal_organizations_webhooks_controller_get_all_organization_webhooks",
+    _webhook,
+    compact=webhook_without_secret,
 )
 BOOKINGS = Kind(
     "bookings",
