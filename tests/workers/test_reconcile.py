@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from calhooks.service.events import DEDUPE_PREFIX, Event
 from calhooks.workers import keys
+from calhooks.workers.metrics import render
 from calhooks.workers.reconcile import periodic, triggers
 from calhooks.workers.reconcile.reconciler import Reconciler, RunReport
 from tests.sandbox.server import RunningSandbox
@@ -284,6 +285,10 @@ async def test_workers_take_turns_one_pass_per_period(
     kinds = [kind for kind, _ in log]
     assert kinds[: len(kinds) // 2 * 2] == ["start", "end"] * (len(kinds) // 2)
     assert int(await redis_client.hget("calhooks:reconcile:1:state", "passes") or 0) >= 5  # type: ignore[misc]
+    scraped = render().decode()
+    assert 'calhooks_reconcile_passes_total{outcome="done"}' in scraped
+    assert 'calhooks_reconcile_entities{kind="users"} 3.0' in scraped
+    assert "calhooks_reconcile_calls_total" in scraped
 
 
 def test_the_budget_is_a_share_of_the_rate_limit() -> None:

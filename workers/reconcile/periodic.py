@@ -26,6 +26,7 @@ import structlog
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.core.settings import Settings
+from calhooks.workers.reconcile import metrics
 from calhooks.workers.reconcile.reconciler import Reconciler, RunReport, key_prefix
 
 logger = structlog.get_logger(__name__)
@@ -84,10 +85,12 @@ async def every_period(
             if await claim_period(reconciler.redis, reconciler.org_id, period):
                 await run_locked(reconciler, lock_ttl=max(MIN_LOCK_TTL, 2 * period))
         except Busy:
+            metrics.PASSES.labels("busy").inc()
             logger.info("reconcile.busy", org=reconciler.org_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis or Cal.com away: the next period tries again
+            metrics.PASSES.labels("failed").inc()
             logger.warning("reconcile.failed", error=type(exc).__name__, detail=str(exc)[:200])
         await asyncio.sleep(check * (0.5 + random.random()))  # noqa: S311 (jitter)
 

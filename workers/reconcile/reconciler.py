@@ -34,7 +34,7 @@ import structlog
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.events import Event
 from calhooks.workers import keys
-from calhooks.workers.reconcile import bookings, triggers
+from calhooks.workers.reconcile import bookings, metrics, triggers
 from calhooks.workers.reconcile.emit import Emitter, change_id
 from calhooks.workers.reconcile.entities import BOOKINGS, KINDS, Kind
 
@@ -130,8 +130,14 @@ class Reconciler:
             await self._settle(kind, listed, state, report, dry_run=dry_run)
         if not dry_run:
             for event in report.events:
-                report.queued += await self.emitter.emit(event)
+                if await self.emitter.emit(event):
+                    report.queued += 1
+                    metrics.EVENTS.labels(event.trigger).inc()
             await self.redis.hincrby(self._key("state"), "passes", 1)  # type: ignore[misc]
+            metrics.PASSES.labels("done").inc()
+            metrics.CALLS.inc(report.calls)
+            for kind_name, count in report.seen.items():
+                metrics.ENTITIES.labels(kind_name).set(count)
         logger.info(
             "reconcile.done",
             org=self.org_id,
