@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from calhooks.service.events import DEDUPE_PREFIX, Event
@@ -333,3 +334,28 @@ async def test_a_webhook_change_is_emitted_without_its_secret(
             stored += await redis_client.get(key) or b""
     assert b"never_stored" not in stored
     assert b"secretFingerprint" in stored
+
+
+async def test_a_pass_failing_while_queueing_loses_no_event(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    await reconciler(sandbox, redis_client).run()
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_users_controller_create_organization_user",
+            email="unlucky@acme.example",
+        )
+    failing = reconciler(sandbox, redis_client)
+
+    async def redis_gone(event: Event) -> bool:
+        raise ConnectionError("Redis went away")
+
+    failing.emitter.emit = redis_gone  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await failing.run()
+    report = await reconciler(sandbox, redis_client).run()
+    assert sorted(e.trigger for e in report.events) == [
+        triggers.MEMBERSHIP_CREATED,
+        triggers.USER_CREATED,
+    ]
+    assert report.queued == 2

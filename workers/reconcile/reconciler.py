@@ -129,10 +129,6 @@ class Reconciler:
             report.seen[kind.name] = len(listed)
             await self._settle(kind, listed, state, report, dry_run=dry_run)
         if not dry_run:
-            for event in report.events:
-                if await self.emitter.emit(event):
-                    report.queued += 1
-                    metrics.EVENTS.labels(event.trigger).inc()
             await self.redis.hincrby(self._key("state"), "passes", 1)  # type: ignore[misc]
             metrics.PASSES.labels("done").inc()
             metrics.CALLS.inc(report.calls)
@@ -202,16 +198,24 @@ class Reconciler:
         after = dict(listed)
         if kind is BOOKINGS:
             after = self._hold_young(before, after, observed)
+        events: list[Event] = []
         if baseline:
             if kind is BOOKINGS:
-                report.events += await self._missed_bookings(before, after, observed)
+                events = await self._missed_bookings(before, after, observed)
             else:
-                report.events += self._changes(kind, before, after, observed)
+                events = self._changes(kind, before, after, observed)
+        report.events += events
         report.complete.append(kind.name)
         if not baseline:
             report.baselined.append(kind.name)
         if dry_run:
             return
+        # Queued before the snapshot moves on: a crash in between re-emits the same ids
+        # next pass (dropped as duplicates), never loses them.
+        for event in events:
+            if await self.emitter.emit(event):
+                report.queued += 1
+                metrics.EVENTS.labels(event.trigger).inc()
         staging = self._key(f"next:{kind.name}")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(snapshot_key, staging)
