@@ -78,6 +78,7 @@ class Report:
     cancelled: int = 0
     deliveries_accepted: int = 0
     deliveries_refused: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
     undelivered_bookings: int = 0
     lost: int = 0
     doubled: int = 0
@@ -234,6 +235,8 @@ class Emitter:
         self.admin = admin
         self.accepted: Counter[str] = Counter()
         self.refused = 0
+        #: Why deliveries were not accepted: the intake's status, or the connection error.
+        self.refusals: Counter[str] = Counter()
         self.last_delivery = 0.0
 
     async def emit(self, trigger: str, uid: str, n: int) -> None:
@@ -255,6 +258,7 @@ class Emitter:
                 self.accepted[f"{trigger}:{uid}"] += 1
             else:
                 self.refused += 1
+                self.refusals[str(delivery["status"] or delivery["error"])[:80]] += 1
         self.last_delivery = time.monotonic()
 
 
@@ -387,9 +391,9 @@ async def run(plan: Plan, workdir: Path) -> Report:
             await asyncio.sleep(max(0.0, started_emitting + fraction * span - time.monotonic()))
 
         async def chaos() -> None:
-            await at(0.1)
+            await at(0.05)
             await fault_window(admin, plan.fault_window, path="/v2/*", status=429, retry_after=1)
-            await at(0.2)
+            await at(0.15)
             # Kill worker-1 while it holds an event: creates answer slowly for a moment.
             slow_create = {"tool": CREATE_OOO, "latency": 1.0}
             added = (await admin.post("/faults", json=slow_create)).json()["faults"][0]
@@ -403,18 +407,18 @@ async def run(plan: Plan, workdir: Path) -> Report:
             killed.update(dict.fromkeys(held, killed_at))
             await admin.delete(f"/faults/{added['id']}")
             workers.append(await cluster.worker("worker-3", sandbox))
-            await at(0.3)
+            await at(0.4)
             cluster.redis.stop()
             down = time.monotonic()
             await asyncio.sleep(plan.redis_down)
             cluster.redis.start()
             report.redis_down_seconds = round(time.monotonic() - down, 1)
-            await at(0.55)
+            await at(0.7)
             await fault_window(admin, plan.fault_window, path="/v2/*", status=503)
-            await at(0.65)
+            await at(0.75)
             slow = {"tool": CREATE_OOO, "latency": api_timeout * 1.5, "times": 3}
             await admin.post("/faults", json=slow)
-            await at(0.75)
+            await at(0.8)
             for index, intake in enumerate(list(intakes)):
                 intake.ended_on_purpose = True
                 intake.process.send_signal(signal.SIGTERM)
@@ -458,6 +462,7 @@ async def run(plan: Plan, workdir: Path) -> Report:
         report.bookings, report.cancelled = len(uids), len(cancelled)
         report.deliveries_accepted = sum(emitter.accepted.values())
         report.deliveries_refused = emitter.refused
+        report.refusals = dict(emitter.refusals)
         for uid in uids:
             delivered = emitter.accepted[f"BOOKING_CREATED:{uid}"] > 0
             if not delivered:

@@ -40,4 +40,5 @@ async def test_nothing_is_lost_doubled_or_leaked_through_crashes_outages_and_fau
     assert report.exits["intake-1"] == 0
     assert report.exits["intake-2"] == 0
     assert report.faulted_calls > 0  # the fault windows did hit the workers' calls
-    assert report.creates_201 == report.bookings  # one create per booking, none repeated
+    # One create per booking at most (a cancellation that overtook its creation skips it).
+    assert report.bookings - report.cancelled <= report.creates_201 <= report.bookings
