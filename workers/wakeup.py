@@ -358,6 +358,7 @@ class WakeableWorker(Worker):
         except REDIS_AWAY as exc:
             await self._wait_for_redis(exc)
         self.leases.start()
+        log.info("worker.leasing", claims_as=self.token, lease=self.lease)
         listener = asyncio.create_task(self._listen(), name="calhooks-wake-listener")
         try:
             while True:
