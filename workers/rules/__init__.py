@@ -9,7 +9,8 @@ The language is documented in README.md ("Rules") and in the modules' docstrings
 
 # First: the rules' ``import cel`` then skips the library's REPL (see celpackage).
 from calhooks.workers.rules import celpackage  # noqa: F401
-from calhooks.workers.rules.expressions import EvaluationError, Expression
+from calhooks.workers.rules.evaluation import EvaluationError
+from calhooks.workers.rules.expressions import Expression
 from calhooks.workers.rules.loader import (
     load_rules,
     load_rules_from_settings,

@@ -32,14 +32,7 @@ from typing import Any
 
 from calhooks.service.core.settings import Settings
 from calhooks.workers.rules import validator
-from calhooks.workers.rules.expressions import (
-    Expression,
-    ExpressionSyntaxError,
-    TemplateSyntaxError,
-    compile_expression,
-    split_template,
-    whole_expression,
-)
+from calhooks.workers.rules.expressions import Expression, ExpressionSyntaxError, compile_expression
 from calhooks.workers.rules.model import (
     LOG_LEVELS,
     Constant,
@@ -56,6 +49,7 @@ from calhooks.workers.rules.model import (
     Template,
 )
 from calhooks.workers.rules.ruleset import RuleSet
+from calhooks.workers.rules.templates import TemplateSyntaxError, split_template, whole_expression
 from calhooks.workers.rules.yamlsource import MAX_FILE_BYTES, Node, YamlProblem, decode, parse_yaml
 
 FILE_KEYS = ("version", "env", "rules")

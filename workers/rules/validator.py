@@ -29,16 +29,18 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from calhooks.service.calcom.tools import TOOLS, Parameter, Tool
 from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
-from calhooks.workers.rules.expressions import (
-    EVENT_FIELDS,
-    NAMESPACES,
-    ROOT_NAMES,
+from calhooks.workers.rules.evaluation import (
     EvaluationError,
-    Expression,
     NotJSON,
     evaluate,
     new_context,
     to_json,
+)
+from calhooks.workers.rules.expressions import (
+    EVENT_FIELDS,
+    NAMESPACES,
+    ROOT_NAMES,
+    Expression,
     unknown_function_problems,
 )
 from calhooks.workers.rules.model import (
