@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -182,9 +183,13 @@ def test_a_port_in_time_wait_counts_as_free() -> None:
         assert not port_free("127.0.0.1", port)
 
 
-def test_no_embedded_redis_outlives_a_command(tmp_path: Path) -> None:
+def test_no_embedded_redis_outlives_a_command() -> None:
     """`dlq list` on the embedded Redis starts it and stops it again when it ends."""
-    home = tmp_path
+    with tempfile.TemporaryDirectory(prefix="ch-") as directory:  # short: a unix socket
+        _no_orphan(Path(directory))
+
+
+def _no_orphan(home: Path) -> None:
     result = run_cli("dlq", "list", env={"HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "The dead-letter queue is empty."
