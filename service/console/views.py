@@ -67,6 +67,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _levels(series: timeseries.Series, name: str) -> list[float | None]:
+    """A gauge per minute; ``None`` for minutes nobody sampled it."""
+    return [float(c[name]) if name in c else None for c in series.counts]
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
@@ -164,6 +169,14 @@ async def overview(
                 charts.Line("p50", series.quantiles("worker.ms", 0.5)),
                 charts.Line("p99", series.quantiles("worker.ms", 0.99)),
             ],
+        ),
+        "levels": charts.lines(
+            "Queue depth and dead letters",
+            [
+                charts.Line("queue", _levels(series, "queue.depth")),
+                charts.Line("dead letters", _levels(series, "dlq.entries")),
+            ],
+            unit="",
         ),
         "calls": charts.stacked_bars(
             "Cal.com calls per minute",
