@@ -15,6 +15,7 @@ estimates p50/p99 per minute.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -49,8 +50,11 @@ class Recorder:
         self.clock = clock
         self._pending: dict[int, Counter[str]] = {}
         self._gauges: dict[int, dict[str, int]] = {}
+        # `calhooks dev` runs the intake and a worker in two threads of one process.
+        self._lock = threading.Lock()
 
     def _minute(self) -> Counter[str]:
+        """This minute's counts (the caller holds the lock); drops minutes past retention."""
         minute = int(self.clock() // 60)
         counts = self._pending.get(minute)
         if counts is None:
@@ -61,21 +65,26 @@ class Recorder:
         return counts
 
     def count(self, name: str, n: int = 1) -> None:
-        self._minute()[name] += n
+        with self._lock:
+            self._minute()[name] += n
 
     def observe_ms(self, name: str, ms: float) -> None:
-        self._minute()[f"{name}:{bucket(ms)}"] += 1
+        field = f"{name}:{bucket(ms)}"
+        with self._lock:
+            self._minute()[field] += 1
 
     def gauge(self, name: str, value: int) -> None:
         """A level sampled now (queue depth...): the minute keeps the last value written."""
-        minute = int(self.clock() // 60)
-        self._minute()
-        self._gauges.setdefault(minute, {})[name] = value
+        with self._lock:
+            self._minute()
+            minute = max(self._pending)
+            self._gauges.setdefault(minute, {})[name] = value
 
     def write_into(self, pipe: Any) -> None:
         """Add the pending counts to ``pipe`` (a pipeline the caller executes)."""
-        pending, self._pending = self._pending, {}
-        gauges, self._gauges = self._gauges, {}
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            gauges, self._gauges = self._gauges, {}
         for minute, counts in pending.items():
             key = minute_key(minute)
             for name, n in counts.items():
