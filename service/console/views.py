@@ -495,12 +495,14 @@ async def _webhook_state(ctx: Context) -> dict[str, Any]:
         "plan": None,
         "error": None,
         "secrets_error": None,
+        "last_apply": None,
     }
     try:
         store = WebhookSecretStore.from_settings(settings, ctx.redis)
         snapshot = await store.snapshot()
         state["secrets"] = report.secrets_rows(snapshot, time.time(), show_secret=False)
         state["replicas"] = await store.replicas()
+        state["last_apply"] = await store.last_apply()
     except SecretStoreError as exc:
         state["secrets_error"] = str(exc)
         return {**state, "error": str(exc)}
