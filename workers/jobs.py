@@ -175,7 +175,10 @@ class Processor:
                 for write in attempt.closing:
                     write(pipe)
                 attempt.recorder.write_into(pipe)
-                self._note_activity(attempt, pipe)
+                try:  # the console's records never cost the attempt its ledger write
+                    self._note_activity(attempt, pipe)
+                except Exception:
+                    logger.exception("event.activity_failed")
                 await pipe.execute()
         except Exception:
             logger.exception("event.end_write_failed")
