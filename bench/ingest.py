@@ -294,8 +294,8 @@ def wrk(url: str, script: Path, pool: Path, args: argparse.Namespace, seconds: f
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
-    p50 = _milliseconds(re.search(r"50%\s+(\S+)", output)[1])  # type: ignore[index]
-    p99 = _milliseconds(re.search(r"99%\s+(\S+)", output)[1])  # type: ignore[index]
+    p50 = _milliseconds(re.search(r"^\s+50%\s+(\S+)", output, re.M)[1])  # type: ignore[index]
+    p99 = _milliseconds(re.search(r"^\s+99%\s+(\S+)", output, re.M)[1])  # type: ignore[index]
     total = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
     errors = []
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
@@ -371,7 +371,7 @@ def measure(
         warm = wrk(url, script, warm_pool, args, args.warmup)
         # Only the intake needs every body distinct (a repeat is a cheaper duplicate):
         # size its pool from the warm-up rate, with room to spare.
-        count = int(warm.requests_per_second * args.duration * 1.5)
+        count = int(warm.requests_per_second * args.duration * 2.5)
         if not queues:
             count = min(count, 20_000)
         pool = write_pools(work, f"pool-{target}", count, args.threads, 0, size)
