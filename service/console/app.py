@@ -263,7 +263,7 @@ def create_console(
         auth.save(request, response, fresh)
         return response
 
-    async def sign_out(ctx_: Context, request: Request, session: Session, _: Any) -> Response:
+    async def sign_out(_ctx: Context, request: Request, session: Session, _: Any) -> Response:
         base = request.scope.get("root_path", "").rstrip("/")
         response = RedirectResponse(f"{base}/sign-in", status_code=303)
         auth.save(request, response, auth.new_session())

@@ -83,11 +83,6 @@ def _scrub(value: Any) -> Any:
     return value if scrubbed == shown else scrubbed
 
 
-def scrub(value: Any) -> Any:
-    """``value`` with secrets masked as in log lines (keys, registered values, API keys)."""
-    return _scrub(value)
-
-
 #: structlog's own bookkeeping in an event dict (``ProcessorFormatter``): never rendered.
 _META = frozenset({"_record", "_from_structlog"})
 
