@@ -29,7 +29,6 @@ WorkerOptions.handle_signals
 WorkerOptions.poll_delay
 WorkerOptions.job_completion_wait
 WorkerOptions.health_check_interval
-Tool.secret_inputs  # registry data: where parameters carry credentials (tested)
 # Read by the console's Jinja templates (service/console/templates/).
 Session.signed_in
 RulesFile.loaded_at

@@ -41,7 +41,7 @@ from arq import Retry
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.sealing import Sealer
-from calhooks.service.calcom.tools import get_tool
+from calhooks.service.calcom.tools import TOOLS, get_tool
 from calhooks.service.core import eventindex, timeseries
 from calhooks.workers import metrics
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
@@ -367,7 +367,7 @@ class Processor:
                 step=call.step if call else None,
                 index=call.index if call else None,
                 tool=call.tool if call else None,
-                params=dict(call.params) if call and call.params is not None else None,
+                params=self._recorded_params(call),
             )
         )
         self.ledger.set_rule(state, rule, "dead")
@@ -380,6 +380,14 @@ class Processor:
         attempt.recorder.add("dead_lettered", rule=rule, dead_letter=entry.id)
         metrics.RULES.labels(outcome="dead_lettered").inc()
         logger.warning("rule.dead_lettered", rule=rule, dead_letter=entry.id, error=str(error))
+
+    def _recorded_params(self, call: FailedAt | None) -> dict[str, Any] | None:
+        """A failed call's parameters as a dead letter keeps them: credentials sealed."""
+        if call is None or call.params is None:
+            return None
+        tool = TOOLS.get(call.tool) if call.tool else None
+        params = dict(call.params)
+        return self.once.sealer.seal_params(tool, params) if tool is not None else params
 
     async def _rule_skipped(self, attempt: Attempt, rule: str, reason: str) -> None:
         self.ledger.set_rule(attempt.state, rule, "skipped")

@@ -90,3 +90,7 @@ class Sealer:
     def unseal_output(self, tool: Tool, value: Any) -> Any:
         """A recorded answer as the tool gave it."""
         return self.unseal(tool.secret_outputs, value)
+
+    def seal_params(self, tool: Tool, params: Any) -> Any:
+        """A tool's parameters as they may be recorded."""
+        return self.seal(tool.secret_inputs, params)
