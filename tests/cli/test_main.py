@@ -101,6 +101,23 @@ def test_a_wrong_type_is_said_the_mcp_way() -> None:
     assert result.stderr.strip().endswith("userId: expected integer, got 'abc'")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["dlq", "list", "--limit", "abc"],
+            "Invalid value for '--limit': expected integer, got 'abc'",
+        ),
+        (["sandbox", "--window", "y"], "Invalid value for '--window': expected number, got 'y'"),
+    ],
+)
+def test_a_wrong_option_type_is_said_the_mcp_way(args: list[str], message: str) -> None:
+    """Options too: not pydantic's "Input should be a valid integer"."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
 def test_json_means_output() -> None:
     """`tools list --json` and `tools describe --json` print JSON; call's input is --input."""
     listed = json.loads(runner.invoke(app, ["tools", "list", "--json"]).stdout)
