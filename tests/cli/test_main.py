@@ -244,3 +244,10 @@ def test_dev_keeps_a_data_dir_it_did_not_make(tmp_path: Path) -> None:
     _wipe_redis(ours)
     assert (ours / DEV_MARKER).exists()
     assert not (ours / "redis").exists()
+
+
+def test_the_banner_puts_this_calhooks_on_path() -> None:
+    """A virtualenv's calhooks (activated or not) gets a PATH entry in the export line."""
+    from calhooks.service.cli.dev import command_prefix
+
+    assert command_prefix() == str(CALHOOKS.parent)
