@@ -101,6 +101,23 @@ def test_a_wrong_type_is_said_the_mcp_way() -> None:
     assert result.stderr.strip().endswith("userId: expected integer, got 'abc'")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["dlq", "list", "--limit", "abc"],
+            "Invalid value for '--limit': expected integer, got 'abc'",
+        ),
+        (["sandbox", "--window", "y"], "Invalid value for '--window': expected number, got 'y'"),
+    ],
+)
+def test_a_wrong_option_type_is_said_the_mcp_way(args: list[str], message: str) -> None:
+    """Options too: not pydantic's "Input should be a valid integer"."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
 def test_json_means_output() -> None:
     """`tools list --json` and `tools describe --json` print JSON; call's input is --input."""
     listed = json.loads(runner.invoke(app, ["tools", "list", "--json"]).stdout)
@@ -227,3 +244,10 @@ def test_dev_keeps_a_data_dir_it_did_not_make(tmp_path: Path) -> None:
     _wipe_redis(ours)
     assert (ours / DEV_MARKER).exists()
     assert not (ours / "redis").exists()
+
+
+def test_the_banner_puts_this_calhooks_on_path() -> None:
+    """A virtualenv's calhooks (activated or not) gets a PATH entry in the export line."""
+    from calhooks.service.cli.dev import command_prefix
+
+    assert command_prefix() == str(CALHOOKS.parent)

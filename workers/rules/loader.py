@@ -2,7 +2,7 @@
 
 ``parse_rules(text)`` and ``load_rules(path)`` return a ``RuleSet`` or raise ``RulesError``
 listing every problem (file, line, rule, step); they raise nothing else, whatever the
-input. The shape of the file (``README.md`` "Rules" has the full reference)::
+input. The shape of the file (``docs/rules.md`` has the full reference)::
 
     version: 1                      # optional
     env:                            # constants, as env.<name> in expressions
