@@ -123,7 +123,6 @@ class WakeableWorker(Worker):
         self.leases: LeaseKeeper | None = None
         self.outages = 0
         self.redis_away_since: float | None = None
-        self._release_if_mine: AsyncScript | None = None
         self.last_iteration: float = 0.0
         self.wakeups = 0
         self._wake = asyncio.Event()
