@@ -8,12 +8,15 @@ replaces it. Each subcommand prints its figures, the gain and the verdict
 * ``redispipe`` - ``service/intake/redispipe.py`` against redis-py (hiredis) running the same
   Lua script with the same group commit: the intake's throughput and p99 under wrk
   (``bench/ingest.py --targets intake,redispy``; extra arguments are passed on);
-* ``accesslog`` - the per-delivery log line: ``service/intake/accesslog.py`` against structlog's
-  fast path (``BytesLogger``, orjson renderer, a cached ``make_filtering_bound_logger``)
-  writing the same lines; CPU time per line inside a running event loop;
-* ``probes`` - the workers' probe server (``workers/health.py``) against ``aiohttp.web``
-  serving the same three handlers: what each adds to a worker process (memory, start-up) and
-  probe latency, each server in a fresh process that first imports the worker as it runs;
+* ``accesslog`` - the per-delivery log line: the former hand-written batching writer against
+  structlog's fast path (``BytesLogger``, orjson renderer, a cached
+  ``make_filtering_bound_logger``; now ``service/intake/accesslog.py``) writing the same
+  lines: CPU time per line in a running event loop, then the intake's throughput (the
+  figure), CPU per request and p99 under wrk (``bench/ingest.py --targets handlog,intake``);
+* ``probes`` - the workers' former hand-written probe server against ``aiohttp.web`` (now
+  ``workers/health.py``) serving the same three routes: the worker process' memory (the
+  figure), start-up and probe latency, each server in a fresh process that first imports the
+  worker's modules but its probe server;
 * ``yaml`` - the rules' YAML 1.2 scalar resolver on PyYAML (``workers/rules/yamlsource.py``)
   against ruamel.yaml's YAML 1.2 loader: time to read the rules files, and whether the two
   read the same values (ruamel.yaml is not a calhooks dependency:
@@ -24,7 +27,9 @@ replaces it. Each subcommand prints its figures, the gain and the verdict
     .venv/bin/python bench/handwritten.py {redispipe,accesslog,probes,yaml,cel} [--rounds N]
 
 Rounds are interleaved (ours, library, ours, library ...) and each side's best round is
-kept, so a neighbour's burst on this shared machine slows one round, not one side.
+kept (for the wrk runs: best req/s, median latency and CPU per request), so a neighbour's burst
+on this shared machine slows one round, not one side. The parts a measurement replaced live on
+in ``bench/replaced.py``, only to reproduce their rows.
 """
 
 from __future__ import annotations
@@ -162,8 +167,8 @@ def accesslog(args: argparse.Namespace, extra: list[str]) -> None:
     ours_us = min(figures["hand-written (batching)"])
     library_us = min(figures["structlog fast path"])
     print(f"  per line, hand-written: {library_us / ours_us - 1:+.0%}\n", flush=True)
-    # The line exists to cost the intake no throughput: the figure is the intake's cost per
-    # delivery, measured end to end with each writer.
+    # The line exists to cost the intake no throughput: that is the figure, measured end to
+    # end with each writer.
     runs = ingest_run("handlog,intake", args.rounds or 3, extra)
     ours_run, library_run = runs["handlog"], runs["intake"]
     saved = library_us - ours_us
@@ -171,11 +176,13 @@ def accesslog(args: argparse.Namespace, extra: list[str]) -> None:
         f"\nthe per-line saving ({saved:.1f} us) is {saved / library_run['cpu_us']:.1%} of the "
         f"intake's CPU per request ({library_run['cpu_us']:.0f} us)"
     )
+    throughput = ours_run["requests_per_second"] / library_run["requests_per_second"] - 1
     verdict(
         "accesslog",
-        library_run["cpu_us"] / ours_run["cpu_us"] - 1,
-        f"the intake's CPU per request (throughput "
-        f"{ours_run['requests_per_second'] / library_run['requests_per_second'] - 1:+.0%})",
+        throughput,
+        f"the intake's throughput (CPU per request "
+        f"{library_run['cpu_us'] / ours_run['cpu_us'] - 1:+.0%}, p99 "
+        f"{library_run['p99_ms'] / ours_run['p99_ms'] - 1:+.0%})",
     )
 
 
@@ -312,8 +319,9 @@ def probes(args: argparse.Namespace) -> None:
         for kind in results:
             results[kind].append(_probe_round(kind, requests))
     print(
-        f"{rounds} rounds; each: a fresh process importing calhooks.workers.bootstrap, one "
-        f"server, {requests} probes (new connection each, /livez /readyz /metrics in turn)"
+        f"{rounds} rounds; each: a fresh process importing the worker's modules but its probe "
+        f"server, then one server, {requests} probes (new connection each, /livez /readyz "
+        f"/metrics in turn); best of the rounds"
     )
     print(
         "| server | worker RSS MiB | RSS added MiB | worker start ms | server start ms "

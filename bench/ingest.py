@@ -405,7 +405,8 @@ def measure(
         warm = wrk(url, script, warm_pool, args, args.warmup)
         # Only the intake needs every body distinct (a repeat is a cheaper duplicate):
         # size its pool from the warm-up rate, with room to spare.
-        count = int(warm.requests_per_second * args.duration * 1.5)
+        # A slow warm-up (the first requests pay for connections) must not undersize it.
+        count = int(max(warm.requests_per_second * 2.5, 8_000) * args.duration)
         if not queues:
             count = min(count, 20_000)
         pool = write_pools(work, f"pool-{target}", count, args.threads, 0, size)

@@ -11,7 +11,7 @@ prints compile and evaluate times (median of several rounds, microseconds per op
 and the ratio; then the cost of handing one event's variables to each library (done once
 per event and rule run); then a table of behaviours (missing fields, ``has()``, mixed
 int/double equality, the optional type, string helpers). ``cel`` is measured as the rules
-engine configures it (``calhooks.workers.rules.expressions.new_context``: extension functions on).
+engine configures it (``calhooks.workers.rules.evaluation.new_context``: extension functions on).
 
     .venv/bin/python bench/rules_cel.py [--rounds 5] [--number 2000]
 """
@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calhooks.workers.rules.expressions import new_context  # noqa: E402
+from calhooks.workers.rules.evaluation import new_context  # noqa: E402
 
 PAYLOAD = json.loads((ROOT / "tests/fixtures/webhooks/BOOKING_CREATED.json").read_text())["payload"]
 VARIABLES: dict[str, Any] = {

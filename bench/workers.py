@@ -319,7 +319,9 @@ async def latency(
                 await enqueue(redis, [json.loads(bodies[n])])
             accepted = [hashlib.sha256(raw).hexdigest() for raw in bodies]
         else:
-            async with httpx.AsyncClient(base_url=intake.url, timeout=10) as http:
+            # No pool timeout: on a loaded machine the posts queue for a connection.
+            timeout = httpx.Timeout(10, pool=None)
+            async with httpx.AsyncClient(base_url=intake.url, timeout=timeout) as http:
                 started = time.perf_counter()
                 pending = []
                 for n, raw in enumerate(bodies):

@@ -7,10 +7,14 @@ file lists the rest. Keep it short: a name that is really dead is deleted, not l
 from calhooks.service.calcom.overlay import Correction
 from calhooks.service.calcom.tools import Tool
 from calhooks.service.cli import reconcile
+from calhooks.service.console.auth import Session
+from calhooks.service.console.rulesfile import RulesFile
+from calhooks.service.console.timeline import EventView
 from calhooks.service.core import embedded_redis
 from calhooks.service.intake.accesslog import AccessLog
-from calhooks.service.sandbox.state import DelegationCredential
+from calhooks.service.sandbox.state import BookingRecord, DelegationCredential
 from calhooks.workers.bootstrap import WorkerOptions
+from calhooks.workers.leases import LeaseKeeper
 from calhooks.workers.ordering import Turn
 from calhooks.workers.wakeup import WakeableWorker
 
@@ -27,3 +31,12 @@ WorkerOptions.handle_signals
 WorkerOptions.poll_delay
 WorkerOptions.job_completion_wait
 WorkerOptions.health_check_interval
+# Read by the console's Jinja templates (service/console/templates/).
+Session.signed_in
+RulesFile.loaded_at
+RulesFile.modified_at
+EventView.unmatched
+BookingRecord.rescheduled  # Cal.com's flag on a replaced booking, in the sandbox's booking answers
+# Counters read by tests and when debugging a worker.
+LeaseKeeper.renewals
+WakeableWorker.outages

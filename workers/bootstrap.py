@@ -275,12 +275,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     redis = ctx["redis"]
     name = worker_name(settings)
     credentials = Credentials.from_settings(settings)
+    rate_limit_wait = min(30.0, settings.worker_job_timeout / 4)
     limiter = SharedRateLimit(
         redis,
         bucket_name(settings.api_url, credentials),
         per_minute=settings.worker_rate_limit_per_minute,
         window=settings.worker_rate_limit_window,
-        max_wait=min(30.0, settings.worker_job_timeout / 4),
+        max_wait=rate_limit_wait,
         on_wait=metrics.RATE_LIMIT_WAIT.observe,
     )
     # aiohttp under httpx (workers.transport); the pool holds a connection per running event.
@@ -316,7 +317,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         worker_name=name,
         sealer=Sealer.from_settings(settings),
         step_settle=2 * settings.api_timeout,
-        cache=ReadCache(redis, wait=settings.api_timeout),
+        # A cached read's leader may wait for the rate limit, then for Cal.com: the others
+        # wait as long before calling themselves.
+        cache=ReadCache(redis, wait=rate_limit_wait + settings.api_timeout),
     )
     runtime = Runtime(settings, name, client, processor, _parse_event, http)
     runtime.ticker = asyncio.create_task(_tick(runtime), name="calhooks-worker-tick")

@@ -56,7 +56,8 @@ class ProbeServer:
         app = web.Application()
         for path, handler in self.routes.items():
             app.router.add_get(path, self._view(path, handler))  # HEAD too
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A probe in flight is bounded by its handler's own 2 s timeout; never wait longer.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -41,11 +41,12 @@ from arq import Retry
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.sealing import Sealer
-from calhooks.service.calcom.tools import get_tool
+from calhooks.service.calcom.tools import TOOLS, get_tool
 from calhooks.service.core import eventindex, timeseries
 from calhooks.workers import metrics
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
 from calhooks.workers.eventlog import EventLog, EventRecorder
+from calhooks.workers.failures import FailedAt, StepFailure, deciding_error, deferral_in
 from calhooks.workers.formats import EVENTLOG_FORMAT, LEDGER_FORMAT, NEWER_FORMAT_DEFER, NewerFormat
 from calhooks.workers.leases import REDIS_AWAY
 from calhooks.workers.ledger import EventState, ExactlyOnce, Ledger, StepKey
@@ -53,7 +54,7 @@ from calhooks.workers.ordering import BookingOrder, Turn
 from calhooks.workers.readcache import ReadCache, trigger_entities, write_entities
 from calhooks.workers.retries import Defer, RetryPolicy, is_transient
 from calhooks.workers.rules import EventLike as RuleEvent
-from calhooks.workers.rules import RuleFailed, StepCall
+from calhooks.workers.rules import StepCall
 
 logger = structlog.get_logger(__name__)
 
@@ -83,63 +84,6 @@ class Rules(Protocol[R]):
     def named(self, name: str) -> R | None: ...
 
     async def run(self, rule: R, event: EventLike, invoke: Invoke) -> object: ...
-
-
-@dataclass(frozen=True, slots=True)
-class FailedAt:
-    """Where a rule failed, for its dead letter."""
-
-    step: str
-    index: int | None
-    tool: str | None
-    params: Mapping[str, Any] | None
-
-
-class StepFailure(Exception):
-    """A tool call failed; carries the call so a dead letter can name it."""
-
-    def __init__(self, call: StepCall, error: BaseException) -> None:
-        self.call = call
-        self.error = error
-        super().__init__(f"{call.rule}/{call.step}: {error}")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _cause(exc: BaseException) -> tuple[BaseException, FailedAt | None]:
-    """The error that decides retry or not, and where in the rule it happened.
-
-    The rules engine raises ``RuleFailed`` chained to what went wrong: a tool call's error
-    (wrapped here in ``StepFailure``), or a value it could not evaluate or validate.
-    """
-    chain = _chain(exc)
-    for seen in chain:
-        if isinstance(seen, StepFailure):
-            call = seen.call
-            return seen.error, FailedAt(call.step, call.index, call.tool, call.params)
-    for seen in chain:
-        if isinstance(seen, RuleFailed):
-            outcomes = seen.result.outcomes
-            last = outcomes[-1] if outcomes and outcomes[-1].status == "failed" else None
-            where = FailedAt(
-                seen.step,
-                seen.index,
-                last.tool if last else None,
-                last.params if last else None,
-            )
-            return seen.__cause__ or seen, where
-    return exc, None
-
-
-def _deferral(exc: BaseException) -> Defer | None:
-    return next((seen for seen in _chain(exc) if isinstance(seen, Defer)), None)
 
 
 @dataclass
@@ -231,7 +175,10 @@ class Processor:
                 for write in attempt.closing:
                     write(pipe)
                 attempt.recorder.write_into(pipe)
-                self._note_activity(attempt, pipe)
+                try:  # the console's records never cost the attempt its ledger write
+                    self._note_activity(attempt, pipe)
+                except Exception:
+                    logger.exception("event.activity_failed")
                 await pipe.execute()
         except Exception:
             logger.exception("event.end_write_failed")
@@ -316,10 +263,10 @@ class Processor:
         except Defer:
             raise
         except Exception as exc:
-            deferred = _deferral(exc)
+            deferred = deferral_in(exc)
             if deferred is not None:
                 raise deferred from None
-            error, call = _cause(exc)
+            error, call = deciding_error(exc)
             if isinstance(error, TimeoutError) and call is None:
                 error = TimeoutError(
                     f"attempt ran past CALHOOKS_WORKER_JOB_TIMEOUT ({self.job_timeout}s)"
@@ -420,7 +367,7 @@ class Processor:
                 step=call.step if call else None,
                 index=call.index if call else None,
                 tool=call.tool if call else None,
-                params=dict(call.params) if call and call.params is not None else None,
+                params=self._recorded_params(call),
             )
         )
         self.ledger.set_rule(state, rule, "dead")
@@ -433,6 +380,14 @@ class Processor:
         attempt.recorder.add("dead_lettered", rule=rule, dead_letter=entry.id)
         metrics.RULES.labels(outcome="dead_lettered").inc()
         logger.warning("rule.dead_lettered", rule=rule, dead_letter=entry.id, error=str(error))
+
+    def _recorded_params(self, call: FailedAt | None) -> dict[str, Any] | None:
+        """A failed call's parameters as a dead letter keeps them: credentials sealed."""
+        if call is None or call.params is None:
+            return None
+        tool = TOOLS.get(call.tool) if call.tool else None
+        params = dict(call.params)
+        return self.once.sealer.seal_params(tool, params) if tool is not None else params
 
     async def _rule_skipped(self, attempt: Attempt, rule: str, reason: str) -> None:
         self.ledger.set_rule(attempt.state, rule, "skipped")

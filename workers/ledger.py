@@ -41,7 +41,8 @@ most once and - if the event completes - exactly once, for every tool that is id
 * The window is the time between the request reaching Cal.com and the ``done`` record
   (one Redis write). A dead worker's attempt is re-run once its lease lapses
   (``CALHOOKS_WORKER_LEASE``, 10 s, see ``workers.leases``) and a live one's only after a
-  retry delay; and an interrupted step is looked up (or repeated) only once its ``started``
+  retry delay; and an interrupted step whose call got no answer (a timeout, a lost
+  connection, a dead worker) is looked up (or repeated) only once its ``started``
   marker is ``settle`` seconds old (workers: twice ``CALHOOKS_API_TIMEOUT``), the attempt
   deferred until then. A Cal.com that takes longer than that to apply a request it was sent
   can still get it twice.
@@ -119,6 +120,8 @@ class StepRecord:
     output: Any = None
     how: str | None = None
     at: float = 0.0
+    #: A started call that Cal.com answered (with an error): nothing of it is in flight.
+    answered: bool = False
 
 
 Pipe = Any  # a redis.asyncio pipeline
@@ -161,7 +164,11 @@ class EventState:
             if key.startswith("step:"):
                 data = json.loads(value)
                 state.steps[key] = StepRecord(
-                    data["state"], data.get("output"), data.get("how"), data.get("at", 0.0)
+                    data["state"],
+                    data.get("output"),
+                    data.get("how"),
+                    data.get("at", 0.0),
+                    bool(data.get("answered", False)),
                 )
             elif key == "matched":
                 state.matched = list(json.loads(value))
@@ -245,6 +252,15 @@ class Ledger:
             await self._durable(state, {key.field: payload})
         else:
             state.pending[key.field] = payload
+
+    async def answered_step(self, state: EventState, key: StepKey) -> None:
+        """A started call got an error answer: it is not in flight any more (no ``settle``)."""
+        record = state.steps.get(key.field)
+        if record is None or record.state != STARTED or record.answered:
+            return
+        state.steps[key.field] = StepRecord(STARTED, at=record.at, answered=True)
+        marker = {"state": STARTED, "at": record.at, "answered": True}
+        await self._durable(state, {key.field: _dump(marker)})
 
     async def abandon_step(self, state: EventState, key: StepKey) -> None:
         state.steps.pop(key.field, None)
@@ -343,7 +359,7 @@ class ExactlyOnce:
         if record is not None and record.state == DONE:
             return self.sealer.unseal_output(tool, record.output), "recorded"
         interrupted = record is not None
-        if interrupted and record is not None and self.settle:
+        if interrupted and record is not None and self.settle and not record.answered:
             age = time.time() - record.at
             if age < self.settle:
                 raise Defer(self.settle - age, "an interrupted call may still be reaching Cal.com")
@@ -365,6 +381,8 @@ class ExactlyOnce:
                 return None, "already"
             if not interrupted and _proves_nothing_happened(exc) and key.field in state.steps:
                 await self.ledger.abandon_step(state, key)
+            elif isinstance(exc, CalcomError):
+                await self.ledger.answered_step(state, key)
             raise
         # A changed Cal.com is recorded before the rule goes on; a read's output may wait for
         # the attempt's last write (lost in a crash, the read is simply made again).

@@ -23,10 +23,11 @@ membership triggers, should it send them). Entries stored under an older generat
 never read again and expire. A read that started before a write and ends after it stores
 its answer under the old generation, so it cannot bring a stale answer back.
 
-**Single flight**: the first worker to miss takes a short lease (``SET NX PX``) and calls
-Cal.com; the others wait on the entry (polling with a deadline) and share its answer. A
-lease whose holder failed or vanished lets the next waiter lead; past the deadline a
-waiter calls Cal.com itself. A Redis failure never fails the step: the read is made
+**Single flight**: the first worker to miss takes a lease (``SET NX PX``, as long as a
+call may take: the rate limit's longest wait plus Cal.com's timeout) and calls Cal.com;
+the others wait on the entry (polling with a deadline) and share its answer. A lease
+whose holder failed or vanished lets the next waiter lead; past the deadline a waiter
+calls Cal.com itself. A Redis failure never fails the step: the read is made
 directly.
 
 Staleness: a change made in Cal.com by something other than calhooks, for which Cal.com

@@ -123,7 +123,6 @@ class WakeableWorker(Worker):
         self.leases: LeaseKeeper | None = None
         self.outages = 0
         self.redis_away_since: float | None = None
-        self._release_if_mine: AsyncScript | None = None
         self.last_iteration: float = 0.0
         self.wakeups = 0
         self._wake = asyncio.Event()
@@ -358,6 +357,7 @@ class WakeableWorker(Worker):
         except REDIS_AWAY as exc:
             await self._wait_for_redis(exc)
         self.leases.start()
+        log.info("worker.leasing", claims_as=self.token, lease=self.lease)
         listener = asyncio.create_task(self._listen(), name="calhooks-wake-listener")
         try:
             while True:

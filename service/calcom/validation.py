@@ -40,7 +40,7 @@ _DOT_SEGMENTS = frozenset({".", ".."})
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
-def _segment_problem(value: str) -> str | None:
+def segment_problem(value: str) -> str | None:
     """Why ``value`` cannot be a path segment of its own, or ``None`` when it can."""
     if not value.strip():
         return "must not be empty"
@@ -100,7 +100,7 @@ def validate_params(tool: Tool, params: Mapping[str, Any]) -> None:
         value = params.get(parameter.name)
         if parameter.name in named or not isinstance(value, str):
             continue
-        if reason := _segment_problem(value):
+        if reason := segment_problem(value):
             problems.append(ParameterProblem(parameter.name, reason))
     if not problems:
         problems.extend(_length_problems(tool, params))

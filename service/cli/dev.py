@@ -141,14 +141,17 @@ async def _register_webhook(settings: Settings) -> list[str]:
     return list(result.plan.desired.triggers)
 
 
+#: Directories on every shell's PATH: a calhooks installed there needs no PATH entry.
+SYSTEM_BIN = ("/usr/bin", "/bin", "/usr/local/bin")
+
+
 def command_prefix() -> str:
-    """How another terminal runs this very ``calhooks``: a PATH entry when it is not on PATH."""
+    """The directory another terminal must put on PATH to run this very ``calhooks`` (a
+    virtualenv's bin, activated here or not, is not on a fresh terminal's PATH), or ``""``."""
     bindir = Path(os.path.abspath(sys.executable)).parent
-    mine = bindir / "calhooks"
-    found = shutil.which("calhooks")
-    if found is None or not mine.exists() or Path(found).resolve() != mine.resolve():
-        return str(bindir) if mine.exists() else ""
-    return ""
+    if not (bindir / "calhooks").exists() or str(bindir) in SYSTEM_BIN:
+        return ""
+    return str(bindir)
 
 
 def export_line(plan: Plan, settings: Settings, redis: str) -> str:

@@ -101,12 +101,6 @@ def _error_text(entry: DeadLetter) -> str:
     return f"{error.get('type', 'Error')}: {error.get('message', '')}"
 
 
-def _replays(entry: DeadLetter) -> str:
-    if not entry.replays:
-        return ""
-    return f"; replayed {entry.replays} time(s), last {iso(entry.replayed_at)}"
-
-
 def show_lines(entry: DeadLetter) -> list[str]:
     """One entry as text: what failed, where, why, and what to do next."""
     step = f"{entry.step}[{entry.index}]" if entry.index is not None else entry.step

@@ -17,6 +17,7 @@ import typer
 
 # typer's own click (the `click` package would cost ~70 ms more)
 from typer._click.core import Command, Context
+from typer._click.exceptions import BadParameter
 from typer._click.formatting import HelpFormatter
 from typer.core import TyperGroup
 
@@ -97,6 +98,13 @@ class LazyGroup(TyperGroup):
             self.commands[cmd_name] = found
         return found
 
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BadParameter as exc:
+            exc.message = mcp_style(exc)
+            raise
+
     def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         rows = [(name, lazy.help) for name, lazy in COMMANDS.items()]
         for name in super().list_commands(ctx):
@@ -105,6 +113,20 @@ class LazyGroup(TyperGroup):
                 rows.append((name, command.get_short_help_str(limit=200) if command else ""))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+#: JSON Schema's names for what an option's value failed to parse as (pydantic's error types).
+_EXPECTED = {"int_parsing": "integer", "float_parsing": "number", "bool_parsing": "boolean"}
+
+
+def mcp_style(exc: BadParameter) -> str:
+    """A wrong type said as the MCP server says it: ``expected integer, got 'abc'``."""
+    errors = getattr(exc.__cause__, "errors", None)
+    if callable(errors):
+        found = errors()
+        if found and found[0].get("type") in _EXPECTED:
+            return f"expected {_EXPECTED[found[0]['type']]}, got {found[0].get('input')!r}"
+    return exc.message
 
 
 app = typer.Typer(

@@ -2,10 +2,11 @@
 
 ``create_console(settings, spool=...)`` returns ``None`` unless ``CALHOOKS_CONSOLE_USERS``
 is set; otherwise a ``Console`` whose ``app`` the web app mounts at ``/console`` and whose
-``lifespan`` it enters (Redis connection, the shared session key, the per-minute series
-flush). Every page but sign-in and the static files goes through ``_gate``: signed out, it
-redirects to the sign-in form; a POST must carry the session's CSRF token; operator-only
-actions answer 403 to the read-only role. Redis being away gives a 503 page, never a 500.
+``lifespan`` it enters (Redis connection, the per-minute series flush, with samples of the
+queue depth, dead letters and spool size). Every page but sign-in and the static files goes
+through ``gate``: signed out, it redirects to the sign-in form; a POST must carry the
+session's CSRF token; operator-only actions answer 403 to the read-only role. Redis being
+away gives a 503 page, never a 500.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings
 from calhooks.service.events import deserialize_job, serialize_job
 from calhooks.service.intake.spool import Spool
+from calhooks.workers import keys
 from calhooks.workers.rules import rules_env
 
 log = structlog.get_logger("calhooks.console")
@@ -261,7 +263,7 @@ def create_console(
         auth.save(request, response, fresh)
         return response
 
-    async def sign_out(ctx_: Context, request: Request, session: Session, _: Any) -> Response:
+    async def sign_out(_ctx: Context, request: Request, session: Session, _: Any) -> Response:
         base = request.scope.get("root_path", "").rstrip("/")
         response = RedirectResponse(f"{base}/sign-in", status_code=303)
         auth.save(request, response, auth.new_session())
@@ -300,7 +302,7 @@ def create_console(
         )
         holder.append(redis)
         auth.redis = redis
-        flusher = asyncio.create_task(_flush_forever(redis))
+        flusher = asyncio.create_task(_flush_forever(redis, settings, spool))
         log.info("console.started", users=len(users))
         try:
             yield
@@ -326,11 +328,19 @@ def _unavailable(exc: BaseException) -> Response:
     )
 
 
-async def _flush_forever(redis: ArqRedis) -> None:
-    """Write the web process' per-minute counts (the intake's) every ``FLUSH_SECONDS``."""
+async def _flush_forever(redis: ArqRedis, settings: Settings, spool: Spool | None) -> None:
+    """Every ``FLUSH_SECONDS``: sample the queue, dead letters and spool, write the counts."""
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         try:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(settings.queue_name)
+                pipe.zcard(keys.dead_letter_index())
+                depth, dead = await pipe.execute()
+            timeseries.RECORDER.gauge("queue.depth", int(depth))
+            timeseries.RECORDER.gauge("dlq.entries", int(dead))
+            if spool is not None:
+                timeseries.RECORDER.gauge("spool.bytes", spool.size)
             await timeseries.RECORDER.flush(redis)
         except (RedisError, OSError) as exc:
             log.debug("console.flush_failed", error=str(exc), at=time.time())

@@ -90,5 +90,5 @@ def lines(title: str, series: Sequence[Line], unit: str = "ms") -> Markup:
         latest = next((v for v in reversed(line.values) if v is not None), None)
         if latest is not None:
             shown_latest = "over 60000" if math.isinf(latest) else f"{latest:g}"
-            parts.append(f"{line.label} latest {shown_latest} {unit}")
+            parts.append(f"{line.label} latest {shown_latest} {unit}".rstrip())
     return _frame(_label(title, parts), "".join(shapes))

@@ -68,6 +68,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _levels(series: timeseries.Series, name: str) -> list[float | None]:
+    """A gauge per minute; ``None`` for minutes nobody sampled it."""
+    return [float(c[name]) if name in c else None for c in series.counts]
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
@@ -165,6 +170,14 @@ async def overview(
                 charts.Line("p50", series.quantiles("worker.ms", 0.5)),
                 charts.Line("p99", series.quantiles("worker.ms", 0.99)),
             ],
+        ),
+        "levels": charts.lines(
+            "Queue depth and dead letters",
+            [
+                charts.Line("queue", _levels(series, "queue.depth")),
+                charts.Line("dead letters", _levels(series, "dlq.entries")),
+            ],
+            unit="",
         ),
         "calls": charts.stacked_bars(
             "Cal.com calls per minute",
@@ -483,12 +496,14 @@ async def _webhook_state(ctx: Context) -> dict[str, Any]:
         "plan": None,
         "error": None,
         "secrets_error": None,
+        "last_apply": None,
     }
     try:
         store = WebhookSecretStore.from_settings(settings, ctx.redis)
         snapshot = await store.snapshot()
         state["secrets"] = report.secrets_rows(snapshot, time.time(), show_secret=False)
         state["replicas"] = await store.replicas()
+        state["last_apply"] = await store.last_apply()
     except SecretStoreError as exc:
         state["secrets_error"] = str(exc)
         return {**state, "error": str(exc)}

@@ -21,6 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 from urllib.parse import urlsplit
 
@@ -56,9 +57,14 @@ def scrub_text(value: str) -> str:
     return _API_KEY.sub(REDACTED, value)
 
 
+@lru_cache(maxsize=4096)
+def _secret_key(name: str) -> bool:
+    return _SECRET_KEYS.search(name) is not None
+
+
 def is_secret_key(name: object) -> bool:
     """Whether a field called ``name`` holds a secret whatever its value looks like."""
-    return isinstance(name, str) and _SECRET_KEYS.search(name) is not None
+    return isinstance(name, str) and _secret_key(name)
 
 
 def _scrub(value: Any) -> Any:
@@ -81,11 +87,6 @@ def _scrub(value: Any) -> Any:
         return f"<{type(value).__name__}>"
     scrubbed = scrub_text(shown)
     return value if scrubbed == shown else scrubbed
-
-
-def scrub(value: Any) -> Any:
-    """``value`` with secrets masked as in log lines (keys, registered values, API keys)."""
-    return _scrub(value)
 
 
 #: structlog's own bookkeeping in an event dict (``ProcessorFormatter``): never rendered.

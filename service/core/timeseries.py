@@ -6,7 +6,8 @@ few seconds. Each minute is one Redis hash ``calhooks:ts:<epoch minute>`` of int
 expiring after ``RETENTION_MINUTES``, so the series is bounded in size whatever the traffic.
 
 Field names: ``<name>`` for a count (``intake.accepted``, ``worker.done``, ``calcom.calls``,
-``calcom.429``), ``<name>:<bound>`` for a latency sample at most ``bound`` ms
+``calcom.429``) or a gauge (``queue.depth``, ``dlq.entries``, ``spool.bytes``: the last
+value sampled in the minute), ``<name>:<bound>`` for a latency sample at most ``bound`` ms
 (``intake.ms:5``), in the fixed ``LATENCY_BOUNDS_MS`` buckets, from which ``Series.quantile``
 estimates p50/p99 per minute.
 """
@@ -14,6 +15,7 @@ estimates p50/p99 per minute.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -47,29 +49,48 @@ class Recorder:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._pending: dict[int, Counter[str]] = {}
+        self._gauges: dict[int, dict[str, int]] = {}
+        # `calhooks dev` runs the intake and a worker in two threads of one process.
+        self._lock = threading.Lock()
 
     def _minute(self) -> Counter[str]:
+        """This minute's counts (the caller holds the lock); drops minutes past retention."""
         minute = int(self.clock() // 60)
         counts = self._pending.get(minute)
         if counts is None:
             for old in [m for m in self._pending if m <= minute - RETENTION_MINUTES]:
                 del self._pending[old]
+                self._gauges.pop(old, None)
             counts = self._pending[minute] = Counter()
         return counts
 
     def count(self, name: str, n: int = 1) -> None:
-        self._minute()[name] += n
+        with self._lock:
+            self._minute()[name] += n
 
     def observe_ms(self, name: str, ms: float) -> None:
-        self._minute()[f"{name}:{bucket(ms)}"] += 1
+        field = f"{name}:{bucket(ms)}"
+        with self._lock:
+            self._minute()[field] += 1
+
+    def gauge(self, name: str, value: int) -> None:
+        """A level sampled now (queue depth...): the minute keeps the last value written."""
+        with self._lock:
+            self._minute()
+            minute = max(self._pending)
+            self._gauges.setdefault(minute, {})[name] = value
 
     def write_into(self, pipe: Any) -> None:
         """Add the pending counts to ``pipe`` (a pipeline the caller executes)."""
-        pending, self._pending = self._pending, {}
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            gauges, self._gauges = self._gauges, {}
         for minute, counts in pending.items():
             key = minute_key(minute)
             for name, n in counts.items():
                 pipe.hincrby(key, name, n)
+            if gauges.get(minute):
+                pipe.hset(key, mapping=gauges[minute])
             pipe.expire(key, RETENTION_MINUTES * 60 + 60)
 
     async def flush(self, redis: aioredis.Redis) -> None:

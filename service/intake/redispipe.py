@@ -16,6 +16,8 @@ Failure model: a lost connection fails every command in flight with ``RedisUnava
 (they may or may not have run - the caller's dedupe key makes a retry safe); the next command
 reconnects. Each command carries its own deadline; a late reply to an expired command is read
 and dropped, so the stream stays in step.
+
+Kept: redis-py doing the same costs the intake 18 % more CPU a request (bench/handwritten.py).
 """
 
 from __future__ import annotations

@@ -190,7 +190,6 @@ class EventType:
 
 
 #: A booking's status as Cal.com stores it (``BookingStatus``); the API lowercases it.
-BOOKING_STATUSES = ("ACCEPTED", "PENDING", "CANCELLED", "REJECTED")
 
 
 @dataclass

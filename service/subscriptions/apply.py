@@ -111,7 +111,26 @@ async def apply_webhooks(
         if _signs_with_secret(plan):
             await wait_for_replicas(store, snapshot.version, refresh_interval=refresh_interval)
         done = await execute_plan(cal, plan, secret, org_id=org_id)
+        await store.record_apply(
+            {
+                "at": store.clock(),
+                "secret_created": created,
+                "secret_id": secret.id,
+                "done": [
+                    {"action": _ACTION_NAMES[type(d.action)], "webhook": d.webhook_id,
+                     "note": d.note}
+                    for d in done
+                ],
+            }
+        )  # fmt: skip
     return ApplyResult(plan, secret, created, tuple(done))
+
+
+_ACTION_NAMES: dict[type, str] = {
+    CreateWebhook: "create",
+    UpdateWebhook: "update",
+    DeleteWebhook: "delete",
+}
 
 
 def _signs_with_secret(plan: Plan) -> bool:

@@ -13,6 +13,8 @@ Keys, per deployment (``CALHOOKS_WEBHOOK_DEPLOYMENT``), prefix ``calhooks:webhoo
 * ``version`` - a counter bumped in the same transaction as every change;
 * ``replicas`` - hash, intake replica -> JSON ``{"version", "at"}``: the version each replica
   last loaded, and when (see ``secret_source``). ``rotate`` waits on it.
+* ``last_apply`` - JSON of the last ``apply``: when, whether it generated a secret (its id),
+  and each action done (``create``/``update``/``delete``, webhook id, note); no secret value.
 
 Intake replicas read ``version`` (one ``GET``) on each refresh and reload the rest only when
 it moved. Expiry is evaluated when a delivery is verified: nothing has to run for an old
@@ -115,7 +117,19 @@ class WebhookSecretStore:
         self.version_key = prefix + "version"
         self.lock_key = prefix + "lock"
         self.replicas_key = prefix + "replicas"
+        self.last_apply_key = prefix + "last_apply"
         self._opened: dict[str, str] = {}  # id -> value; records are immutable
+
+    async def record_apply(self, record: Mapping[str, Any]) -> None:
+        """Keep what the last ``apply`` did (the console shows it); no secret value in it."""
+        await self.redis.set(self.last_apply_key, json.dumps(record, default=str))
+
+    async def last_apply(self) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.last_apply_key)
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return value if isinstance(value, dict) else None
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: aioredis.Redis) -> WebhookSecretStore:

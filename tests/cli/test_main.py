@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,23 @@ def test_a_wrong_type_is_said_the_mcp_way() -> None:
     assert result.stderr.strip().endswith("userId: expected integer, got 'abc'")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["dlq", "list", "--limit", "abc"],
+            "Invalid value for '--limit': expected integer, got 'abc'",
+        ),
+        (["sandbox", "--window", "y"], "Invalid value for '--window': expected number, got 'y'"),
+    ],
+)
+def test_a_wrong_option_type_is_said_the_mcp_way(args: list[str], message: str) -> None:
+    """Options too: not pydantic's "Input should be a valid integer"."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
 def test_json_means_output() -> None:
     """`tools list --json` and `tools describe --json` print JSON; call's input is --input."""
     listed = json.loads(runner.invoke(app, ["tools", "list", "--json"]).stdout)
@@ -182,9 +200,13 @@ def test_a_port_in_time_wait_counts_as_free() -> None:
         assert not port_free("127.0.0.1", port)
 
 
-def test_no_embedded_redis_outlives_a_command(tmp_path: Path) -> None:
+def test_no_embedded_redis_outlives_a_command() -> None:
     """`dlq list` on the embedded Redis starts it and stops it again when it ends."""
-    home = tmp_path
+    with tempfile.TemporaryDirectory(prefix="ch-") as directory:  # short: a unix socket
+        _no_orphan(Path(directory))
+
+
+def _no_orphan(home: Path) -> None:
     result = run_cli("dlq", "list", env={"HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "The dead-letter queue is empty."
@@ -222,3 +244,10 @@ def test_dev_keeps_a_data_dir_it_did_not_make(tmp_path: Path) -> None:
     _wipe_redis(ours)
     assert (ours / DEV_MARKER).exists()
     assert not (ours / "redis").exists()
+
+
+def test_the_banner_puts_this_calhooks_on_path() -> None:
+    """A virtualenv's calhooks (activated or not) gets a PATH entry in the export line."""
+    from calhooks.service.cli.dev import command_prefix
+
+    assert command_prefix() == str(CALHOOKS.parent)

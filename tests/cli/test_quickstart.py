@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,9 +77,10 @@ def ports() -> list[int]:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home() -> Iterator[Path]:
     # A short path: the embedded Redis listens on a unix socket below it (108-byte limit).
-    return tmp_path
+    with tempfile.TemporaryDirectory(prefix="ch-") as directory:
+        yield Path(directory)
 
 
 @pytest.fixture

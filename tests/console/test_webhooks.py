@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from cryptography.fernet import Fernet
 
 from calhooks.service.app import create_app
@@ -42,6 +44,12 @@ def test_test_delivery_reaches_the_intake_signed(
               "triggers": ["BOOKING_CREATED"], "secret": SECRET},
     )  # fmt: skip
     assert created.status_code in (200, 201), created.text
+    last_apply = {
+        "at": 1_700_000_000, "secret_created": False, "secret_id": "s1",
+        "done": [{"action": "update", "webhook": "wh-1", "note": None}],
+    }  # fmt: skip
+    with redis.Redis.from_url(redis_server.url) as plain:
+        plain.set("calhooks:webhooks:default:last_apply", json.dumps(last_apply))
     with (
         serve_app(create_app(settings, redis_url=redis_server.url), port=port) as url,
         httpx.Client(base_url=url, follow_redirects=True) as client,
@@ -55,6 +63,7 @@ def test_test_delivery_reaches_the_intake_signed(
         page = client.get("/console/webhooks")
         assert "Plan against Cal.com" in page.text
         assert SECRET not in page.text
+        assert "updated webhook <code>wh-1</code>" in page.text
         answer = client.post("/console/webhooks/test", data={"csrf": csrf_of(page.text)})
         assert answer.status_code == 200
         assert "verified: the intake accepted the signed PING" in answer.text, answer.text[

@@ -72,3 +72,16 @@ async def test_an_event_moves_between_outcome_indexes(redis_client: aioredis.Red
     assert await redis_client.zscore(eventindex.outcome_key("running"), "abcdef01") is None
     assert await redis_client.zrange(eventindex.bucket_key("ABCD"), 0, -1) == [b"abcdef01"]
     assert await redis_client.zcard(eventindex.trigger_key("BOOKING_CREATED")) == 1
+
+
+async def test_gauges_keep_the_last_sample_of_the_minute(redis_client: aioredis.Redis) -> None:
+    clock = Clock(600_000.0)
+    recorder = timeseries.Recorder(clock)
+    recorder.gauge("queue.depth", 5)
+    recorder.gauge("queue.depth", 3)
+    await recorder.flush(redis_client)
+    recorder.gauge("queue.depth", 2)
+    await recorder.flush(redis_client)
+    series = await timeseries.read(redis_client, 2, now=clock.now)
+    assert series.counts[-1]["queue.depth"] == 2
+    assert "queue.depth" not in series.counts[0]

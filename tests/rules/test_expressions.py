@@ -9,28 +9,28 @@ from typing import Any
 import cel
 import pytest
 
+from calhooks.workers.rules.evaluation import (
+    EvaluationError,
+    NotJSON,
+    evaluate,
+    get_path,
+    nesting_depth,
+    new_context,
+    to_json,
+    to_text,
+)
 from calhooks.workers.rules.expressions import (
     EXTENSION_FUNCTIONS,
     MAX_EXPRESSION_LENGTH,
     MAX_VALUE_DEPTH,
     NATIVE_FUNCTIONS,
-    EvaluationError,
     ExpressionSyntaxError,
-    NotJSON,
-    TemplateSyntaxError,
     compile_expression,
-    evaluate,
-    get_path,
-    nesting_depth,
-    new_context,
-    split_template,
     strip_string_literals,
-    to_json,
-    to_text,
     unknown_function_problems,
-    whole_expression,
 )
 from calhooks.workers.rules.runner import EventContext
+from calhooks.workers.rules.templates import TemplateSyntaxError, split_template, whole_expression
 from tests.rules.helpers import fixture_event
 
 

@@ -9,12 +9,8 @@ from typing import Any
 import pytest
 
 from calhooks.workers.rules import RuleFailed, StepCall
-from calhooks.workers.rules.expressions import (
-    BudgetExceeded,
-    compile_expression,
-    estimated_cost,
-    largest_collection,
-)
+from calhooks.workers.rules.evaluation import BudgetExceeded, estimated_cost, largest_collection
+from calhooks.workers.rules.expressions import compile_expression
 from calhooks.workers.rules.runner import ForEachLimitExceeded, Limits
 from tests.rules.helpers import FakeEvent, rules
 

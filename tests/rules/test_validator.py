@@ -307,3 +307,19 @@ def test_extension_functions_are_allowed() -> None:
         " 'x' && math.greatest([1, 2]) == 2 && [1, 1].distinct().size() == 1"
         " && get(payload, 'a.b', 1) == 1 && optional.of(1).orValue(2) == 1"
     )
+
+
+@pytest.mark.parametrize("value", ["'..'", "'.'", "''", "'a/b'"])
+def test_a_literal_path_parameter_must_stay_in_its_segment(value: str) -> None:
+    """The shared path-segment rule applies at load too: ``..`` would address the attribute."""
+    step = (
+        "- id: s\n"
+        "  tool: cal_organizations_attributes_options_controller_"
+        "delete_organization_attribute_option\n"
+        "  with:\n"
+        "    attributeId: cdepartmentattribute00001\n"
+        f"    optionId: {value}"
+    )
+    found = check(step)
+    assert len(found) == 1, found
+    assert found[0].message.startswith("optionId: ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis.asyncio as aioredis
@@ -74,6 +75,12 @@ async def test_apply_creates_the_webhook_and_a_second_apply_changes_nothing(
     assert sorted(made.triggers) == sorted(RULE_TRIGGERS)
     assert made.secret == first.secret.value == (await store.current()).value  # type: ignore[union-attr]
     assert made.payload_template is None
+    recorded = await store.last_apply()
+    assert recorded is not None
+    assert recorded["secret_created"] is True
+    assert recorded["secret_id"] == first.secret.id
+    assert recorded["done"] == [{"action": "create", "webhook": made.id, "note": None}]
+    assert first.secret.value not in json.dumps(recorded)
 
     sandbox.sandbox.requests.clear()
     second = await apply(cal, store, desired_for)

@@ -7,6 +7,7 @@ from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from calhooks.service.core.secretbox import SecretBox, generate_key
 from calhooks.service.core.settings import Settings
@@ -138,8 +139,10 @@ def test_store_needs_an_encryption_key(redis_client: aioredis.Redis) -> None:
     """Without CALHOOKS_ENCRYPTION_KEY the store refuses to work, naming the fix."""
     with pytest.raises(SecretStoreError, match="calhooks keygen"):
         WebhookSecretStore.from_settings(Settings(encryption_key=None), redis_client)
+    # Settings refuse a bad key first (SettingsError); the store checks it again regardless.
+    unchecked = Settings.model_construct(encryption_key=SecretStr("nope"))
     with pytest.raises(SecretStoreError, match="not a valid Fernet key"):
-        WebhookSecretStore.from_settings(Settings(encryption_key="nope"), redis_client)
+        WebhookSecretStore.from_settings(unchecked, redis_client)
 
 
 def test_secret_values_stay_out_of_reprs() -> None:

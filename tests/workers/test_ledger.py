@@ -239,3 +239,22 @@ async def test_an_interrupted_step_waits_until_its_call_had_time_to_land(
     rerun.steps[KEY.field] = replace(rerun.steps[KEY.field], at=rerun.steps[KEY.field].at - 61)
     output = await once.run(rerun, KEY, CREATE_OOO, PARAMS, calls.bind(redis_client, "ev1"))
     assert output == ({"id": 9}, "found")
+
+
+async def test_a_call_answered_with_an_error_does_not_wait_to_settle(
+    redis_client: aioredis.Redis, client: CalcomClient
+) -> None:
+    """A create answered 500 is not in flight any more: the retry looks it up at once."""
+    ledger = Ledger(redis_client, ttl=60)
+    finder = Finder(None)
+    once = ExactlyOnce(ledger, client, finders={CREATE_OOO.name: finder}, settle=60.0)
+    first = await ledger.begin("ev1")
+    failing = Calls(error=cal_error(500))
+    with pytest.raises(CalcomError):
+        await once.run(first, KEY, CREATE_OOO, PARAMS, failing.bind(redis_client, "ev1"))
+    rerun = await ledger.begin("ev1")
+    assert rerun.steps[KEY.field].answered
+    calls = Calls(answer={"id": 10})
+    output = await once.run(rerun, KEY, CREATE_OOO, PARAMS, calls.bind(redis_client, "ev1"))
+    assert output == ({"id": 10}, "called")
+    assert len(finder.calls) == 1

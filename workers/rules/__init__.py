@@ -4,12 +4,13 @@
 listing every problem; ``RuleSet.matching(event)`` picks the rules an event triggers and
 ``RuleSet.run(rule, event, invoke)`` runs one, handing each tool call to ``invoke`` as a
 ``StepCall``. ``calhooks.workers.rules.dryrun`` shows what a rules file would do with an event.
-The language is documented in README.md ("Rules") and in the modules' docstrings.
+The language is documented in docs/rules.md and in the modules' docstrings.
 """
 
 # First: the rules' ``import cel`` then skips the library's REPL (see celpackage).
 from calhooks.workers.rules import celpackage  # noqa: F401
-from calhooks.workers.rules.expressions import EvaluationError, Expression
+from calhooks.workers.rules.evaluation import EvaluationError
+from calhooks.workers.rules.expressions import Expression
 from calhooks.workers.rules.loader import (
     load_rules,
     load_rules_from_settings,

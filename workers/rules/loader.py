@@ -2,7 +2,7 @@
 
 ``parse_rules(text)`` and ``load_rules(path)`` return a ``RuleSet`` or raise ``RulesError``
 listing every problem (file, line, rule, step); they raise nothing else, whatever the
-input. The shape of the file (``README.md`` "Rules" has the full reference)::
+input. The shape of the file (``docs/rules.md`` has the full reference)::
 
     version: 1                      # optional
     env:                            # constants, as env.<name> in expressions
@@ -33,14 +33,7 @@ from typing import Any
 from calhooks.service.core.settings import Settings
 from calhooks.workers.reconcile.triggers import PREFIX as RECONCILE_PREFIX
 from calhooks.workers.rules import validator
-from calhooks.workers.rules.expressions import (
-    Expression,
-    ExpressionSyntaxError,
-    TemplateSyntaxError,
-    compile_expression,
-    split_template,
-    whole_expression,
-)
+from calhooks.workers.rules.expressions import Expression, ExpressionSyntaxError, compile_expression
 from calhooks.workers.rules.model import (
     LOG_LEVELS,
     Constant,
@@ -57,6 +50,7 @@ from calhooks.workers.rules.model import (
     Template,
 )
 from calhooks.workers.rules.ruleset import RuleSet
+from calhooks.workers.rules.templates import TemplateSyntaxError, split_template, whole_expression
 from calhooks.workers.rules.yamlsource import MAX_FILE_BYTES, Node, YamlProblem, decode, parse_yaml
 
 FILE_KEYS = ("version", "env", "rules")
@@ -76,6 +70,13 @@ STEP_KEYS = (
     "cache",
 )
 STEP_KINDS: tuple[StepKind, ...] = ("tool", "log", "let")
+#: Step keys that belong to some kinds of step only.
+STEP_KEY_KINDS: dict[str, tuple[StepKind, ...]] = {
+    "with": ("tool", "log"),
+    "level": ("log",),
+    "paginate": ("tool",),
+    "cache": ("tool",),
+}
 #: Rule names appear in logs, dead letters and the workers' ledger keys.
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 #: Step ids, loop variables and env names are CEL identifiers (``steps.<id>``).
@@ -378,33 +379,63 @@ class _Parser:
         return value if IDENTIFIER.match(value) and value not in CEL_RESERVED else None
 
     def parse_step(self, node: Node, position: int, rule: str) -> Step | None:
+        """One step, or ``None`` (its problems recorded): its id, its kind's own fields, and
+        what every step may carry (``when``, ``for_each``)."""
         label = f"step #{position}"
         if not node.is_map:
             self.problem(node.line, f"a step must be a mapping, not {_kind(node)}", rule, label)
             return None
         fields = node.value
-        step_id: str | None = None
-        ok = True
-        id_node = fields.get("id")
-        if id_node is not None:
-            if not isinstance(id_node.value, str) or not IDENTIFIER.match(id_node.value):
-                self.problem(
-                    id_node.line,
-                    f"id {id_node.value!r} must be an identifier (letters, digits, _): it is"
-                    " used as steps.<id>",
-                    rule,
-                    label,
-                )
-                ok = False
-            elif id_node.value in CEL_RESERVED:
-                self.problem(id_node.line, f"id {id_node.value!r} is a reserved word", rule, label)
-                ok = False
-            else:
-                step_id = id_node.value
-                label = f"step {step_id!r}"
+        step_id, ok = self.parse_step_id(fields.get("id"), rule, label)
+        if step_id is not None:
+            label = f"step {step_id!r}"
         self.unknown_keys(node, STEP_KEYS, rule, label)
         self.text(fields.get("description"), "description", rule, label)
-        kinds = [kind for kind in STEP_KINDS if kind in fields]
+        kind = self.step_kind(node, rule, label)
+        if kind is None:
+            return None
+        when = self.condition(fields.get("when"), "when", rule, label)
+        ok = ok and (fields.get("when") is None or when is not None)
+        for_each, loop_variable = self.parse_loop(fields, rule, label)
+        ok = ok and (fields.get("for_each") is None or for_each is not None)
+        parse_body = {"tool": self.tool_step, "log": self.log_step, "let": self.let_step}[kind]
+        body = parse_body(fields, rule, label)
+        ok = body is not None and ok
+        ok = self.misplaced_keys(fields, kind, rule, label) and ok
+        if not ok or body is None:
+            return None
+        return Step(
+            position=position,
+            line=node.line,
+            kind=kind,
+            id=step_id,
+            when=when,
+            for_each=for_each,
+            loop_variable=loop_variable,
+            **body,
+        )
+
+    def parse_step_id(self, id_node: Node | None, rule: str, label: str) -> tuple[str | None, bool]:
+        """The step's ``id`` (``None`` without one) and whether it is valid."""
+        if id_node is None:
+            return None, True
+        if not isinstance(id_node.value, str) or not IDENTIFIER.match(id_node.value):
+            self.problem(
+                id_node.line,
+                f"id {id_node.value!r} must be an identifier (letters, digits, _): it is"
+                " used as steps.<id>",
+                rule,
+                label,
+            )
+            return None, False
+        if id_node.value in CEL_RESERVED:
+            self.problem(id_node.line, f"id {id_node.value!r} is a reserved word", rule, label)
+            return None, False
+        return id_node.value, True
+
+    def step_kind(self, node: Node, rule: str, label: str) -> StepKind | None:
+        """Which of ``tool``, ``log`` or ``let`` the step is; exactly one is allowed."""
+        kinds = [kind for kind in STEP_KINDS if kind in node.value]
         if len(kinds) != 1:
             found = " and ".join(repr(k) for k in kinds) if kinds else "none"
             self.problem(
@@ -414,81 +445,62 @@ class _Parser:
                 label,
             )
             return None
-        kind = kinds[0]
-        when = self.condition(fields.get("when"), "when", rule, label)
-        if fields.get("when") is not None and when is None:
-            ok = False
-        for_each, loop_variable = self.parse_loop(fields, rule, label)
-        if fields.get("for_each") is not None and for_each is None:
-            ok = False
-        tool: str | None = None
+        return kinds[0]
+
+    def tool_step(self, fields: dict[str, Node], rule: str, label: str) -> dict[str, Any] | None:
+        """A ``tool`` step's own fields: the tool, ``with``, ``paginate`` and ``cache``."""
+        tool = self.text(fields["tool"], "tool", rule, label)
+        values, values_ok = self.values(fields.get("with"), "with", rule, label)
+        paginate, paginate_ok = self.flag(fields.get("paginate"), "paginate", rule, label)
+        cache, cache_ok = self.duration(fields.get("cache"), "cache", rule, label)
+        if tool is None or not (values_ok and paginate_ok and cache_ok):
+            return None
+        return {"tool": tool, "values": values, "paginate": paginate, "cache": cache}
+
+    def log_step(self, fields: dict[str, Node], rule: str, label: str) -> dict[str, Any] | None:
+        """A ``log`` step's own fields: the message, ``with`` and ``level``."""
+        ok = True
         message: Template | None = None
-        values: dict[str, Template] = {}
-        level: LogLevel = "info"
-        paginate = False
-        cache: float | None = None
-        if kind == "tool":
-            tool = self.text(fields["tool"], "tool", rule, label)
-            ok = ok and tool is not None
-            values, fine = self.values(fields.get("with"), "with", rule, label)
-            ok = ok and fine
-            paginate, fine = self.flag(fields.get("paginate"), "paginate", rule, label)
-            ok = ok and fine
-            cache, fine = self.duration(fields.get("cache"), "cache", rule, label)
-            ok = ok and fine
-        elif kind == "log":
-            log_node = fields["log"]
-            if not isinstance(log_node.value, str) or not log_node.value.strip():
-                self.problem(log_node.line, "'log' must be a non-empty message", rule, label)
-                ok = False
-            else:
-                message = self.template(log_node, "log", rule, label)
-                ok = ok and message is not None
-            values, fine = self.values(fields.get("with"), "with", rule, label)
-            ok = ok and fine
-            level_node = fields.get("level")
-            if level_node is not None:
-                if level_node.value not in LOG_LEVELS:
-                    self.problem(
-                        level_node.line,
-                        f"level {level_node.value!r} is not one of {', '.join(LOG_LEVELS)}",
-                        rule,
-                        label,
-                    )
-                    ok = False
-                else:
-                    level = level_node.value
+        log_node = fields["log"]
+        if not isinstance(log_node.value, str) or not log_node.value.strip():
+            self.problem(log_node.line, "'log' must be a non-empty message", rule, label)
+            ok = False
         else:
-            values, fine = self.values(fields["let"], "let", rule, label, required=True)
-            ok = ok and fine
-        for key, allowed in (
-            ("with", ("tool", "log")),
-            ("level", ("log",)),
-            ("paginate", ("tool",)),
-            ("cache", ("tool",)),
-        ):
+            message = self.template(log_node, "log", rule, label)
+            ok = message is not None
+        values, values_ok = self.values(fields.get("with"), "with", rule, label)
+        level: LogLevel = "info"
+        level_node = fields.get("level")
+        if level_node is not None:
+            if level_node.value in LOG_LEVELS:
+                level = level_node.value
+            else:
+                self.problem(
+                    level_node.line,
+                    f"level {level_node.value!r} is not one of {', '.join(LOG_LEVELS)}",
+                    rule,
+                    label,
+                )
+                ok = False
+        if not (ok and values_ok):
+            return None
+        return {"message": message, "values": values, "level": level}
+
+    def let_step(self, fields: dict[str, Node], rule: str, label: str) -> dict[str, Any] | None:
+        """A ``let`` step's own field: the values it names."""
+        values, ok = self.values(fields["let"], "let", rule, label, required=True)
+        return {"values": values} if ok else None
+
+    def misplaced_keys(self, fields: dict[str, Node], kind: str, rule: str, label: str) -> bool:
+        """Whether no key of another kind of step is present (each found is a problem)."""
+        ok = True
+        for key, allowed in STEP_KEY_KINDS.items():
             if key in fields and kind not in allowed:
                 self.problem(
                     fields[key].line, f"'{key}' does not apply to a {kind} step", rule, label
                 )
                 ok = False
-        if not ok:
-            return None
-        return Step(
-            position=position,
-            line=node.line,
-            kind=kind,
-            id=step_id,
-            tool=tool,
-            values=values,
-            message=message,
-            level=level,
-            when=when,
-            for_each=for_each,
-            loop_variable=loop_variable,
-            paginate=paginate,
-            cache=cache,
-        )
+        return ok
 
     def parse_loop(
         self, fields: dict[str, Node], rule: str, label: str

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from calhooks.workers.rules.expressions import (
+from calhooks.workers.rules.evaluation import (
     BudgetExceeded,
     EvaluationError,
     check_cost,
-    compact,
     evaluate,
     to_text,
 )
+from calhooks.workers.rules.expressions import compact
 from calhooks.workers.rules.model import Rule
 from calhooks.workers.rules.runner import (
     EventContext,

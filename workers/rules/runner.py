@@ -47,14 +47,12 @@ import structlog
 from calhooks.service.calcom.errors import ToolValidationError
 from calhooks.service.calcom.tools import Tool
 from calhooks.service.calcom.validation import validate_params
-from calhooks.workers.rules.expressions import (
+from calhooks.workers.rules.evaluation import (
     BudgetExceeded,
     EvaluationError,
-    Expression,
     NotJSON,
     bind,
     check_cost,
-    compact,
     evaluate,
     format_datetime,
     largest_collection,
@@ -62,6 +60,7 @@ from calhooks.workers.rules.expressions import (
     to_json,
     to_text,
 )
+from calhooks.workers.rules.expressions import Expression, compact
 from calhooks.workers.rules.model import (
     Constant,
     Dynamic,

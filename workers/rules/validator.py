@@ -29,18 +29,21 @@ from typing import Any, Protocol
 from jsonschema import Draft202012Validator, FormatChecker
 
 from calhooks.service.calcom.tools import TOOLS, Parameter, Tool
+from calhooks.service.calcom.validation import segment_problem
 from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.workers.reconcile.triggers import RECONCILE_TRIGGERS
-from calhooks.workers.rules.expressions import (
-    EVENT_FIELDS,
-    NAMESPACES,
-    ROOT_NAMES,
+from calhooks.workers.rules.evaluation import (
     EvaluationError,
-    Expression,
     NotJSON,
     evaluate,
     new_context,
     to_json,
+)
+from calhooks.workers.rules.expressions import (
+    EVENT_FIELDS,
+    NAMESPACES,
+    ROOT_NAMES,
+    Expression,
     unknown_function_problems,
 )
 from calhooks.workers.rules.model import (
@@ -106,6 +109,9 @@ def _schema_validator(parameter: Parameter) -> Draft202012Validator:
 def _schema_problem(parameter: Parameter, value: Any) -> str | None:
     errors = sorted(_schema_validator(parameter).iter_errors(value), key=lambda e: list(e.path))
     if not errors:
+        if parameter.location == "path" and isinstance(value, str):
+            reason = segment_problem(value)
+            return f"{parameter.name}: {reason}" if reason else None
         return None
     error = errors[0]
     where = parameter.name + "".join(
