@@ -87,3 +87,18 @@ def test_without_an_organization_it_says_so(
     result = runner.invoke(app, ["reconcile"])
     assert result.exit_code == 1
     assert "CALHOOKS_ORG_ID is not set" in result.output
+
+
+def test_a_refused_key_is_a_one_line_error_and_releases_the_lock(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALHOOKS_API_KEY", "cal_test_not_a_sandbox_key")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["reconcile"])
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: "), line
+    assert "401" in line, line
+    assert "cal_test_not_a_sandbox_key" not in result.output
+    lock = f"calhooks:reconcile:{SANDBOX_ORG_ID}:lock"
+    assert asyncio.run(_redis(redis_url, "EXISTS", lock)) == 0
