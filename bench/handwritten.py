@@ -77,7 +77,13 @@ def best_of(rounds: int, sides: dict[str, Callable[[], float]]) -> dict[str, lis
 
 
 def ingest_run(targets: str, rounds: int, extra: list[str]) -> dict[str, dict[str, float]]:
-    """``bench/ingest.py`` on ``targets`` (its output shown); each target's summary."""
+    """``bench/ingest.py`` on ``targets`` (its output shown); each target's summary.
+
+    One body size (its summary is one figure per target): 1.5 KB, the size these parts were
+    measured at, unless ``extra`` gives ``--sizes``.
+    """
+    if not any(arg == "--sizes" or arg.startswith("--sizes=") for arg in extra):
+        extra = ["--sizes", "1500", *extra]
     with tempfile.TemporaryDirectory(prefix="calhooks-handwritten-") as tmp:
         summary = Path(tmp) / "summary.json"
         command = [
@@ -120,7 +126,7 @@ def accesslog(args: argparse.Namespace, extra: list[str]) -> None:
     from replaced import BatchedDeliveryLog
 
     from calhooks.service.core.logs import configure_logging
-    from calhooks.service.intake.accesslog import DeliveryLog
+    from calhooks.service.intake.accesslog import AccessLog
 
     lines, per_turn = args.lines, args.per_turn
     fields = [_delivery_fields(n) for n in range(per_turn)]
@@ -135,9 +141,9 @@ def accesslog(args: argparse.Namespace, extra: list[str]) -> None:
         configure_logging("info", "json", stream=ours_file)
         ours = BatchedDeliveryLog()
         configure_logging("info", "json", stream=library_file)
-        library = DeliveryLog()
+        library = AccessLog()
         assert ours.fast, "the batching writer did not take its fast path"
-        assert library.fast, "DeliveryLog did not take its fast path"
+        assert library.fast, "AccessLog did not take its fast path"
 
         def run(write: Callable[[dict[str, Any]], None]) -> float:
             async def requests() -> None:
