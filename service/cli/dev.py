@@ -39,14 +39,22 @@ DEFAULT_SANDBOX_PORT = 8788
 
 
 class ServerThread:
-    """An ASGI app under uvicorn in a background thread (no signal handlers of its own)."""
+    """An ASGI app under uvicorn in a background thread (no signal handlers of its own);
+    ``probe_port`` is a second port the same server listens on (``CALHOOKS_PROBE_PORT``)."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, name: str) -> None:
+    def __init__(
+        self, app: ASGIApp, host: str, port: int, name: str, probe_port: int | None = None
+    ) -> None:
+        from calhooks.service.app import listen_sockets
+
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="on", access_log=False
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
+        sockets = listen_sockets(host, port, probe_port)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": sockets}, name=name, daemon=True
+        )
         self.url = f"http://{host}:{port}"
 
     def start(self, timeout: float = 15.0) -> None:
@@ -84,6 +92,7 @@ class Plan:
     port: int
     worker_port: int
     rules: Path | None
+    probe_port: int | None = None
 
 
 def _environment(plan: Plan, secret: str) -> dict[str, str]:
@@ -96,6 +105,7 @@ def _environment(plan: Plan, secret: str) -> dict[str, str]:
         "CALHOOKS_WEBHOOK_SECRETS": secret,
         "CALHOOKS_HOST": plan.host,
         "CALHOOKS_PORT": str(plan.port),
+        **({"CALHOOKS_PROBE_PORT": str(plan.probe_port)} if plan.probe_port else {}),
         "CALHOOKS_WORKER_HTTP_HOST": plan.host,
         "CALHOOKS_WORKER_HTTP_PORT": str(plan.worker_port),
         "CALHOOKS_WORKER_NAME": "dev-worker",
@@ -140,6 +150,7 @@ def _banner(plan: Plan, settings: Settings, redis: str, triggers: list[str]) -> 
 calhooks dev is running
   sandbox Cal.com  {sandbox}   (its state: {sandbox}/_sandbox/state)
   intake           http://{plan.host}:{plan.port}{settings.webhook_path}
+  intake probes    http://{plan.host}:{plan.probe_port or plan.port}/readyz (and /livez, /metrics)
   worker           http://{plan.host}:{plan.worker_port}/metrics
   redis            {redis}
   rules            {settings_rules(settings)}
@@ -199,7 +210,9 @@ async def _serve(plan: Plan, secret: str, redis: str) -> None:
 
     settings = get_settings()
     sandbox = ServerThread(create_sandbox(), plan.host, plan.sandbox_port, "sandbox")
-    intake = ServerThread(create_intake(settings), plan.host, plan.port, "intake")
+    intake = ServerThread(
+        create_intake(settings), plan.host, plan.port, "intake", probe_port=settings.probe_port
+    )
     sandbox.start()
     intake.start()
     stop = asyncio.Event()
@@ -245,6 +258,10 @@ def dev(
     sandbox_port: Annotated[int, typer.Option(help="Sandbox Cal.com port.")] = DEFAULT_SANDBOX_PORT,
     port: Annotated[int, typer.Option(help="Intake port.")] = 8080,
     worker_port: Annotated[int, typer.Option(help="Worker probe/metrics port.")] = 9091,
+    probe_port: Annotated[
+        int | None,
+        typer.Option(help="Intake probe/metrics port [default: CALHOOKS_PROBE_PORT, else --port]."),
+    ] = None,
     rules: Annotated[
         Path | None, typer.Option(help="Rules file (default: CALHOOKS_RULES_FILE or examples).")
     ] = None,
@@ -253,11 +270,16 @@ def dev(
     from calhooks.service.core.logs import configure_logging
     from calhooks.service.core.redisconn import SOCKET_NAME, redis_url
 
-    _check_ports(host, {"sandbox": sandbox_port, "intake": port, "worker": worker_port})
+    if probe_port is None and os.environ.get("CALHOOKS_PROBE_PORT"):
+        probe_port = get_settings().probe_port
+    ports = {"sandbox": sandbox_port, "intake": port, "worker": worker_port}
+    if probe_port is not None and probe_port != port:
+        ports["intake probe"] = probe_port
+    _check_ports(host, ports)
     rules_file = rules or (None if os.environ.get("CALHOOKS_RULES_FILE") else EXAMPLE_RULES)
     if rules_file is not None and not rules_file.exists():
         fail(f"rules file {rules_file} not found")
-    plan = Plan(host, sandbox_port, port, worker_port, rules_file)
+    plan = Plan(host, sandbox_port, port, worker_port, rules_file, probe_port)
     secret = "whsec_dev_" + secrets.token_hex(12)
     os.environ.update(_environment(plan, secret))
     get_settings.cache_clear()

@@ -12,6 +12,7 @@ from calhooks.service.cli import (
     mcp,
     sandbox,
     serve,
+    spool,
     tools,
     webhooks,
     worker,
@@ -32,6 +33,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(mcp.app, name="mcp")
 app.add_typer(connections.app, name="connections")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(spool.app, name="spool")
 app.add_typer(events.app, name="events")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(worker.app, name="worker")

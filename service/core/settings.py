@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from calhooks.service.core import resources
+
 ENV_PREFIX = "CALHOOKS_"
 #: A deployment name as it marks webhook URLs (service/subscriptions/ownership.py).
 WEBHOOK_DEPLOYMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -94,6 +96,13 @@ class Settings(BaseSettings):
     # Intake (service/: `calhooks serve`, the webhook endpoint, its spool and probes).
     host: str = Field("127.0.0.1", description="Address `calhooks serve` listens on.")
     port: int = Field(8080, ge=0, le=65535, description="Port `calhooks serve` listens on.")
+    probe_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the web process' `/livez`, `/readyz`, `/metrics` (not public); "
+        "unset: served on `port`.",
+    )
     webhook_path: str = Field(
         "/webhooks/cal", pattern=r"^/", description="Path Cal.com posts deliveries to."
     )
@@ -113,6 +122,21 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest delivery body accepted; larger gets 413."
+    )
+    memory_limit: int | None = Field(
+        None,
+        ge=16 * 1024 * 1024,
+        description="Bytes of memory the web process has; unset: the cgroup's `memory.max`, "
+        "else 512 MiB. Sizes `read_budget_bytes`.",
+    )
+    read_budget_bytes: int | None = Field(
+        None,
+        ge=64 * 1024,
+        description="Bytes of bodies read at once over all connections (past it: 503); "
+        "unset: memory_limit / 8, at least 4 x max_body_bytes.",
+    )
+    body_read_timeout: float = Field(
+        10.0, gt=0, description="Seconds a sender has to send a whole body; slower gets 408."
     )
     dedupe_window: int = Field(
         7 * 24 * 3600, ge=60, description="Seconds a delivery's body is remembered to drop repeats."
@@ -217,6 +241,16 @@ class Settings(BaseSettings):
     webhooks_auto_apply: bool = Field(
         False, description="Apply the webhook plan (never pruning) when `calhooks serve` starts."
     )
+
+    def effective_memory_limit(self) -> int:
+        """``memory_limit``, else the cgroup's limit, else ``DEFAULT_MEMORY``."""
+        return self.memory_limit or resources.memory_limit() or resources.DEFAULT_MEMORY
+
+    def effective_read_budget(self) -> int:
+        """``read_budget_bytes``, else an eighth of the memory (at least 4 largest bodies)."""
+        if self.read_budget_bytes is not None:
+            return self.read_budget_bytes
+        return max(self.effective_memory_limit() // 8, 4 * self.max_body_bytes)
 
     @field_validator("data_dir")
     @classmethod

@@ -9,7 +9,9 @@ intake then answers 503 with ``Retry-After``.
 ``Acceptor.run`` is the background task that closes the breaker: while Redis is down or
 anything is spooled, it pings Redis every ``drain_interval`` seconds and, once Redis
 answers, replays the spool into the queue (with the same dedupe key, so nothing is queued
-twice) and sends live traffic to Redis again.
+twice) and sends live traffic to Redis again. A spooled record that cannot be queued for any
+reason but Redis' (it no longer parses, the job encoder raises) is quarantined by the spool and
+the replay goes on past it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from calhooks.service.events import BodyError, Event, event_from_body
+from calhooks.service.events import Event, event_from_body
 from calhooks.service.intake import metrics
 from calhooks.service.intake.queue import Enqueued, EventQueue
 from calhooks.service.intake.redispipe import (
@@ -117,7 +119,7 @@ class Acceptor:
             self.redis_up = True
             log.info("redis is back; queueing deliveries directly")
         try:
-            replayed = await self.spool.replay(self._replay)
+            replayed = await self.spool.replay(self._replay, transient=REDIS_ERRORS)
         except REDIS_ERRORS as error:
             self._trip(error)
             return 0
@@ -126,12 +128,9 @@ class Acceptor:
         return replayed
 
     async def _replay(self, records: Sequence[Record]) -> None:
-        events = []
-        for received_at, raw in records:
-            try:
-                events.append(event_from_body(raw, received_at=received_at))
-            except BodyError as error:  # it parsed when spooled: only a code change gets here
-                log.error("spooled delivery no longer parses; dropped", reason=str(error))
+        # A body that parsed when spooled but no longer does (a newer release is stricter)
+        # raises BodyError here: the spool quarantines that record and goes on.
+        events = [event_from_body(raw, received_at=received_at) for received_at, raw in records]
         results = await asyncio.gather(
             *(self.queue.enqueue(event, deadline=self.replay_deadline) for event in events)
         )

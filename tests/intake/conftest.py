@@ -68,6 +68,7 @@ class Served:
 
     url: str
     app: Starlette
+    probe_url: str = ""  # where /livez, /readyz, /metrics answer (url unless apart)
 
     @property
     def intake(self) -> Any:
@@ -75,7 +76,9 @@ class Served:
         return self.app.state.intake
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10)
+        """GET ``path``; the probe paths go to the probe port when the intake has one."""
+        base = self.probe_url if path in ("/livez", "/readyz", "/metrics") else self.url
+        return httpx.get((base or self.url) + path, timeout=10)
 
     def metric(self, sample: str) -> float:
         """The value of one sample on /metrics, e.g. ``calhooks_intake_redis_up``."""
@@ -110,10 +113,11 @@ def serve(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Any]:
     ) -> Served:
         settings = make_settings(tmp_path, redis_url or redis_server.url, **overrides)
         app = create_app(settings, drain_interval=drain_interval, **(app_options or {}))
-        context = serve_app(app)
+        context = serve_app(app, probe_port=settings.probe_port)
         url = context.__enter__()
         with_stack.append(context)
-        return Served(url, app)
+        probe_url = f"http://127.0.0.1:{settings.probe_port}" if settings.probe_port else ""
+        return Served(url, app, probe_url)
 
     yield start
     for context in reversed(with_stack):
