@@ -249,7 +249,7 @@ def _stop_redis(url: str) -> None:
     import redis as sync_redis
 
     with contextlib.suppress(Exception):
-        sync_redis.Redis.from_url(url).shutdown()
+        sync_redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2).shutdown()
 
 
 @app.callback(invoke_without_command=True)

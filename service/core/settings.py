@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         default=Path("~/.local/share/calhooks"),
         description="Local state: the embedded Redis (when redis_url is unset).",
     )
+    redis_socket_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a redis-py client (CLI, secret store, MCP) waits for a reply.",
+    )
+    redis_connect_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds a redis-py client waits to connect."
+    )
     queue_name: str = Field(default="arq:queue", description="arq queue the intake fills.")
     encryption_key: SecretStr | None = Field(
         default=None,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.events import event_id
@@ -231,3 +232,26 @@ def test_a_filling_spool_makes_the_pod_unready_before_it_refuses(
     assert answer.status_code == 503
     assert answer.json()["spool"]["state"] == "full"
     assert served.metric("calhooks_intake_spool_writable") == 0
+
+
+async def test_an_evicting_redis_is_said_loudly_but_deliveries_go_on(
+    serve: Any, own_redis: EmbeddedRedis
+) -> None:
+    """maxmemory-policy other than noeviction: an error log at start, a warning in /readyz,
+    the gauge at 0 - and the pod stays ready (its deliveries are still stored)."""
+    client = aioredis.Redis.from_url(own_redis.url)
+    await command(client, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    await client.aclose()
+    with capture_logs() as logs:
+        served = await asyncio.to_thread(serve, redis_url=own_redis.url)
+    assert any(
+        entry["event"] == "redis.eviction_unsafe" and entry["policy"] == "allkeys-lru"
+        for entry in logs
+    ), logs
+    ready = await asyncio.to_thread(served.get, "/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["redis_maxmemory_policy"] == "allkeys-lru"
+    assert any("allkeys-lru, not noeviction" in warning for warning in body["warnings"])
+    assert await asyncio.to_thread(served.metric, "calhooks_intake_redis_noeviction") == 0
+    assert (await asyncio.to_thread(served.post, booking("evictable"))).status_code == 202
