@@ -2,7 +2,9 @@
 
 ``Acceptor.accept`` tries the queue with a deadline (``CALHOOKS_REDIS_DEADLINE``). When Redis
 fails or is too slow it trips a breaker and spools the delivery instead; while the breaker is
-open, deliveries go straight to the spool, so an outage costs no deadline per request. Only
+open, deliveries go straight to the spool, so an outage costs no deadline per request. A
+delivery the queue refuses for any other reason (its job cannot be encoded) is spooled too,
+and ends up in the spool's quarantine instead of being lost. Only
 when the spool refuses too (full, unwritable) does ``accept`` raise ``Unavailable`` - the
 intake then answers 503 with ``Retry-After``.
 
@@ -80,6 +82,8 @@ class Acceptor:
                 result = await self.queue.enqueue(event, deadline=self.deadline)
             except REDIS_ERRORS as error:
                 self._trip(error)
+            except Exception:  # not Redis: the event itself. Spooled, so replay quarantines it.
+                log.exception("intake.enqueue_failed", event_id=event.id)
             else:
                 metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
                 return Stored.QUEUED if result is Enqueued.QUEUED else Stored.DUPLICATE

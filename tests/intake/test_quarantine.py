@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from calhooks.service.cli.main import app as cli
 from calhooks.service.core.settings import get_settings
 from calhooks.service.events import MAX_JSON_DEPTH, event_id
-from calhooks.service.intake.spool import Spool
+from calhooks.service.intake.spool import Spool, list_quarantine
 from tests.intake.conftest import booking, command
 
 
@@ -88,3 +88,34 @@ async def test_an_unqueueable_spooled_record_does_not_block_the_segments_after_i
     (record,) = as_json
     assert record["event_id"] == event_id(deep)
     assert record["bytes"] == len(deep)
+
+
+async def test_a_delivery_the_queue_cannot_encode_is_spooled_then_quarantined(
+    serve: Any, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a Redis error: the delivery still gets 202 (spooled), and ends up quarantined with
+    its reason rather than lost; the deliveries around it are queued."""
+    from calhooks.service.intake import queue
+
+    encode = queue.job_bytes
+
+    def picky(event: Any, enqueue_time_ms: int) -> bytes:
+        if event.payload.get("uid") == "unencodable":
+            raise TypeError("this job cannot be encoded")
+        return encode(event, enqueue_time_ms)
+
+    monkeypatch.setattr(queue, "job_bytes", picky)
+    served = await asyncio.to_thread(serve)
+    bodies = [booking("before"), booking("unencodable"), booking("after")]
+    for body in bodies:
+        assert (await asyncio.to_thread(served.post, body)).status_code == 202
+    spool_dir = served.intake.spool.directory
+    deadline = time.monotonic() + 20
+    while not (spool_dir / "quarantine").exists() or list(spool_dir.glob("*.spool")):
+        assert time.monotonic() < deadline, "the unencodable delivery was never quarantined"
+        await asyncio.sleep(0.05)
+    queued = sorted(i.decode() for i in await command(redis_client, "ZRANGE", "arq:queue", 0, -1))
+    assert queued == sorted([event_id(bodies[0]), event_id(bodies[2])])
+    ((record, reason),) = [(q.event_id, q.reason) for q in list_quarantine(spool_dir)]
+    assert record == event_id(bodies[1])
+    assert reason == "TypeError: this job cannot be encoded"
