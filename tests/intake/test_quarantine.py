@@ -95,9 +95,10 @@ async def test_a_delivery_the_queue_cannot_encode_is_spooled_then_quarantined(
 ) -> None:
     """Not a Redis error: the delivery still gets 202 (spooled), and ends up quarantined with
     its reason rather than lost; the deliveries around it are queued."""
+    from calhooks.service import events
     from calhooks.service.intake import queue
 
-    encode = queue.job_bytes
+    encode = events.job_bytes
 
     def picky(event: Any, enqueue_time_ms: int) -> bytes:
         if event.payload.get("uid") == "unencodable":
