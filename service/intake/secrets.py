@@ -217,6 +217,7 @@ class SecretProvider:
         self._keys_until = -1.0  # recompute at first use
         self._last_refresh = float("-inf")  # when the last refresh started (monotonic)
         self._started = 0  # refreshes started so far
+        self._generation = 0  # refreshes that changed a secret so far
         self._refreshing: asyncio.Task[bool] | None = None
 
     @classmethod
@@ -260,20 +261,19 @@ class SecretProvider:
         """Refresh every source now - or join the refresh in flight; ``True`` when any secret
         changed. The periodic refresh, the one at start and ``refresh_if_stale`` share one
         reload at a time."""
-        task = self._refreshing or self._start_refresh()
+        task = self._in_flight() or self._start_refresh()
         return await asyncio.shield(task)
+
+    def _in_flight(self) -> asyncio.Task[bool] | None:
+        task = self._refreshing
+        return task if task is not None and not task.done() else None
 
     def _start_refresh(self) -> asyncio.Task[bool]:
         self._started += 1
         self._last_refresh = time.monotonic()
         task = asyncio.ensure_future(self._refresh_sources())
         self._refreshing = task
-        task.add_done_callback(self._refresh_done)
         return task
-
-    def _refresh_done(self, task: asyncio.Task[bool]) -> None:
-        if self._refreshing is task:
-            self._refreshing = None
 
     async def _refresh_sources(self) -> bool:
         changed = False
@@ -284,33 +284,38 @@ class SecretProvider:
                 log.exception("webhook secret source failed", source=source.name)
         if changed:
             self._keys_until = -1.0
+            self._generation += 1
         return changed
 
     async def refresh_if_stale(self) -> bool:
-        """Wait for a refresh that started after this call; ``True`` if any secret changed.
+        """Wait for a refresh that started after this call; ``True`` if any secret changed
+        since the call.
 
         Called when a signature matches no secret: a secret added to a source just before the
         delivery arrived is then loaded before the delivery is answered, even when a refresh
         was already running (it may have read the source before the secret was there) or ran
         a moment ago. Refreshes are shared: concurrent callers wait for the same one, and a new
         one starts at most every ``min_refresh_interval`` seconds (a flood of bad signatures
-        costs one reload per interval; each waits at most that long).
+        costs one reload per interval; each waits at most about that long).
         """
         ticket = self._started  # refreshes started before this call
-        changed = False
+        generation = self._generation
         while True:
-            task = self._refreshing
+            task = self._in_flight()
             if task is not None:
                 number = self._started  # the one in flight
-                changed |= await asyncio.shield(task)
+                await asyncio.shield(task)
                 if number > ticket:
-                    return changed
+                    break
                 continue
+            if self._started > ticket:  # one that began after this call has finished
+                break
             wait = self._last_refresh + self.min_refresh_interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
             self._start_refresh()
+        return self._generation != generation
 
     async def run(self, interval: float) -> None:
         """Refresh every ``interval`` seconds, for ever (the app's background task)."""
