@@ -12,6 +12,7 @@ from calhooks.service.console.rulesfile import RulesFile
 from calhooks.service.console.timeline import EventView
 from calhooks.service.core import embedded_redis
 from calhooks.service.intake.accesslog import AccessLog
+from calhooks.service.intake.spool import Quarantined
 from calhooks.service.sandbox.state import BookingRecord, DelegationCredential
 from calhooks.workers.bootstrap import WorkerOptions
 from calhooks.workers.leases import LeaseKeeper
@@ -40,3 +41,4 @@ BookingRecord.rescheduled  # Cal.com's flag on a replaced booking, in the sandbo
 # Counters read by tests and when debugging a worker.
 LeaseKeeper.renewals
 WakeableWorker.outages
+Quarantined.quarantined_at  # shown by `calhooks spool quarantine` (as JSON, via asdict)

@@ -5,7 +5,10 @@ spool, the acceptor and its replay task - and returns a Starlette app whose life
 stops them. Routes:
 
 * ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``calhooks.service.intake.endpoint``;
-* ``GET /livez``, ``/readyz``, ``/metrics`` - ``calhooks.service.intake.health``;
+* ``GET /livez``, ``/readyz``, ``/metrics`` - ``calhooks.service.intake.health``; with
+  ``CALHOOKS_PROBE_PORT`` set, on that port only (a request's port is its local address,
+  ``scope["server"]``: the server listens on both, see ``listen_sockets``), and the probe port
+  answers nothing else - so the ingress, which routes the public port, never reaches them;
 * ``/cal-organizations`` - the MCP server (``service.mcp.http``, bearer ``CALHOOKS_MCP_TOKEN``);
 * ``/console`` - the web console (``service.console``), when ``CALHOOKS_CONSOLE_USERS`` is set;
 * anything passed as ``routes``, with the async context managers in ``lifespans`` entered
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -29,15 +33,17 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calhooks.service.console import create_console
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.intake.acceptor import Acceptor
 from calhooks.service.intake.endpoint import RETRY_AFTER_SECONDS, IntakeEndpoint
-from calhooks.service.intake.health import Health
+from calhooks.service.intake.health import PROBE_TIMEOUT, Health
 from calhooks.service.intake.queue import EventQueue
+from calhooks.service.intake.readbudget import ReadBudget
+from calhooks.service.intake.redischeck import EvictionCheck
 from calhooks.service.intake.redispipe import RedisAddress, RedisPipe
 from calhooks.service.intake.secrets import SecretProvider, SecretSource
 from calhooks.service.intake.spool import Spool
@@ -60,6 +66,7 @@ class Intake:
     secrets: SecretProvider
     acceptor: Acceptor
     endpoint: IntakeEndpoint
+    eviction: EvictionCheck
 
 
 def spool_directory(settings: Settings) -> Path:
@@ -90,8 +97,31 @@ def build_intake(
         acceptor=acceptor,
         max_body_bytes=settings.max_body_bytes,
         allow_unsigned=settings.allow_unsigned,
+        read_budget=ReadBudget(settings.effective_read_budget()),
+        read_timeout=settings.body_read_timeout,
     )
-    return Intake(settings, pipe, queue, spool, secrets, acceptor, endpoint)
+    eviction = EvictionCheck(pipe)
+    return Intake(settings, pipe, queue, spool, secrets, acceptor, endpoint, eviction)
+
+
+def listen_sockets(host: str, port: int, probe_port: int | None) -> list[socket.socket]:
+    """Bound sockets for the app: ``port``, and ``probe_port`` when set (for uvicorn's
+    ``Server.run(sockets=...)``, so one server - one lifespan, one signal handler - serves both)."""
+    ports = [port] if probe_port in (None, port) else [port, probe_port]
+    sockets: list[socket.socket] = []
+    for number in ports:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, number))
+        except OSError:
+            sock.close()
+            for bound in sockets:
+                bound.close()
+            raise
+        sockets.append(sock)
+    return sockets
 
 
 class ErrorGuard:
@@ -138,14 +168,31 @@ class WebApp(Starlette):
 
     The intake is the hot path and handles every failure itself (it never raises), so it
     skips the layers the other routes need; its path is still a route of the app too.
+    Requests to ``probe_port`` (when set) go to ``probe_app`` and nowhere else.
     """
 
-    def __init__(self, *, hot_path: str, hot_app: ASGIApp, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        hot_path: str,
+        hot_app: ASGIApp,
+        probe_port: int | None = None,
+        probe_app: ASGIApp | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.hot_path = hot_path
         self.hot_app = hot_app
+        self.probe_port = probe_port
+        self.probe_app = probe_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.probe_app is not None and scope["type"] == "http":
+            server = scope.get("server")
+            if server is not None and server[1] == self.probe_port:
+                # No scope["app"]: the bare router then answers 404/405 itself.
+                await self.probe_app(scope, receive, send)
+                return
         path = scope.get("path")
         if scope["type"] == "http" and (
             path == self.hot_path or path == scope.get("root_path", "") + self.hot_path
@@ -175,7 +222,20 @@ def create_app(
         secret_sources=[*secret_sources, *subscriptions.sources],
         drain_interval=drain_interval,
     )
-    health = Health(queue=intake.queue, secrets=intake.secrets, acceptor=intake.acceptor)
+    health = Health(
+        queue=intake.queue,
+        secrets=intake.secrets,
+        acceptor=intake.acceptor,
+        eviction=intake.eviction,
+        max_body_bytes=settings.max_body_bytes,
+        allow_unsigned=settings.allow_unsigned,
+    )
+    probe_routes = [
+        Route("/livez", health.livez, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
+    ]
+    separate_probes = settings.probe_port is not None and settings.probe_port != settings.port
     mcp = create_mcp_app(settings)
     # The web console at /console (service/console/), when CALHOOKS_CONSOLE_USERS is set.
     console = create_console(settings, spool=intake.spool, redis_url=redis_url)
@@ -188,7 +248,12 @@ def create_app(
         intake.spool.open()
         await intake.secrets.refresh()
         if intake.secrets.ready and not intake.secrets.keys() and not settings.allow_unsigned:
-            log.warning("intake.no_secrets", consequence="every delivery will get 401")
+            log.error(
+                "intake.no_valid_secret",
+                hint="no valid webhook signing secret: every delivery would get 401; "
+                "/readyz stays 503 until one is configured",
+            )
+        await intake.eviction.check(PROBE_TIMEOUT)
         background = [
             asyncio.create_task(intake.secrets.run(settings.webhook_secrets_refresh)),
             asyncio.create_task(intake.acceptor.run()),
@@ -198,6 +263,8 @@ def create_app(
             path=settings.webhook_path,
             redis=intake.pipe.address.describe(),
             spool=str(intake.spool.directory),
+            probe_port=settings.probe_port if separate_probes else settings.port,
+            read_budget_bytes=intake.endpoint.budget.total,
         )
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -220,11 +287,11 @@ def create_app(
     app = WebApp(
         hot_path=settings.webhook_path,
         hot_app=intake.endpoint,
+        probe_port=settings.probe_port if separate_probes else None,
+        probe_app=ErrorGuard(Router(routes=probe_routes)) if separate_probes else None,
         routes=[
             Route(settings.webhook_path, intake.endpoint, name="intake"),
-            Route("/livez", health.livez, methods=["GET"]),
-            Route("/readyz", health.readyz, methods=["GET"]),
-            Route("/metrics", health.metrics, methods=["GET"]),
+            *([] if separate_probes else probe_routes),
             *routes,  # before the MCP routes: a caller's own route wins
             *mcp_routes(mcp),
         ],

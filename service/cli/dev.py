@@ -52,14 +52,22 @@ DEFAULT_SANDBOX_PORT = 8788
 
 
 class ServerThread:
-    """An ASGI app under uvicorn in a background thread (no signal handlers of its own)."""
+    """An ASGI app under uvicorn in a background thread (no signal handlers of its own);
+    ``probe_port`` is a second port the same server listens on (``CALHOOKS_PROBE_PORT``)."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, name: str) -> None:
+    def __init__(
+        self, app: ASGIApp, host: str, port: int, name: str, probe_port: int | None = None
+    ) -> None:
+        from calhooks.service.app import listen_sockets
+
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="on", access_log=False
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
+        sockets = listen_sockets(host, port, probe_port)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": sockets}, name=name, daemon=True
+        )
         self.url = f"http://{host}:{port}"
 
     def start(self, timeout: float = 15.0) -> None:
@@ -84,6 +92,7 @@ class Plan:
     rules: Path | None
     #: Serve beyond loopback and let the sandbox deliver to any host (``--allow-remote``).
     allow_remote: bool = False
+    probe_port: int | None = None
 
 
 def _environment(plan: Plan, data_dir: Path, encryption_key: str) -> dict[str, str]:
@@ -98,6 +107,7 @@ def _environment(plan: Plan, data_dir: Path, encryption_key: str) -> dict[str, s
         "CALHOOKS_PUBLIC_URL": f"http://{plan.host}:{plan.port}",
         "CALHOOKS_HOST": plan.host,
         "CALHOOKS_PORT": str(plan.port),
+        **({"CALHOOKS_PROBE_PORT": str(plan.probe_port)} if plan.probe_port else {}),
         "CALHOOKS_WORKER_HTTP_HOST": plan.host,
         "CALHOOKS_WORKER_HTTP_PORT": str(plan.worker_port),
         "CALHOOKS_WORKER_NAME": "dev-worker",
@@ -184,6 +194,7 @@ def _banner(plan: Plan, settings: Settings, redis: str, triggers: list[str]) -> 
 calhooks dev is running
   sandbox Cal.com  {sandbox}   (its state: {sandbox}/_sandbox/state)
   intake           http://{plan.host}:{plan.port}{settings.webhook_path}
+  intake probes    http://{plan.host}:{plan.probe_port or plan.port}/readyz (and /livez, /metrics)
   worker           http://{plan.host}:{plan.worker_port}/metrics
   redis            {redis}
   dev data         {settings.data_dir}   (wiped at each start, like the sandbox)
@@ -250,7 +261,9 @@ async def _serve(plan: Plan, redis: str) -> None:
         plan.sandbox_port,
         "sandbox",
     )
-    intake = ServerThread(create_intake(settings), plan.host, plan.port, "intake")
+    intake = ServerThread(
+        create_intake(settings), plan.host, plan.port, "intake", probe_port=settings.probe_port
+    )
     sandbox.start()
     intake.start()
     stop = asyncio.Event()
@@ -287,7 +300,7 @@ def _stop_redis(url: str) -> None:
     import redis as sync_redis
 
     with contextlib.suppress(Exception):
-        sync_redis.Redis.from_url(url).shutdown()
+        sync_redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2).shutdown()
 
 
 def dev(
@@ -295,6 +308,10 @@ def dev(
     sandbox_port: Annotated[int, typer.Option(help="Sandbox Cal.com port.")] = DEFAULT_SANDBOX_PORT,
     port: Annotated[int, typer.Option(help="Intake port.")] = 8080,
     worker_port: Annotated[int, typer.Option(help="Worker probe/metrics port.")] = 9091,
+    probe_port: Annotated[
+        int | None,
+        typer.Option(help="Intake probe/metrics port [default: CALHOOKS_PROBE_PORT, else --port]."),
+    ] = None,
     rules: Annotated[
         Path | None, typer.Option(help="Rules file (default: CALHOOKS_RULES_FILE or examples).")
     ] = None,
@@ -317,15 +334,16 @@ def dev(
         if not allow_remote:
             fail(bind_refusal(host))
         typer.echo(bind_warning(host, sandbox_port), err=True)
-    require_free(
-        host,
-        {"sandbox": sandbox_port, "intake": port, "worker": worker_port},
-        "another `calhooks dev`? choose other ports",
-    )
+    if probe_port is None and os.environ.get("CALHOOKS_PROBE_PORT"):
+        probe_port = get_settings().probe_port
+    ports = {"sandbox": sandbox_port, "intake": port, "worker": worker_port}
+    if probe_port is not None and probe_port != port:
+        ports["intake probe"] = probe_port
+    require_free(host, ports, "another `calhooks dev`? choose other ports")
     rules_file = rules or (None if os.environ.get("CALHOOKS_RULES_FILE") else EXAMPLE_RULES)
     if rules_file is not None and not rules_file.exists():
         fail(f"rules file {rules_file} not found")
-    plan = Plan(host, sandbox_port, port, worker_port, rules_file, allow_remote)
+    plan = Plan(host, sandbox_port, port, worker_port, rules_file, allow_remote, probe_port)
     data_dir = dev_data_dir()
     if not os.environ.get("CALHOOKS_REDIS_URL"):
         _wipe_redis(data_dir)

@@ -61,6 +61,7 @@ COMMANDS: dict[str, Lazy] = {
     "rules": Lazy("rules", "app", "Check rules files and try them on an event."),
     "events": Lazy("events", "app", "What happened to the events calhooks received."),
     "dlq": Lazy("dlq", "app", "The dead-letter queue: rules that failed for good."),
+    "spool": Lazy("spool", "app", "The intake's disk spool."),
     "reconcile": Lazy(
         "reconcile",
         "reconcile",

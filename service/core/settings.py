@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
+from calhooks.service.core import resources
 from calhooks.service.core.secretbox import SecretBox, SecretBoxError
 
 ENV_PREFIX = "CALHOOKS_"
@@ -91,6 +92,14 @@ class Settings(BaseSettings):
             " dev` uses it when set, else `~/.local/share/calhooks/dev`."
         ),
     )
+    redis_socket_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a redis-py client (CLI, secret store, MCP) waits for a reply.",
+    )
+    redis_connect_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds a redis-py client waits to connect."
+    )
     queue_name: str = Field(default="arq:queue", description="arq queue the intake fills.")
     encryption_key: SecretStr | None = Field(
         default=None,
@@ -108,6 +117,13 @@ class Settings(BaseSettings):
     # Intake (service/: `calhooks serve`, the webhook endpoint, its spool and probes).
     host: str = Field("127.0.0.1", description="Address `calhooks serve` listens on.")
     port: int = Field(8080, ge=0, le=65535, description="Port `calhooks serve` listens on.")
+    probe_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the web process' `/livez`, `/readyz`, `/metrics` (not public); "
+        "unset: served on `port`.",
+    )
     webhook_path: str = Field(
         "/webhooks/cal", pattern=r"^/", description="Path Cal.com posts deliveries to."
     )
@@ -127,6 +143,21 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest delivery body accepted; larger gets 413."
+    )
+    memory_limit: int | None = Field(
+        None,
+        ge=16 * 1024 * 1024,
+        description="Bytes of memory the web process has; unset: the cgroup's `memory.max`, "
+        "else 512 MiB. Sizes `read_budget_bytes`.",
+    )
+    read_budget_bytes: int | None = Field(
+        None,
+        ge=64 * 1024,
+        description="Bytes of bodies read at once over all connections (past it: 503); "
+        "unset: memory_limit / 8, at least 4 x max_body_bytes.",
+    )
+    body_read_timeout: float = Field(
+        10.0, gt=0, description="Seconds a sender has to send a whole body; slower gets 408."
     )
     dedupe_window: int = Field(
         7 * 24 * 3600, ge=60, description="Seconds a delivery's body is remembered to drop repeats."
@@ -270,6 +301,16 @@ class Settings(BaseSettings):
         None,
         description="Console sign-ins `name:role:hash,...` (role `operator` or `read-only`).",
     )
+
+    def effective_memory_limit(self) -> int:
+        """``memory_limit``, else the cgroup's limit, else ``DEFAULT_MEMORY``."""
+        return self.memory_limit or resources.memory_limit() or resources.DEFAULT_MEMORY
+
+    def effective_read_budget(self) -> int:
+        """``read_budget_bytes``, else an eighth of the memory (at least 4 largest bodies)."""
+        if self.read_budget_bytes is not None:
+            return self.read_budget_bytes
+        return max(self.effective_memory_limit() // 8, 4 * self.max_body_bytes)
 
     @field_validator("data_dir")
     @classmethod

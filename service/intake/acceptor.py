@@ -2,14 +2,18 @@
 
 ``Acceptor.accept`` tries the queue with a deadline (``CALHOOKS_REDIS_DEADLINE``). When Redis
 fails or is too slow it trips a breaker and spools the delivery instead; while the breaker is
-open, deliveries go straight to the spool, so an outage costs no deadline per request. Only
+open, deliveries go straight to the spool, so an outage costs no deadline per request. A
+delivery the queue refuses for any other reason (its job cannot be encoded) is spooled too,
+and ends up in the spool's quarantine instead of being lost. Only
 when the spool refuses too (full, unwritable) does ``accept`` raise ``Unavailable`` - the
 intake then answers 503 with ``Retry-After``.
 
 ``Acceptor.run`` is the background task that closes the breaker: while Redis is down or
 anything is spooled, it pings Redis every ``drain_interval`` seconds and, once Redis
 answers, replays the spool into the queue (with the same dedupe key, so nothing is queued
-twice) and sends live traffic to Redis again.
+twice) and sends live traffic to Redis again. A spooled record that cannot be queued for any
+reason but Redis' (it no longer parses, the job encoder raises) is quarantined by the spool and
+the replay goes on past it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from calhooks.service.events import BodyError, Event, event_from_body
+from calhooks.service.events import Event, event_from_body
 from calhooks.service.intake import metrics
 from calhooks.service.intake.queue import Enqueued, EventQueue
 from calhooks.service.intake.redispipe import (
@@ -78,6 +82,8 @@ class Acceptor:
                 result = await self.queue.enqueue(event, deadline=self.deadline)
             except REDIS_ERRORS as error:
                 self._trip(error)
+            except Exception:  # not Redis: the event itself. Spooled, so replay quarantines it.
+                log.exception("intake.enqueue_failed", event_id=event.id)
             else:
                 metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
                 return Stored.QUEUED if result is Enqueued.QUEUED else Stored.DUPLICATE
@@ -117,7 +123,7 @@ class Acceptor:
             self.redis_up = True
             log.info("intake.redis_back")
         try:
-            replayed = await self.spool.replay(self._replay)
+            replayed = await self.spool.replay(self._replay, transient=REDIS_ERRORS)
         except REDIS_ERRORS as error:
             self._trip(error)
             return 0
@@ -126,12 +132,9 @@ class Acceptor:
         return replayed
 
     async def _replay(self, records: Sequence[Record]) -> None:
-        events = []
-        for received_at, raw in records:
-            try:
-                events.append(event_from_body(raw, received_at=received_at))
-            except BodyError as error:  # it parsed when spooled: only a code change gets here
-                log.error("spool.record_dropped", reason=str(error))
+        # A body that parsed when spooled but no longer does (a newer release is stricter)
+        # raises BodyError here: the spool quarantines that record and goes on.
+        events = [event_from_body(raw, received_at=received_at) for received_at, raw in records]
         results = await asyncio.gather(
             *(self.queue.enqueue(event, deadline=self.replay_deadline) for event in events)
         )

@@ -6,10 +6,15 @@ Per request, in this order (the first failing step answers):
 405   not a POST
 413   ``Content-Length`` over ``CALHOOKS_MAX_BODY_BYTES``, or the body read so far is (the
       body is read chunk by chunk and never buffered past the limit)
-401   ``X-Cal-Signature-256`` missing, malformed, or matching no valid secret; or
-      ``no-secret-provided`` unless ``CALHOOKS_ALLOW_UNSIGNED`` (checked on the raw bytes,
-      before any parsing)
-400   not JSON, not an object, no usable ``triggerEvent`` (the message says which)
+401   ``X-Cal-Signature-256`` missing, malformed, or ``no-secret-provided`` unless
+      ``CALHOOKS_ALLOW_UNSIGNED`` (decided from the header: the body is not read)
+503   reading the body would pass the read budget (``CALHOOKS_READ_BUDGET_BYTES``, bytes of
+      bodies held at once over all connections), with ``Retry-After``
+408   the body did not arrive within ``CALHOOKS_BODY_READ_TIMEOUT`` seconds
+401   the signature matches no valid secret (checked on the raw bytes, before any parsing;
+      a mismatch waits for a reload of the secrets first, so a just-added one is found)
+400   not JSON, not an object, nested deeper than ``MAX_JSON_DEPTH``, no usable
+      ``triggerEvent`` (the message says which)
 200   ``PING`` (the dashboard's test delivery): ``{"ping": true}``, not queued
 200   a delivery already seen within the dedupe window: ``{"id": ..., "duplicate": true}``
 202   queued - or spooled to disk while Redis is away: ``{"id": ...}``
@@ -25,6 +30,7 @@ outcome, the event id, trigger and latency - never the body or a secret.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -41,18 +47,36 @@ from calhooks.service.events import PING, BodyError, event_from_body
 from calhooks.service.intake import metrics
 from calhooks.service.intake.acceptor import Acceptor, Stored, Unavailable
 from calhooks.service.intake.accesslog import AccessLog
+from calhooks.service.intake.readbudget import SMALL_BODY, ReadBudget
 from calhooks.service.intake.secrets import SecretProvider
-from calhooks.service.intake.signatures import Verdict, verify
+from calhooks.service.intake.signatures import Verdict, header_verdict, verify
 
 log = structlog.get_logger("calhooks.intake")
 
 RETRY_AFTER_SECONDS = 10
+#: Retry-After of a 503 for a full read budget: it frees up as soon as bodies are answered.
+OVERLOADED_RETRY_AFTER = 2
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+#: Sent when the body was not read to its end: the rest is not worth receiving.
+_CLOSE = (b"connection", b"close")
 
 
 class _TooLarge(Exception):
     """The body passed the size limit while being read."""
+
+
+class _OverBudget(Exception):
+    """Reading more of the body would pass the read budget."""
+
+
+class _Held:
+    """Bytes of one request's body counted against the read budget."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
 
 
 class _Answer:
@@ -90,6 +114,8 @@ class IntakeEndpoint:
         acceptor: Acceptor,
         max_body_bytes: int,
         allow_unsigned: bool = False,
+        read_budget: ReadBudget | None = None,
+        read_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
         delivery_log: AccessLog | None = None,
     ) -> None:
@@ -101,9 +127,23 @@ class IntakeEndpoint:
         self.acceptor = acceptor
         self.max_body_bytes = max_body_bytes
         self.allow_unsigned = allow_unsigned
+        self.budget = read_budget or ReadBudget(4 * max_body_bytes)
+        self.read_timeout = read_timeout
         self.clock = clock
         self._too_large = _Answer(
             413, "too_large", _error_body("too_large", f"body exceeds {max_body_bytes} bytes")
+        )
+        self._overloaded = _Answer(
+            503,
+            "overloaded",
+            _error_body("overloaded", "too many bodies being received; retry shortly"),
+            headers=[(b"retry-after", b"%d" % OVERLOADED_RETRY_AFTER), _CLOSE],
+        )
+        self._too_slow = _Answer(
+            408,
+            "too_slow",
+            _error_body("timeout", f"body not received within {read_timeout:g} s"),
+            headers=[_CLOSE],
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -171,29 +211,50 @@ class IntakeEndpoint:
                 _error_body("method_not_allowed", "deliveries are POSTed"),
                 headers=[(b"allow", b"POST")],
             )
+        declared: int | None = None
         if declared_length is not None:
             try:
-                too_long = int(declared_length) > self.max_body_bytes
+                declared = int(declared_length)
             except ValueError:
-                too_long = False  # the server has already refused a malformed one
-            if too_long:
+                declared = None  # the server has already refused a malformed one
+            if declared is not None and declared > self.max_body_bytes:
                 return request_id, self._too_large
+        header = signature.decode("latin-1") if signature is not None else None
+        early = header_verdict(header, allow_unsigned=self.allow_unsigned)
+        if early is not None and not early.accepted:
+            return request_id, self._refused(early, declared, unread=True)
+        held = _Held()
         try:
-            body = await self._read_body(receive)
-        except _TooLarge:
-            return request_id, self._too_large
-        if body is None:
-            return request_id, None
-        return request_id, await self._deliver(body, signature)
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    body = await self._read_body(
+                        receive, held, small=declared is not None and declared <= SMALL_BODY
+                    )
+            except _TooLarge:
+                return request_id, self._too_large
+            except _OverBudget:
+                return request_id, self._overloaded
+            except TimeoutError:
+                return request_id, self._too_slow
+            if body is None:
+                return request_id, None
+            return request_id, await self._deliver(body, header)
+        finally:
+            self.budget.give(held.bytes)
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        """The body (``None`` if the client left); ``_TooLarge`` as soon as it passes the limit."""
+    async def _read_body(self, receive: Receive, held: _Held, *, small: bool) -> bytes | None:
+        """The body (``None`` if the client left); ``_TooLarge`` as soon as it passes the
+        limit, ``_OverBudget`` when the read budget has no room for the next chunk."""
+        budget = self.budget
         message: Message = await receive()
         if message["type"] != "http.request":
             return None
         chunk: bytes = message.get("body", b"")
         if len(chunk) > self.max_body_bytes:
             raise _TooLarge
+        if not budget.take(len(chunk), small=small):
+            raise _OverBudget
+        held.bytes += len(chunk)
         if not message.get("more_body", False):
             return chunk
         chunks, size = [chunk], len(chunk)
@@ -205,25 +266,34 @@ class IntakeEndpoint:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise _TooLarge
+            # The joined copy below is held too: counted by the last chunk's take.
+            more = message.get("more_body", False)
+            needed = len(chunk) if more else len(chunk) + size
+            if not budget.take(needed, small=small):
+                raise _OverBudget
+            held.bytes += needed
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return b"".join(chunks)
 
-    async def _deliver(self, body: bytes, signature_header: bytes | None) -> _Answer:
-        header = signature_header.decode("latin-1") if signature_header is not None else None
+    def _refused(self, verdict: Verdict, size: int | None, *, unread: bool = False) -> _Answer:
+        return _Answer(
+            401,
+            "bad_signature",
+            _error_body("bad_signature", verdict.reason),
+            headers=[_CLOSE] if unread else None,
+            reason=verdict.value,
+            bytes=size,
+        )
+
+    async def _deliver(self, body: bytes, header: str | None) -> _Answer:
         verdict = verify(body, header, self.secrets.keys(), allow_unsigned=self.allow_unsigned)
         if verdict in (Verdict.MISMATCH, Verdict.NO_SECRETS) and (
             await self.secrets.refresh_if_stale()
         ):
             verdict = verify(body, header, self.secrets.keys(), allow_unsigned=self.allow_unsigned)
         if not verdict.accepted:
-            return _Answer(
-                401,
-                "bad_signature",
-                _error_body("bad_signature", verdict.reason),
-                reason=verdict.value,
-                bytes=len(body),
-            )
+            return self._refused(verdict, len(body))
         received_at = self.clock()
         try:
             event = event_from_body(body, received_at=received_at)
@@ -269,6 +339,8 @@ _LEVELS = {
     "bad_signature": "warning",
     "bad_body": "warning",
     "too_large": "warning",
+    "too_slow": "warning",
+    "overloaded": "warning",
     "bad_method": "info",
     "unavailable": "error",
     "error": "error",

@@ -6,7 +6,9 @@ exposes each set on its own port without clashes.
 * ``calhooks_intake_deliveries_total{outcome}`` - every request to the webhook path, by how it
   ended: ``accepted`` (queued, 202), ``spooled`` (on disk while Redis is away, 202),
   ``duplicate`` (200), ``ping`` (200, not queued), ``bad_signature`` (401), ``bad_body`` (400),
-  ``too_large`` (413), ``bad_method`` (405), ``unavailable`` (503: Redis and spool both
+  ``too_large`` (413), ``too_slow`` (408: the body took longer than
+  ``CALHOOKS_BODY_READ_TIMEOUT``), ``overloaded`` (503: the read budget was full),
+  ``bad_method`` (405), ``unavailable`` (503: Redis and spool both
   refused), ``error`` (503: an unexpected exception, logged with its traceback).
 * ``calhooks_intake_events_total{trigger}`` - deliveries stored (accepted or spooled) by
   trigger; triggers Cal.com does not document count as ``unknown`` (and are logged by name).
@@ -14,9 +16,16 @@ exposes each set on its own port without clashes.
 * ``calhooks_intake_enqueue_seconds`` - time the Redis write of one event took.
 * ``calhooks_intake_spool_replayed_total{result}`` - spooled deliveries replayed into the
   queue: ``queued``, or ``duplicate`` (already queued live or by an earlier replay).
+* ``calhooks_intake_spool_quarantined_total`` - spooled records that could not be queued for a
+  reason other than Redis, moved to the spool's ``quarantine/`` directory (alert on any).
 * gauges refreshed when scraped: ``calhooks_queue_ready_jobs`` (jobs due now - the backlog to
   autoscale workers on; deferred retries are not counted), ``calhooks_intake_redis_up``,
-  ``calhooks_intake_spool_bytes``, ``calhooks_intake_webhook_secrets`` (valid now).
+  ``calhooks_intake_spool_bytes``, ``calhooks_intake_webhook_secrets`` (valid now);
+* gauges set by each readiness probe: ``calhooks_intake_redis_up`` (Redis answered - alert on
+  0; the pod stays ready while its spool can take deliveries), ``calhooks_intake_ready``,
+  ``calhooks_intake_spool_writable`` (a delivery of the largest size fits), and
+  ``calhooks_intake_redis_noeviction`` (1: ``noeviction``; 0: another ``maxmemory-policy``,
+  which can evict queued jobs - alert on it; -1: unknown).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ OUTCOMES = (
     "bad_signature",
     "bad_body",
     "too_large",
+    "too_slow",
+    "overloaded",
     "bad_method",
     "unavailable",
     "error",
@@ -73,6 +84,11 @@ REPLAYED = Counter(
     ["result"],
     registry=REGISTRY,
 )
+QUARANTINED = Counter(
+    "calhooks_intake_spool_quarantined",
+    "Spooled deliveries that could not be queued, moved to the quarantine directory.",
+    registry=REGISTRY,
+)
 READY_JOBS = Gauge(
     "calhooks_queue_ready_jobs",
     "Jobs in the queue that are due now (not deferred): the backlog.",
@@ -80,7 +96,22 @@ READY_JOBS = Gauge(
 )
 REDIS_UP = Gauge(
     "calhooks_intake_redis_up",
-    "1 while deliveries go to Redis, 0 while they are spooled to disk.",
+    "1 while Redis answers and takes deliveries, 0 while they are spooled to disk.",
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "calhooks_intake_ready",
+    "1 while /readyz is 200: a valid secret, and Redis or a spool with room.",
+    registry=REGISTRY,
+)
+SPOOL_WRITABLE = Gauge(
+    "calhooks_intake_spool_writable",
+    "1 while the spool could take a delivery of the largest size.",
+    registry=REGISTRY,
+)
+REDIS_NOEVICTION = Gauge(
+    "calhooks_intake_redis_noeviction",
+    "1: Redis' maxmemory-policy is noeviction; 0: another (jobs can be evicted); -1: unknown.",
     registry=REGISTRY,
 )
 SPOOL_BYTES = Gauge(

@@ -172,7 +172,7 @@ class SecretsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.name = f"file:{path}"
+        self.name = "file"  # never the path: the name is shown by /readyz
         self.loaded = False
         self.error: str | None = None
         self._secrets: tuple[WebhookSecret, ...] = ()
@@ -214,7 +214,9 @@ class SecretProvider:
         self.min_refresh_interval = min_refresh_interval
         self._keys: tuple[bytes, ...] = ()
         self._keys_until = -1.0  # recompute at first use
-        self._last_refresh = float("-inf")
+        self._last_refresh = float("-inf")  # when the last refresh started (monotonic)
+        self._started = 0  # refreshes started so far
+        self._generation = 0  # refreshes that changed a secret so far
         self._refreshing: asyncio.Task[bool] | None = None
 
     @classmethod
@@ -255,8 +257,24 @@ class SecretProvider:
         self._keys, self._keys_until = tuple(keys), next_expiry
 
     async def refresh(self) -> bool:
-        """Refresh every source now; ``True`` when any secret changed."""
+        """Refresh every source now - or join the refresh in flight; ``True`` when any secret
+        changed. The periodic refresh, the one at start and ``refresh_if_stale`` share one
+        reload at a time."""
+        task = self._in_flight() or self._start_refresh()
+        return await asyncio.shield(task)
+
+    def _in_flight(self) -> asyncio.Task[bool] | None:
+        task = self._refreshing
+        return task if task is not None and not task.done() else None
+
+    def _start_refresh(self) -> asyncio.Task[bool]:
+        self._started += 1
         self._last_refresh = time.monotonic()
+        task = asyncio.ensure_future(self._refresh_sources())
+        self._refreshing = task
+        return task
+
+    async def _refresh_sources(self) -> bool:
         changed = False
         for source in self.sources:
             try:
@@ -265,24 +283,38 @@ class SecretProvider:
                 log.exception("secrets.source_failed", source=source.name)
         if changed:
             self._keys_until = -1.0
+            self._generation += 1
         return changed
 
     async def refresh_if_stale(self) -> bool:
-        """``refresh`` unless one ran within ``min_refresh_interval`` (shared by callers).
+        """Wait for a refresh that started after this call; ``True`` if any secret changed
+        since the call.
 
-        Called when a signature does not match: a rotated secret file is then picked up at
-        once instead of at the next periodic check, while a flood of bad signatures costs
-        at most one refresh per interval.
+        Called when a signature matches no secret: a secret added to a source just before the
+        delivery arrived is then loaded before the delivery is answered, even when a refresh
+        was already running (it may have read the source before the secret was there) or ran
+        a moment ago. Refreshes are shared: concurrent callers wait for the same one, and a new
+        one starts at most every ``min_refresh_interval`` seconds (a flood of bad signatures
+        costs one reload per interval; each waits at most about that long).
         """
-        if self._refreshing is not None:
-            return await asyncio.shield(self._refreshing)
-        if time.monotonic() - self._last_refresh < self.min_refresh_interval:
-            return False
-        self._refreshing = asyncio.ensure_future(self.refresh())
-        try:
-            return await asyncio.shield(self._refreshing)
-        finally:
-            self._refreshing = None
+        ticket = self._started  # refreshes started before this call
+        generation = self._generation
+        while True:
+            task = self._in_flight()
+            if task is not None:
+                number = self._started  # the one in flight
+                await asyncio.shield(task)
+                if number > ticket:
+                    break
+                continue
+            if self._started > ticket:  # one that began after this call has finished
+                break
+            wait = self._last_refresh + self.min_refresh_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._start_refresh()
+        return self._generation != generation
 
     async def run(self, interval: float) -> None:
         """Refresh every ``interval`` seconds, for ever (the app's background task)."""
@@ -291,12 +323,17 @@ class SecretProvider:
             await self.refresh()
 
     def status(self) -> dict[str, Any]:
-        """For ``/readyz``: per-source state and how many secrets are valid (never values)."""
+        """For ``/readyz``: how many secrets are valid and each source's state - ``ok``, or
+        ``unavailable`` (never loaded, or its last load failed: it keeps its last good
+        secrets). Never values, paths or error text: those go to the log."""
         return {
-            "ready": self.ready,
             "valid": len(self.keys()),
             "sources": [
-                {"name": s.name, "loaded": s.loaded, "error": s.error, "secrets": len(s.secrets())}
+                {
+                    "name": s.name,
+                    "state": "ok" if s.loaded and s.error is None else "unavailable",
+                    "secrets": len(s.secrets()),
+                }
                 for s in self.sources
             ],
         }

@@ -54,14 +54,12 @@ _REASONS = {
 }
 
 
-def verify(
-    body: bytes,
-    header: str | None,
-    secrets: Sequence[bytes],
-    *,
-    allow_unsigned: bool = False,
-) -> Verdict:
-    """Check ``header`` (the raw header value, or ``None``) for ``body`` against ``secrets``."""
+def header_verdict(header: str | None, *, allow_unsigned: bool = False) -> Verdict | None:
+    """The verdict when the header alone decides it (missing, malformed, unsigned), else ``None``.
+
+    The intake asks this before reading the body: a delivery refused whatever its bytes costs
+    no memory and no read time.
+    """
     if header is None or not header.strip():
         return Verdict.MISSING
     value = header.strip()
@@ -70,9 +68,25 @@ def verify(
     if len(value) != _DIGEST_HEX_LENGTH:
         return Verdict.MALFORMED
     try:
-        presented = bytes.fromhex(value)
+        bytes.fromhex(value)
     except ValueError:
         return Verdict.MALFORMED
+    return None
+
+
+def verify(
+    body: bytes,
+    header: str | None,
+    secrets: Sequence[bytes],
+    *,
+    allow_unsigned: bool = False,
+) -> Verdict:
+    """Check ``header`` (the raw header value, or ``None``) for ``body`` against ``secrets``."""
+    decided = header_verdict(header, allow_unsigned=allow_unsigned)
+    if decided is not None:
+        return decided
+    assert header is not None  # header_verdict decides a missing one
+    presented = bytes.fromhex(header.strip())
     if not secrets:
         return Verdict.NO_SECRETS
     matched = False

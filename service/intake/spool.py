@@ -15,6 +15,11 @@ Layout: ``<dir>/<time_ns>-<pid>-<seq>.spool`` segment files of framed records::
 * Crash-safe: a record torn by a crash at the tail was never acknowledged and is ignored; a
   damaged record anywhere is skipped by its CRC and reading resumes at the next magic.
 * Bounded: past ``max_bytes`` (all segments together) appends raise ``SpoolFull`` (503).
+* Never jammed: a record ``replay`` cannot queue for a reason other than Redis (it no longer
+  parses, the job encoder raises, ...) is moved to ``<dir>/quarantine/`` as one JSON file with
+  its reason (``calhooks spool quarantine`` lists them) and replay goes on past it.
+* Checked: ``check`` says whether one more delivery of the largest size could be written now
+  (``/readyz`` is ready on a writable spool with room even while Redis is away).
 * Several processes may share the directory: a writer holds an exclusive ``flock`` on its
   open segment (created under a temporary name, locked, then renamed, so no reader ever sees
   it unlocked); replay takes only segments it can lock, so it never reads one being written,
@@ -24,8 +29,11 @@ Layout: ``<dir>/<time_ns>-<pid>-<seq>.spool`` segment files of framed records::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import enum
 import fcntl
+import json
 import os
 import struct
 import time
@@ -39,6 +47,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+from calhooks.service.events import event_id
+from calhooks.service.intake.metrics import QUARANTINED
+
 log = structlog.get_logger("calhooks.intake.spool")
 
 MAGIC = b"CHS1"
@@ -50,8 +61,20 @@ SUFFIX = ".spool"
 
 T = TypeVar("T")
 
+QUARANTINE = "quarantine"
+#: Longest reason kept with a quarantined record.
+MAX_REASON = 500
+
 Record = tuple[float, bytes]
 Replay = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+class SpoolState(enum.Enum):
+    """Whether the spool could take one more delivery of the largest size now."""
+
+    OK = "ok"
+    FULL = "full"
+    UNWRITABLE = "unwritable"
 
 
 class SpoolError(Exception):
@@ -265,20 +288,35 @@ class Spool:
         """Whether anything may be waiting for replay (cheap; counts this process' writes)."""
         return self._bytes > 0 or self._reserved > 0
 
-    async def replay(self, replay: Replay, *, batch: int = 256) -> int:
+    async def replay(
+        self,
+        replay: Replay,
+        *,
+        batch: int = 256,
+        transient: tuple[type[BaseException], ...] = (OSError,),
+    ) -> int:
         """Hand every spooled record to ``replay`` in batches, deleting each segment after.
 
-        ``replay`` raising stops the pass and keeps the segment (its records are replayed
-        again later; the dedupe key makes that harmless). Returns the records replayed.
+        ``replay`` raising one of ``transient`` (Redis is away again) stops the pass and keeps
+        the segment: its records are replayed again later, which the dedupe key makes
+        harmless. Any other exception is about the records: the batch is replayed one record
+        at a time and each record that still raises is quarantined with its reason, so one bad
+        record never holds back those after it. Returns the records replayed.
         """
         await self._run(self._seal)
         replayed = 0
         for path in sorted(self.directory.glob("*" + SUFFIX)):
-            replayed += await self._replay_segment(path, replay, batch)
+            replayed += await self._replay_segment(path, replay, batch, transient)
         self._bytes = await self._run(self._count)
         return replayed
 
-    async def _replay_segment(self, path: Path, replay: Replay, batch: int) -> int:
+    async def _replay_segment(
+        self,
+        path: Path,
+        replay: Replay,
+        batch: int,
+        transient: tuple[type[BaseException], ...],
+    ) -> int:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -295,12 +333,88 @@ class Spool:
                     segment=path.name, skipped_bytes=decoded.skipped_bytes,
                     records=len(decoded.records),
                 )  # fmt: skip
+            rejected: list[tuple[Record, str]] = []
             for start in range(0, len(decoded.records), batch):
-                await replay(decoded.records[start : start + batch])
+                records = decoded.records[start : start + batch]
+                try:
+                    await replay(records)
+                except transient:
+                    raise
+                except Exception:
+                    rejected.extend(await _isolate(records, replay, transient))
+            if rejected:
+                await self._run(self._quarantine, path.stem, rejected)
             await self._run(_delete, path)
-            return len(decoded.records)
+            return len(decoded.records) - len(rejected)
         finally:
             os.close(fd)
+
+    def _quarantine(self, segment: str, rejected: Sequence[tuple[Record, str]]) -> None:
+        """Write each rejected record to the quarantine directory (durably) before deletion."""
+        directory = self.directory / QUARANTINE
+        directory.mkdir(exist_ok=True, mode=0o700)
+        now = time.time()
+        for index, ((received_at, body), reason) in enumerate(rejected):
+            document = {
+                "event_id": event_id(body),
+                "received_at": received_at,
+                "quarantined_at": now,
+                "segment": segment,
+                "reason": reason,
+                "bytes": len(body),
+                "body_base64": base64.b64encode(body).decode(),
+            }
+            target = directory / f"{segment}-{index:06d}.json"
+            temporary = directory / f".{target.name}.tmp"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                data = json.dumps(document).encode()
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temporary, target)
+            log.error(
+                "spool.record_quarantined",
+                event_id=document["event_id"], reason=reason, file=target.name,
+            )  # fmt: skip
+        _fsync_directory(directory)
+        QUARANTINED.inc(len(rejected))
+
+    async def check(self, headroom: int) -> SpoolState:
+        """Whether a record of ``headroom`` bytes could be written now (``error`` says why not).
+
+        Room is counted against ``max_bytes`` and the file system's free space; writability
+        is proven by creating, writing and fsync-ing a small probe file.
+        """
+        if self._bytes + self._reserved + headroom > self.max_bytes:
+            return SpoolState.FULL
+        try:
+            free = await self._run(self._probe)
+        except OSError as error:
+            self.error = f"spool directory {self.directory}: {error.strerror or error}"
+            return SpoolState.UNWRITABLE
+        except RuntimeError as error:  # the file thread was shut down
+            self.error = f"spool closed: {error}"
+            return SpoolState.UNWRITABLE
+        if free < headroom:
+            self.error = f"spool file system has {free} bytes free"
+            return SpoolState.FULL
+        return SpoolState.OK
+
+    def _probe(self) -> int:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = self.directory / f".probe-{uuid.uuid4().hex}.tmp"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+        stats = os.statvfs(self.directory)
+        return stats.f_bavail * stats.f_frsize
 
     async def aclose(self) -> None:
         """Finish pending writes, seal the open segment, stop the file thread."""
@@ -308,6 +422,55 @@ class Spool:
             await asyncio.gather(self._writer, return_exceptions=True)
         await self._run(self._seal)
         self._thread.shutdown(wait=True)
+
+
+async def _isolate(
+    records: Sequence[Record], replay: Replay, transient: tuple[type[BaseException], ...]
+) -> list[tuple[Record, str]]:
+    """Replay ``records`` one by one; those that raise (not transiently) with their reason."""
+    rejected = []
+    for record in records:
+        try:
+            await replay([record])
+        except transient:
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"[:MAX_REASON]
+            rejected.append((record, reason))
+    return rejected
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """One quarantined record, as ``calhooks spool quarantine`` lists it."""
+
+    file: str
+    event_id: str
+    received_at: float
+    quarantined_at: float
+    reason: str
+    bytes: int
+
+
+def list_quarantine(directory: Path) -> list[Quarantined]:
+    """The records quarantined under spool ``directory``, oldest first (unreadable ones named)."""
+    found = []
+    for path in sorted((directory / QUARANTINE).glob("*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            found.append(
+                Quarantined(
+                    file=path.name,
+                    event_id=str(document["event_id"]),
+                    received_at=float(document["received_at"]),
+                    quarantined_at=float(document["quarantined_at"]),
+                    reason=str(document["reason"]),
+                    bytes=int(document["bytes"]),
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            found.append(Quarantined(path.name, "?", 0.0, 0.0, f"unreadable: {error}", 0))
+    return found
 
 
 def _read_all(fd: int) -> bytes:

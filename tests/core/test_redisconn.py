@@ -59,3 +59,45 @@ async def test_embedded_redis_is_started_once_and_shared(tmp_path: Path) -> None
         assert arq_redis_settings(config).unix_socket_path == f"{tmp_path}/redis/redis.sock"
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+async def test_clients_give_up_on_a_hung_redis() -> None:
+    """A server that accepts and never answers: commands fail after the socket timeout."""
+    import asyncio
+
+    import pytest
+    import redis.exceptions
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)  # read everything, answer nothing
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = create_redis(
+        settings(redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"), redis_socket_timeout=0.2)
+    )
+    try:
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await asyncio.wait_for(client.get("calhooks:any"), 30)  # the bound is the client's
+    finally:
+        await client.aclose()
+        server.close()
+
+
+def test_sentinel_clients_carry_the_timeouts_too() -> None:
+    """Sentinel lookups and the master connection both get socket and connect timeouts."""
+    client = create_redis(
+        settings(
+            redis_sentinels="s1:26379",
+            redis_socket_timeout=1.5,
+            redis_connect_timeout=0.5,
+        )
+    )
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.5, 0.5)
+    sentinel = client.connection_pool.sentinel_manager.sentinels[0]  # type: ignore[attr-defined]
+    sentinel_kwargs = sentinel.connection_pool.connection_kwargs
+    assert (sentinel_kwargs["socket_timeout"], sentinel_kwargs["socket_connect_timeout"]) == (
+        1.5,
+        0.5,
+    )

@@ -9,7 +9,7 @@ here is substituted, and nothing else:
   Redis, the sandbox Cal.com's seeded API key and organization, a fresh Fernet key;
 * mount paths -> their temporary directories, wherever a value names them;
 * ``CALHOOKS_API_URL`` (Cal.com) -> the sandbox Cal.com;
-* listening ports -> free loopback ports (8080 and 9091 may be taken on a developer machine).
+* listening ports -> free loopback ports (8080, 9090 and 9091 may be taken on a developer machine).
 
 Where the machine allows a private mount namespace (root, as in CI), each process also gets
 the pod's ``readOnlyRootFilesystem``: the whole filesystem is read-only to it except its
@@ -71,6 +71,7 @@ class Container:
     base_url: str
     log: Path
     grace_seconds: int
+    probe_url: str = ""  # where the probes and /metrics answer (base_url unless apart)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -78,13 +79,16 @@ class Container:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.base_url + path, timeout=10)
 
+    def probe(self, path: str) -> httpx.Response:
+        return httpx.get((self.probe_url or self.base_url) + path, timeout=10)
+
     def wait_until_live(self, path: str) -> None:
         """Poll ``path`` as the startup probe would, until 200 or the probe would give up."""
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             assert self.process.poll() is None, f"{self.name} exited:\n{self.output()}"
             try:
-                if self.get(path).status_code == 200:
+                if self.probe(path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -163,6 +167,7 @@ def _start(
     sandbox_url: str,
     port: int,
     probe_path: str,
+    probe_port: int | None = None,
 ) -> Container:
     argv, env, writable = _localize(run, tmp_path / name)
     # The image's PATH puts the venv's bin first; here that venv is this interpreter's.
@@ -185,6 +190,7 @@ def _start(
         base_url=f"http://127.0.0.1:{port}",
         log=log,
         grace_seconds=pod_spec(workload)["terminationGracePeriodSeconds"],
+        probe_url=f"http://127.0.0.1:{probe_port}" if probe_port else "",
     )
     container.wait_until_live(probe_path)
     return container
@@ -219,7 +225,7 @@ def _probe_paths(workload: Manifest, name: str) -> dict[str, str]:
 
 def _wait_ready(container: Container, path: str) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
-    while (ready := container.get(path)).status_code != 200:
+    while (ready := container.probe(path)).status_code != 200:
         assert time.monotonic() < deadline, f"never ready: {ready.text}\n{container.output()}"
         time.sleep(0.2)
 
@@ -233,12 +239,13 @@ def _start_web(
     run = invocation(
         manifests, workload, "web", secrets=_secrets(redis_url), pod_name="calhooks-web-0"
     )
-    port = free_port()
+    port, probe_port = free_port(), free_port()
     run.argv[run.argv.index("--port") + 1] = str(port)
+    run.env["CALHOOKS_PROBE_PORT"] = str(probe_port)
     paths = _probe_paths(workload, "web")
     web = _start(
         "web", run, workload, tmp_path, sandbox_url=sandbox_url, port=port,
-        probe_path=paths["liveness"],
+        probe_path=paths["liveness"], probe_port=probe_port,
     )  # fmt: skip
     containers.append(web)
     _wait_ready(web, paths["readiness"])
@@ -301,7 +308,9 @@ def test_web_container_answers_its_probes_and_queues_a_signed_delivery(
 ) -> None:
     """`calhooks serve` as rendered: live, ready, verifies with the mounted secret, queues."""
     web = _start_web(redis_url, sandbox.url, tmp_path, containers)
-    assert web.get("/livez").status_code == 200
+    assert web.probe("/livez").status_code == 200
+    for path in ("/livez", "/readyz", "/metrics"):  # not on the port the Service routes
+        assert web.get(path).status_code == 404
     accepted = _deliver(web, "MEETING_ENDED")
     assert accepted.status_code == 202, accepted.text
     queued = redis.Redis.from_url(redis_url)
@@ -309,7 +318,7 @@ def test_web_container_answers_its_probes_and_queues_a_signed_delivery(
         assert queued.zscore("arq:queue", accepted.json()["id"]) is not None
     finally:
         queued.close()
-    metrics = web.get("/metrics")
+    metrics = web.probe("/metrics")
     assert metrics.status_code == 200
     assert "calhooks_" in metrics.text
     assert web.terminate(), web.output()

@@ -102,32 +102,29 @@ def test_containers_run_the_image_entrypoint_with_their_role(overlay: str) -> No
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probes_and_services_reach_the_ports_the_processes_listen_on(overlay: str) -> None:
-    """Probe and Service ports are the ports `serve --port` and CALHOOKS_WORKER_HTTP_PORT open."""
+    """Probes hit the port CALHOOKS_PROBE_PORT (web) / CALHOOKS_WORKER_HTTP_PORT opens; the
+    web Service routes `serve --port` only, never the probe port."""
     manifests = render(overlay)
     web = container(find(manifests, "Deployment", "calhooks-web"), "web")
     web_port = int(web["args"][web["args"].index("--port") + 1])
+    web_probe_port = int(_env(manifests, "calhooks-web", "web")["CALHOOKS_PROBE_PORT"])
+    assert web_probe_port != web_port
     worker = container(find(manifests, "Deployment", "calhooks-worker"), "worker")
     worker_port = int(_env(manifests, "calhooks-worker", "worker")["CALHOOKS_WORKER_HTTP_PORT"])
-    expected = {
-        "web": (web, web_port, {"liveness": "/livez", "readiness": "/readyz", "startup": "/livez"}),
-        "worker": (
-            worker,
-            worker_port,
-            {"liveness": "/livez", "readiness": "/readyz", "startup": "/livez"},
-        ),
-    }
-    for spec, port, paths in expected.values():
+    paths = {"liveness": "/livez", "readiness": "/readyz", "startup": "/livez"}
+    for spec, port in ((web, web_probe_port), (worker, worker_port)):
         for kind, path in paths.items():
             probe = spec[f"{kind}Probe"]["httpGet"]
             assert probe["path"] == path
             assert _port(spec, probe["port"]) == port
-    for service, deployment, name in (
-        ("calhooks-web", "calhooks-web", "web"),
-        ("calhooks-worker", "calhooks-worker", "worker"),
+    for service, spec, port in (
+        ("calhooks-web", web, web_port),
+        ("calhooks-worker", worker, worker_port),
     ):
-        spec = container(find(manifests, "Deployment", deployment), name)
-        for port in find(manifests, "Service", service)["spec"]["ports"]:
-            assert _port(spec, port["targetPort"]) == expected[name][1]
+        for service_port in find(manifests, "Service", service)["spec"]["ports"]:
+            assert _port(spec, service_port["targetPort"]) == port
+    annotations = find(manifests, "Deployment", "calhooks-web")["spec"]["template"]["metadata"]
+    assert annotations["annotations"]["prometheus.io/port"] == str(web_probe_port)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -327,7 +324,11 @@ def test_network_policies_let_through_what_calhooks_uses(overlay: str) -> None:
             for port in rule.get("ports", [])
         }
 
-    assert ingress_ports("calhooks-web") == {8080}
+    assert ingress_ports("calhooks-web") == {8080, 9090}
+    (web_policy,) = [spec for name, spec in policies.items() if name == "calhooks-web-ingress"]
+    for rule in web_policy["ingress"]:
+        if any(port["port"] == 9090 for port in rule["ports"]):
+            assert rule.get("from"), "the probe port must not be open to any source"
     assert ingress_ports("calhooks-worker") == {9091}
     egress = policies["calhooks-egress"]
     for pod in ("calhooks-web", "calhooks-worker"):

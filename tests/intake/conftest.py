@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
 from calhooks.service.core.settings import Settings
 from tests.servers import serve_app
 
@@ -68,6 +72,7 @@ class Served:
 
     url: str
     app: Starlette
+    probe_url: str = ""  # where /livez, /readyz, /metrics answer (url unless apart)
 
     @property
     def intake(self) -> Any:
@@ -75,7 +80,9 @@ class Served:
         return self.app.state.intake
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10)
+        """GET ``path``; the probe paths go to the probe port when the intake has one."""
+        base = self.probe_url if path in ("/livez", "/readyz", "/metrics") else self.url
+        return httpx.get((base or self.url) + path, timeout=10)
 
     def metric(self, sample: str) -> float:
         """The value of one sample on /metrics, e.g. ``calhooks_intake_redis_up``."""
@@ -110,14 +117,61 @@ def serve(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Any]:
     ) -> Served:
         settings = make_settings(tmp_path, redis_url or redis_server.url, **overrides)
         app = create_app(settings, drain_interval=drain_interval, **(app_options or {}))
-        context = serve_app(app)
+        context = serve_app(app, probe_port=settings.probe_port)
         url = context.__enter__()
         with_stack.append(context)
-        return Served(url, app)
+        probe_url = f"http://127.0.0.1:{settings.probe_port}" if settings.probe_port else ""
+        return Served(url, app, probe_url)
 
     yield start
     for context in reversed(with_stack):
         context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[Any]:
+    """``serve_process(**env)``: `calhooks serve` in a process of its own, configured by the
+    environment (the suite's Redis, SECRET); returns its URL and process once ready."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(ready_url: str = "", **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CALHOOKS_")},
+            "CALHOOKS_PORT": str(port),
+            "CALHOOKS_REDIS_URL": redis_server.url,
+            "CALHOOKS_WEBHOOK_SECRETS": SECRET,
+            "CALHOOKS_DATA_DIR": str(tmp_path / "data"),
+            "CALHOOKS_LOG_LEVEL": "error",
+            **env,
+        }
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "calhooks"), "serve"],
+            env=environment, cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get((ready_url or url) + "/readyz").status_code == 200:
+                    return url, process
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "calhooks serve exited"
+            assert time.monotonic() < deadline, "calhooks serve never became ready"
+            time.sleep(0.1)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 async def command(client: Any, *args: Any) -> Any:

@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from calhooks.service.intake.secrets import WebhookSecret
-from tests.intake.conftest import booking, command
+from tests.intake.conftest import PATH, booking, command
 
 
 def test_livez_touches_nothing(serve: Any, tmp_path: Path) -> None:
@@ -29,36 +29,80 @@ def test_livez_touches_nothing(serve: Any, tmp_path: Path) -> None:
 
 def test_readyz_reports_redis_and_secrets(serve: Any) -> None:
     """/readyz is 200 with Redis answering and secrets loaded, and says what it checked."""
-    body = serve().get("/readyz").json()
+    served = serve()
+    body = served.get("/readyz").json()
     assert body["status"] == "ready"
     assert body["redis"] == "ok"
+    assert body["accepts_to"] == "redis"
     assert body["deliveries_to"] == "redis"
-    assert body["secrets"]["ready"] is True
-    assert body["secrets"]["valid"] == 1
-    assert body["spool"]["bytes"] == 0
+    assert body["redis_maxmemory_policy"] == "noeviction"
+    assert body["secrets"] == {
+        "valid": 1,
+        "sources": [{"name": "env", "state": "ok", "secrets": 1}],
+    }
+    assert body["spool"] == {"state": "ok", "bytes": 0, "limit": served.intake.spool.max_bytes}
+    assert (body["reasons"], body["warnings"]) == ([], [])
+    assert served.metric("calhooks_intake_ready") == 1
+    assert served.metric("calhooks_intake_redis_noeviction") == 1
 
 
-def test_readyz_unready_without_redis(serve: Any) -> None:
-    """Redis unreachable: 503, with the reason in the body."""
+def test_readyz_stays_ready_without_redis_while_the_spool_takes_deliveries(serve: Any) -> None:
+    """Redis unreachable: still 200 (deliveries go to the spool); Redis' state in body, gauge."""
     from calhooks.service.core.embedded_redis import free_port
 
-    response = httpx.get(serve(redis_url=f"redis://127.0.0.1:{free_port()}/0").url + "/readyz")
-    assert response.status_code == 503
-    assert response.json()["redis"] == "unreachable"
+    served = serve(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    response = served.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["redis"], body["accepts_to"]) == ("unreachable", "spool")
+    assert body["warnings"] == ["redis unreachable: deliveries are spooled to disk"]
+    assert served.metric("calhooks_intake_redis_up") == 0
 
 
 def test_readyz_unready_until_the_secrets_file_exists(serve: Any, tmp_path: Path) -> None:
-    """A configured secrets file that is missing keeps the pod out of the Service."""
+    """No valid secret at all keeps the pod out of the Service, and the body says so."""
     path = tmp_path / "secrets.json"
     served = serve(webhook_secrets=None, webhook_secrets_file=path)
     response = served.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["secrets"]["sources"][0]["loaded"] is False
-    path.write_text("{}")
+    body = response.json()
+    assert body["secrets"]["sources"] == [{"name": "file", "state": "unavailable", "secrets": 0}]
+    assert body["reasons"] == ["no valid webhook secret: every delivery would get 401"]
+    assert str(path) not in response.text  # paths and error text stay in the log
+    assert served.metric("calhooks_intake_ready") == 0
+    path.write_text("{}")  # loads, but holds no secret: still unready
+    deadline = time.monotonic() + 10
+    while (answer := served.get("/readyz")).json()["secrets"]["sources"][0]["state"] != "ok":
+        assert time.monotonic() < deadline, "the file was never loaded"
+        time.sleep(0.05)
+    assert answer.status_code == 503
+    path.write_text('{"secrets": ["whsec-test-from-file"]}')
     deadline = time.monotonic() + 10
     while served.get("/readyz").status_code != 200:
         assert time.monotonic() < deadline, "never ready after the file appeared"
         time.sleep(0.05)
+
+
+def test_unsigned_deliveries_allowed_need_no_secret_to_be_ready(serve: Any) -> None:
+    """With CALHOOKS_ALLOW_UNSIGNED a pod without secrets can still accept deliveries."""
+    assert serve(webhook_secrets=None, allow_unsigned=True).get("/readyz").status_code == 200
+
+
+def test_probes_answer_on_the_probe_port_only(serve: Any) -> None:
+    """With CALHOOKS_PROBE_PORT, /livez, /readyz and /metrics are served there and nowhere
+    else, and that port serves nothing else (no deliveries, no MCP)."""
+    from calhooks.service.core.embedded_redis import free_port
+
+    served = serve(probe_port=free_port())
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert served.get(path).status_code == 200, path
+        assert httpx.get(served.url + path).status_code == 404, path
+    assert served.post(booking("public")).status_code == 202
+    probe_port_delivery = httpx.post(
+        served.probe_url + PATH, content=booking("probe"), headers={"x-cal-signature-256": "0" * 64}
+    )
+    assert probe_port_delivery.status_code == 404
+    assert httpx.get(served.probe_url + "/cal-organizations").status_code == 404
 
 
 async def test_metrics(serve: Any, redis_client: aioredis.Redis) -> None:

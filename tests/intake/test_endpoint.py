@@ -166,6 +166,7 @@ def test_oversized_streamed_bodies_get_413_while_reading(serve: Any) -> None:
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             f"POST {PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            f"X-Cal-Signature-256: {'0' * 64}\r\n"
             "Content-Type: application/json\r\n\r\n".encode()
         )
         chunk = b"y" * 1000
@@ -173,6 +174,21 @@ def test_oversized_streamed_bodies_get_413_while_reading(serve: Any) -> None:
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_a_delivery_without_a_signature_is_refused_before_its_body_is_read(serve: Any) -> None:
+    """No (or a malformed) signature header: 401 at once, the body never awaited."""
+    served = serve()
+    host, port = served.url.removeprefix("http://").split(":")
+    for header in ("", f"X-Cal-Signature-256: {'z' * 64}\r\n"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n{header}"
+                "Content-Type: application/json\r\n\r\n".encode()
+            )  # ...and no body at all
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401"), answer
+        assert b"connection: close" in answer
 
 
 def test_a_streamed_body_under_the_limit_is_accepted(serve: Any) -> None:
@@ -249,8 +265,7 @@ async def test_a_new_secret_in_the_file_is_picked_up_at_once(
     served = serve(webhook_secrets=None, webhook_secrets_file=path, webhook_secrets_refresh=3600)
     body = booking("rotated")
     assert served.post(body).status_code == 401
-    write_secrets(path, [SECRET, OLD_SECRET])
-    served.intake.secrets._last_refresh = float("-inf")  # the 1 s throttle, not under test
+    write_secrets(path, [SECRET, OLD_SECRET])  # within a second of the refresh the 401 made
     assert served.post(body).status_code == 202
 
 

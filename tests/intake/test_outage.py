@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.events import event_id
@@ -48,8 +51,8 @@ async def test_killed_redis_deliveries_are_spooled_then_replayed_once(
     assert served.post(before).status_code == 202
     assert served.intake.spool.size > 0
     ready = served.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.json()["deliveries_to"] == "spool"
+    assert ready.status_code == 200  # the spool takes deliveries: the pod stays in service
+    assert (ready.json()["deliveries_to"], ready.json()["redis"]) == ("spool", "unreachable")
 
     own_redis.start()
     expected = sorted(event_id(b) for b in [before, *during])
@@ -134,3 +137,123 @@ def test_no_redis_and_no_spool_gets_503(
     response = served.post(booking("nowhere"))
     assert response.status_code == 503
     assert "retry-after" in response.headers
+
+
+def rendered_readiness_probe() -> dict[str, Any]:
+    """The web container's readiness probe as deploy/kubernetes renders it (production)."""
+    from tests.deploy.kustomize import container, find, render
+
+    web = container(find(render("overlays/production"), "Deployment", "calhooks-web"), "web")
+    probe: dict[str, Any] = web["readinessProbe"]
+    return probe
+
+
+class Kubelet:
+    """Readiness as the kubelet judges it: an HTTP GET answered 200-399 within
+    ``timeoutSeconds`` succeeds; ``failureThreshold`` failures in a row make the pod unready."""
+
+    def __init__(self, probe: dict[str, Any], base_url: str) -> None:
+        self.url = base_url + probe["httpGet"]["path"]
+        self.timeout = float(probe["timeoutSeconds"])
+        self.threshold = int(probe["failureThreshold"])
+
+    def succeeds(self) -> bool:
+        try:
+            return 200 <= httpx.get(self.url, timeout=self.timeout).status_code < 400
+        except httpx.TransportError:  # including the probe's timeout
+            return False
+
+
+def test_readiness_with_the_rendered_probe_through_a_redis_outage(
+    serve: Any, own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Redis killed: more consecutive probes than the threshold all pass while deliveries are
+    spooled; they are queued once Redis is back. Spool unwritable, then full: the probe fails
+    (before any delivery is refused, for the full spool)."""
+    from calhooks.service.core.embedded_redis import free_port
+
+    probe = rendered_readiness_probe()
+    served = serve(redis_url=own_redis.url, probe_port=free_port())
+    kubelet = Kubelet(probe, served.probe_url)
+    assert kubelet.succeeds()
+    own_redis.stop()
+    bodies = [booking(f"outage-{n}") for n in range(kubelet.threshold + 2)]
+    for body in bodies:
+        assert served.post(body).status_code == 202
+        assert kubelet.succeeds(), served.get("/readyz").text
+    own_redis.start()
+    expected = sorted(event_id(b) for b in bodies)
+
+    async def replayed() -> bool:
+        return await queued_ids(own_redis.url) == expected and served.intake.spool.size == 0
+
+    asyncio.run(eventually(replayed, what="the spooled deliveries to be queued"))
+    assert kubelet.succeeds()
+
+    # Redis away again and the spool directory gone (a file in its way): nothing can store.
+    own_redis.stop()
+    spool_dir = served.intake.spool.directory
+    spool_dir.rename(tmp_path / "spool-moved")
+    spool_dir.write_text("not a directory")
+    assert [kubelet.succeeds() for _ in range(kubelet.threshold)] == [False] * kubelet.threshold
+    body = served.get("/readyz").json()
+    assert body["spool"]["state"] == "unwritable"
+    assert body["reasons"] == ["redis unreachable and spool unwritable"]
+    assert str(spool_dir) not in json.dumps(body)
+
+
+def test_a_filling_spool_makes_the_pod_unready_before_it_refuses(
+    serve: Any, own_redis: EmbeddedRedis
+) -> None:
+    """Without Redis, readiness fails once the spool lacks room for one more largest body,
+    while deliveries that still fit are accepted."""
+    from calhooks.service.core.embedded_redis import free_port
+
+    kubelet = Kubelet(rendered_readiness_probe(), "")
+    served = serve(
+        redis_url=own_redis.url,
+        probe_port=free_port(),
+        spool_max_bytes=2 * 1024 * 1024,
+        max_body_bytes=256 * 1024,
+    )
+    kubelet.url = served.probe_url + "/readyz"
+    own_redis.stop()
+    statuses = []
+    for n in range(40):
+        if not kubelet.succeeds():
+            break
+        body = compact(
+            {"triggerEvent": "BOOKING_CREATED", "payload": {"n": n, "pad": "p" * 100_000}}
+        )
+        statuses.append(served.post(body).status_code)
+    else:
+        raise AssertionError("readiness never failed as the spool filled")
+    assert statuses
+    assert set(statuses) == {202}
+    answer = served.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["spool"]["state"] == "full"
+    assert served.metric("calhooks_intake_spool_writable") == 0
+
+
+async def test_an_evicting_redis_is_said_loudly_but_deliveries_go_on(
+    serve: Any, own_redis: EmbeddedRedis
+) -> None:
+    """maxmemory-policy other than noeviction: an error log at start, a warning in /readyz,
+    the gauge at 0 - and the pod stays ready (its deliveries are still stored)."""
+    client = aioredis.Redis.from_url(own_redis.url)
+    await command(client, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    await client.aclose()
+    with capture_logs() as logs:
+        served = await asyncio.to_thread(serve, redis_url=own_redis.url)
+    assert any(
+        entry["event"] == "redis.eviction_unsafe" and entry["policy"] == "allkeys-lru"
+        for entry in logs
+    ), logs
+    ready = await asyncio.to_thread(served.get, "/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["redis_maxmemory_policy"] == "allkeys-lru"
+    assert any("allkeys-lru, not noeviction" in warning for warning in body["warnings"])
+    assert await asyncio.to_thread(served.metric, "calhooks_intake_redis_noeviction") == 0
+    assert (await asyncio.to_thread(served.post, booking("evictable"))).status_code == 202

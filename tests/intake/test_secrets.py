@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Sequence
@@ -184,16 +185,81 @@ class CountingSource:
         return True
 
 
-async def test_refresh_if_stale_is_throttled() -> None:
-    """On-demand refreshes (after a signature mismatch) run at most once per interval."""
-    source = CountingSource()
-    provider = SecretProvider([source], min_refresh_interval=3600)
-    assert await provider.refresh_if_stale() is True
-    assert provider.keys() == (b"whsec-test-counting-1",)
-    assert await provider.refresh_if_stale() is False
-    assert source.refreshes == 1
+class GatedSource:
+    """A source that reads its backing list when a refresh starts and may be held mid-way.
+
+    Like a file read before a rotation is written: what a refresh returns is what was there
+    when it began.
+    """
+
+    name = "gated"
+    loaded = True
+    error: str | None = None
+
+    def __init__(self, *values: str) -> None:
+        self.backing = list(values)
+        self.values: tuple[WebhookSecret, ...] = ()
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    def secrets(self) -> Sequence[WebhookSecret]:
+        return self.values
+
+    async def refresh(self) -> bool:
+        snapshot = tuple(WebhookSecret(value) for value in self.backing)
+        self.calls += 1
+        self.entered.set()
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            await gate.wait()
+        changed = snapshot != self.values
+        self.values = snapshot
+        return changed
+
+
+async def test_a_secret_added_during_a_periodic_refresh_is_loaded_before_the_answer() -> None:
+    """refresh_if_stale shares the in-flight reload, then waits for one that began after it."""
+    source = GatedSource("whsec-test-old")
+    provider = SecretProvider([source], min_refresh_interval=0.2)
     await provider.refresh()
-    assert provider.keys() == (b"whsec-test-counting-2",)
+    gate = asyncio.Event()
+    source.gate = gate
+    source.entered.clear()
+    periodic = asyncio.create_task(provider.refresh())
+    await source.entered.wait()  # the periodic refresh has read the old secrets
+    source.backing.append("whsec-test-new")
+    caller = asyncio.create_task(provider.refresh_if_stale())
+    await asyncio.sleep(0)  # the caller is now waiting on the refresh in flight
+    assert not caller.done()
+    gate.set()
+    assert await periodic is False
+    assert await caller is True
+    assert provider.keys() == (b"whsec-test-old", b"whsec-test-new")
+    assert source.calls == 3
+
+
+async def test_a_secret_added_just_after_a_refresh_is_loaded_before_the_answer() -> None:
+    """Within min_refresh_interval of a refresh, the caller waits for the next one."""
+    source = GatedSource("whsec-test-old")
+    provider = SecretProvider([source], min_refresh_interval=0.2)
+    await provider.refresh()
+    source.backing.append("whsec-test-new")
+    assert await provider.refresh_if_stale() is True
+    assert provider.keys() == (b"whsec-test-old", b"whsec-test-new")
+    assert source.calls == 2
+
+
+async def test_concurrent_callers_share_refreshes() -> None:
+    """A burst of mismatching signatures costs two reloads: the one in flight when each
+    arrived, and one that began after them all."""
+    source = GatedSource("whsec-test-old")
+    provider = SecretProvider([source], min_refresh_interval=0.05)
+    results = await asyncio.gather(*(provider.refresh_if_stale() for _ in range(50)))
+    assert results == [True] * 50
+    assert source.calls == 2
+    assert await provider.refresh() is False  # the periodic refresh is not throttled
+    assert source.calls == 3
 
 
 async def test_a_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -98,4 +99,19 @@ def test_python_m_service_serves_and_finishes_in_flight_requests_on_sigterm(
         sock.sendall(body[50:])
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 202"), answer
+    assert process.wait(timeout=30) == 0
+
+
+def test_calhooks_serve_answers_probes_on_the_probe_port_only(serve_process: Any) -> None:
+    """CALHOOKS_PROBE_PORT: one server listens on both ports; probes and metrics there only."""
+    probe_port = free_port()
+    probes = f"http://127.0.0.1:{probe_port}"
+    url, process = serve_process(ready_url=probes, CALHOOKS_PROBE_PORT=str(probe_port))
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(probes + path).status_code == 200, path
+        assert httpx.get(url + path).status_code == 404, path
+    body = booking("public-port")
+    answer = httpx.post(url + PATH, content=body, headers={"x-cal-signature-256": signature(body)})
+    assert answer.status_code == 202
+    process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import fcntl
+import json
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from calhooks.service.events import event_id
+from calhooks.service.intake.metrics import REGISTRY
 from calhooks.service.intake.spool import (
     HEADER_SIZE,
+    QUARANTINE,
     Record,
     Spool,
     SpoolFull,
+    SpoolState,
     SpoolUnavailable,
     decode_records,
     encode_record,
+    list_quarantine,
 )
 
 
@@ -182,3 +189,82 @@ async def test_appends_after_close_are_refused_not_hung(tmp_path: Path) -> None:
     await spool.aclose()
     with pytest.raises(SpoolUnavailable):
         await asyncio.wait_for(spool.append(1.0, b"late"), 5)
+
+
+def quarantined_total() -> float:
+    return REGISTRY.get_sample_value("calhooks_intake_spool_quarantined_total") or 0.0
+
+
+class Picky:
+    """A replay target that raises for records whose body contains ``poison`` (not Redis)."""
+
+    def __init__(self, poison: bytes) -> None:
+        self.poison = poison
+        self.records: list[Record] = []
+
+    async def __call__(self, records: Sequence[Record]) -> None:
+        for record in records:
+            if self.poison in record[1]:
+                raise RecursionError("maximum recursion depth exceeded")
+        self.records.extend(records)
+
+
+async def test_a_record_that_raises_is_quarantined_and_replay_goes_past_it(tmp_path: Path) -> None:
+    """The bad record's segment and every later one are replayed and deleted; it is kept aside."""
+    spool = Spool(tmp_path / "spool", max_bytes=1024 * 1024, segment_bytes=1)
+    spool.open()
+    try:
+        for n in range(3):  # one record per segment: the poison sits in the middle one
+            await spool.append(
+                float(n), b'{"n":%d,"poison":%s}' % (n, b"true" if n == 1 else b"false")
+            )
+        assert len(segments(spool)) == 3
+        picky = Picky(b'"poison":true')
+        before = quarantined_total()
+        assert await spool.replay(picky, transient=(ConnectionError,)) == 2
+        assert [body for _, body in picky.records] == [
+            b'{"n":0,"poison":false}',
+            b'{"n":2,"poison":false}',
+        ]
+        assert segments(spool) == []
+        assert spool.size == 0
+        (held,) = list_quarantine(spool.directory)
+        assert held.event_id == event_id(b'{"n":1,"poison":true}')
+        assert held.reason == "RecursionError: maximum recursion depth exceeded"
+        assert held.received_at == 1.0
+        assert quarantined_total() == before + 1
+        (path,) = (spool.directory / QUARANTINE).glob("*.json")
+        kept = json.loads(path.read_text())
+        assert base64.b64decode(kept["body_base64"]) == b'{"n":1,"poison":true}'
+    finally:
+        await spool.aclose()
+
+
+async def test_a_transient_error_still_keeps_the_segment(spool: Spool) -> None:
+    """An error of the `transient` kinds (Redis away) stops the pass; nothing is quarantined."""
+    await spool.append(1.0, b"{}")
+    collector = Collector()
+    collector.fail = True
+    with pytest.raises(ConnectionError):
+        await spool.replay(collector, transient=(ConnectionError,))
+    assert len(segments(spool)) == 1
+    assert list_quarantine(spool.directory) == []
+
+
+async def test_check_says_ok_full_or_unwritable(tmp_path: Path) -> None:
+    """Room for one more record of `headroom` bytes, and a directory that takes a write."""
+    spool = Spool(tmp_path / "spool", max_bytes=1024 * 1024)
+    spool.open()
+    try:
+        assert await spool.check(1000) is SpoolState.OK
+        assert await spool.check(1024 * 1024 + 1) is SpoolState.FULL
+        await spool.append(1.0, b"x" * 600_000)
+        assert await spool.check(500_000) is SpoolState.FULL
+        assert await spool.check(100_000) is SpoolState.OK
+        await spool.replay(Collector())
+        spool.directory.rename(tmp_path / "elsewhere")
+        spool.directory.write_text("a file where the directory was")
+        assert await spool.check(1000) is SpoolState.UNWRITABLE
+        assert spool.error is not None
+    finally:
+        await spool.aclose()

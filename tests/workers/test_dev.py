@@ -45,13 +45,15 @@ def redis_answers(path: Path) -> bool:
 def test_dev_runs_the_loop_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """A time-off booking emitted by dev's sandbox becomes an OOO entry; SIGINT ends it all."""
     sandbox_port, port, worker_port = free_port(), free_port(), free_port()
+    probe_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALHOOKS_")}
     env["CALHOOKS_DATA_DIR"] = str(tmp_path / "data")
     output = tmp_path / "dev.log"
     with output.open("wb") as out:
         dev = subprocess.Popen(
             [sys.executable, "-m", "service", "dev", "--sandbox-port", str(sandbox_port),
-             "--port", str(port), "--worker-port", str(worker_port)],
+             "--port", str(port), "--worker-port", str(worker_port),
+             "--probe-port", str(probe_port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -61,6 +63,9 @@ def test_dev_runs_the_loop_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             f"calhooks sandbox emit BOOKING_CREATED --user alice --event-type time-off --url http://127.0.0.1:{sandbox_port}"
             in banner
         )
+        # The intake's probes answer on --probe-port, and only there.
+        assert httpx.get(f"http://127.0.0.1:{probe_port}/readyz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 404
         sandbox = f"http://127.0.0.1:{sandbox_port}"
         emitted = httpx.post(
             f"{sandbox}/_sandbox/events",
