@@ -96,6 +96,8 @@ class Report:
     api_calls: int = 0
     faulted_calls: int = 0
     run_seconds: float = 0.0
+    #: Resident memory (KiB) of each calhooks process when emitting started and at the end.
+    rss_kib: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -302,6 +304,14 @@ async def entries_by_booking(admin: httpx.AsyncClient, api: httpx.AsyncClient) -
         skip += 250
 
 
+def rss_kib(proc: Proc) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{proc.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def lease_token(worker: Proc) -> str | None:
     """The token a worker writes in the in-progress keys of its jobs (its ``worker.leasing``
     log line)."""
@@ -431,6 +441,8 @@ async def run(plan: Plan, workdir: Path) -> Report:
                 intakes[index] = await cluster.intake(again, sandbox, port=intake.port)
 
         started_emitting = time.monotonic()
+        for proc in cluster.procs:
+            report.rss_kib[proc.name] = [rss_kib(proc)]
         await asyncio.gather(emit_all(), chaos())
         last = emitter.last_delivery
 
@@ -487,6 +499,9 @@ async def run(plan: Plan, workdir: Path) -> Report:
                 report.unexpected_exits += 1
                 report.problems.append(f"{proc.name} exited {code}")
         report.exits.update({p.name: p.process.poll() for p in cluster.procs})
+        for proc in cluster.procs:
+            if proc.process.poll() is None:
+                report.rss_kib.setdefault(proc.name, []).append(rss_kib(proc))
         if killed:
             when = next(iter(killed.values()))
             rerun = await _safe(first_attempt_after(redis, list(killed), when), None)
