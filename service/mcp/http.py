@@ -129,13 +129,22 @@ class McpHttpApp:
 
 
 def _refuse_early(request: Request) -> Response | None:
-    """A GET (an event stream this stateless server never sends) or an unknown protocol
-    revision, answered with what is wrong; ``None`` for a request to hand to the SDK."""
+    """A method other than POST (a GET asks for an event stream and a DELETE ends a session:
+    this stateless server has neither) or an unknown protocol revision, answered with what is
+    wrong; ``None`` for a request to hand to the SDK."""
     if request.method == "GET":
         return _error(
             405,
             "Method Not Allowed: this MCP endpoint is stateless and answers each POST in"
             " JSON; it opens no event stream (GET)",
+            {"Allow": "POST"},
+            code=_INVALID_REQUEST,
+        )
+    if request.method != "POST":
+        return _error(
+            405,
+            f"Method Not Allowed: this MCP endpoint answers POST only (got {request.method});"
+            " it is stateless, so there is no session to end",
             {"Allow": "POST"},
             code=_INVALID_REQUEST,
         )

@@ -261,6 +261,17 @@ async def test_get_is_405_not_an_endless_stream(mcp_url: str) -> None:
     assert "opens no event stream" in answer.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "PATCH"])
+async def test_other_methods_are_405_at_once(mcp_url: str, method: str) -> None:
+    """Not held open by the SDK: any method but POST answers 405 with Allow: POST."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+    async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+        answer = await http.request(method, mcp_url)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "POST"
+    assert method in answer.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("version", ["1999-01-01", "latest"])
 async def test_an_unknown_protocol_version_header_says_what_is_wrong(
     mcp_url: str, version: str
