@@ -203,6 +203,61 @@ class WebApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+def probe_routes(intake: Intake) -> list[BaseRoute]:
+    """``/livez``, ``/readyz`` and ``/metrics`` over the intake's parts."""
+    settings = intake.settings
+    health = Health(
+        queue=intake.queue,
+        secrets=intake.secrets,
+        acceptor=intake.acceptor,
+        eviction=intake.eviction,
+        max_body_bytes=settings.max_body_bytes,
+        allow_unsigned=settings.allow_unsigned,
+    )
+    return [
+        Route("/livez", health.livez, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running(intake: Intake, *, probe_port: int) -> AsyncIterator[None]:
+    """The intake's lifetime: spool opened, secrets loaded, the secret refresh and the
+    acceptor's replay running; on exit they stop and the spool and Redis pipe close."""
+    settings = intake.settings
+    intake.spool.open()
+    await intake.secrets.refresh()
+    if intake.secrets.ready and not intake.secrets.keys() and not settings.allow_unsigned:
+        log.error(
+            "intake.no_valid_secret",
+            hint="no valid webhook signing secret: every delivery would get 401; "
+            "/readyz stays 503 until one is configured",
+        )
+    await intake.eviction.check(PROBE_TIMEOUT)
+    background = [
+        asyncio.create_task(intake.secrets.run(settings.webhook_secrets_refresh)),
+        asyncio.create_task(intake.acceptor.run()),
+    ]
+    log.info(
+        "intake.started",
+        path=settings.webhook_path,
+        redis=intake.pipe.address.describe(),
+        spool=str(intake.spool.directory),
+        probe_port=probe_port,
+        read_budget_bytes=intake.endpoint.budget.total,
+    )
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await intake.spool.aclose()
+        await intake.pipe.aclose()
+        log.info("intake.stopped")
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -222,19 +277,7 @@ def create_app(
         secret_sources=[*secret_sources, *subscriptions.sources],
         drain_interval=drain_interval,
     )
-    health = Health(
-        queue=intake.queue,
-        secrets=intake.secrets,
-        acceptor=intake.acceptor,
-        eviction=intake.eviction,
-        max_body_bytes=settings.max_body_bytes,
-        allow_unsigned=settings.allow_unsigned,
-    )
-    probe_routes = [
-        Route("/livez", health.livez, methods=["GET"]),
-        Route("/readyz", health.readyz, methods=["GET"]),
-        Route("/metrics", health.metrics, methods=["GET"]),
-    ]
+    probes = probe_routes(intake)
     separate_probes = settings.probe_port is not None and settings.probe_port != settings.port
     mcp = create_mcp_app(settings)
     # The web console at /console (service/console/), when CALHOOKS_CONSOLE_USERS is set.
@@ -242,56 +285,32 @@ def create_app(
     if console is not None:
         routes = [*routes, Mount("/console", app=console.app)]
         lifespans = [*lifespans, console.lifespan]
+    mounted = (*lifespans, subscriptions.lifespan, mcp.lifespan)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        intake.spool.open()
-        await intake.secrets.refresh()
-        if intake.secrets.ready and not intake.secrets.keys() and not settings.allow_unsigned:
-            log.error(
-                "intake.no_valid_secret",
-                hint="no valid webhook signing secret: every delivery would get 401; "
-                "/readyz stays 503 until one is configured",
-            )
-        await intake.eviction.check(PROBE_TIMEOUT)
-        background = [
-            asyncio.create_task(intake.secrets.run(settings.webhook_secrets_refresh)),
-            asyncio.create_task(intake.acceptor.run()),
-        ]
-        log.info(
-            "intake.started",
-            path=settings.webhook_path,
-            redis=intake.pipe.address.describe(),
-            spool=str(intake.spool.directory),
-            probe_port=settings.probe_port if separate_probes else settings.port,
-            read_budget_bytes=intake.endpoint.budget.total,
-        )
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                for factory in (*lifespans, subscriptions.lifespan, mcp.lifespan):
-                    await stack.enter_async_context(factory())
-                # What exists now (modules, settings, the apps) lives as long as the process:
-                # out of the collector's sight, full collections stay short instead of showing
-                # up as latency spikes of tens of milliseconds.
-                gc.freeze()
-                yield
-        finally:
-            gc.unfreeze()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await intake.spool.aclose()
-            await intake.pipe.aclose()
-            log.info("intake.stopped")
+        probe_port = settings.probe_port if separate_probes else settings.port
+        async with running(intake, probe_port=probe_port or settings.port):
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    for factory in mounted:
+                        await stack.enter_async_context(factory())
+                    # What exists now (modules, settings, the apps) lives as long as the
+                    # process: out of the collector's sight, full collections stay short
+                    # instead of showing up as latency spikes of tens of milliseconds.
+                    gc.freeze()
+                    yield
+            finally:
+                gc.unfreeze()
 
     app = WebApp(
         hot_path=settings.webhook_path,
         hot_app=intake.endpoint,
         probe_port=settings.probe_port if separate_probes else None,
-        probe_app=ErrorGuard(Router(routes=probe_routes)) if separate_probes else None,
+        probe_app=ErrorGuard(Router(routes=probes)) if separate_probes else None,
         routes=[
             Route(settings.webhook_path, intake.endpoint, name="intake"),
-            *([] if separate_probes else probe_routes),
+            *([] if separate_probes else probes),
             *routes,  # before the MCP routes: a caller's own route wins
             *mcp_routes(mcp),
         ],
