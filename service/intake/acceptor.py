@@ -29,16 +29,15 @@ from calhooks.service.events import Event, event_from_body
 from calhooks.service.intake import metrics
 from calhooks.service.intake.queue import Enqueued, EventQueue
 from calhooks.service.intake.redispipe import (
-    RedisDeadline,
     RedisPipe,
-    RedisReplyError,
-    RedisUnavailable,
+    RedisPipeError,
 )
 from calhooks.service.intake.spool import Record, Spool, SpoolError
 
 log = structlog.get_logger("calhooks.intake")
 
-REDIS_ERRORS = (RedisUnavailable, RedisDeadline, RedisReplyError, OSError)
+#: What the Redis pipe raises when it cannot store a delivery now (the spool takes over).
+REDIS_ERRORS = (RedisPipeError, OSError)
 
 
 class Stored(enum.Enum):

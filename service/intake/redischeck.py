@@ -54,7 +54,7 @@ class EvictionCheck:
         except RedisReplyError as error:
             self._record(UNKNOWN, reason=str(error))
             return self.policy
-        except (RedisUnavailable, RedisDeadline, OSError):
+        except (RedisUnavailable, RedisDeadline, OSError):  # a refusal is an answer
             return self.policy
         if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], bytes):
             self._record(reply[1].decode(errors="replace"))

@@ -39,15 +39,27 @@ from calhooks.service.core.settings import Settings
 Arg = bytes | str | int | float
 
 
-class RedisUnavailable(ConnectionError):
+class RedisPipeError(Exception):
+    """Base class of the pipe's errors.
+
+    ```
+    RedisPipeError
+    ├── RedisUnavailable   Redis could not be reached, or the connection broke mid-command
+    ├── RedisDeadline      no answer within the command's deadline (it may still run)
+    └── RedisReplyError    Redis answered with an error reply (``-ERR ...``)
+    ```
+    """
+
+
+class RedisUnavailable(RedisPipeError, ConnectionError):
     """Redis could not be reached, or the connection broke while a command was in flight."""
 
 
-class RedisDeadline(TimeoutError):
+class RedisDeadline(RedisPipeError, TimeoutError):
     """Redis did not answer within the command's deadline (it may still run the command)."""
 
 
-class RedisReplyError(Exception):
+class RedisReplyError(RedisPipeError):
     """Redis answered with an error reply (``-ERR ...``)."""
 
 
@@ -264,7 +276,7 @@ class RedisPipe:
         """Whether Redis answers ``PING`` within ``deadline``."""
         try:
             return bool(await self.execute("PING", deadline=deadline) == b"PONG")
-        except (RedisUnavailable, RedisDeadline, RedisReplyError, OSError):
+        except (RedisPipeError, OSError):
             return False
 
     async def _connect(self, deadline: float | None) -> _Connection:
