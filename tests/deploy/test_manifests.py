@@ -363,3 +363,14 @@ def test_every_pod_meets_the_restricted_profile(overlay: str) -> None:
             assert context["capabilities"] == {"drop": ["ALL"]}
             assert set(c["resources"]["requests"]) >= {"cpu", "memory"}
             assert set(c["resources"]["limits"]) >= {"cpu", "memory"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_pods_get_the_api_key_only_when_they_apply_webhooks(overlay: str) -> None:
+    """The organization's key reaches a web pod only with auto-apply, the one thing there
+    that calls Cal.com with it; the workers always get it."""
+    manifests = render(overlay)
+    web = _env(manifests, "calhooks-web", "web")
+    applies = web.get("CALHOOKS_WEBHOOKS_AUTO_APPLY", "").lower() in ("1", "true", "yes")
+    assert ("CALHOOKS_API_KEY" in web) == applies, overlay
+    assert "CALHOOKS_API_KEY" in _env(manifests, "calhooks-worker", "worker")
