@@ -36,7 +36,6 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from calhooks.service.console import create_console
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.intake.acceptor import Acceptor
 from calhooks.service.intake.endpoint import RETRY_AFTER_SECONDS, IntakeEndpoint
@@ -280,11 +279,15 @@ def create_app(
     probes = probe_routes(intake)
     separate_probes = settings.probe_port is not None and settings.probe_port != settings.port
     mcp = create_mcp_app(settings)
-    # The web console at /console (service/console/), when CALHOOKS_CONSOLE_USERS is set.
-    console = create_console(settings, spool=intake.spool, redis_url=redis_url)
-    if console is not None:
-        routes = [*routes, Mount("/console", app=console.app)]
-        lifespans = [*lifespans, console.lifespan]
+    # The web console at /console (service/console/), when CALHOOKS_CONSOLE_USERS is set;
+    # imported only then: it brings the Cal.com client, arq and the templates (~25 MB).
+    if settings.console_users is not None:
+        from calhooks.service.console import create_console
+
+        console = create_console(settings, spool=intake.spool, redis_url=redis_url)
+        if console is not None:
+            routes = [*routes, Mount("/console", app=console.app)]
+            lifespans = [*lifespans, console.lifespan]
     mounted = (*lifespans, subscriptions.lifespan, mcp.lifespan)
 
     @contextlib.asynccontextmanager
