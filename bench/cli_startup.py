@@ -3,8 +3,8 @@
 Runs each light command (``--help``, every command group's ``--help``, a few subcommands'
 ``--help``, ``tools list``, ``tools describe``, ``keygen``) as its own process, interleaved
 with two references measured in the same run: the bare interpreter (``python -c pass``, the
-floor) and every command module imported eagerly (what ``calhooks --help`` cost before
-commands loaded on first use). Prints the median wall time and peak memory of each, the
+floor) and every command module imported eagerly (what ``calhooks --help`` would cost if
+commands loaded up front). Prints the median wall time and peak memory of each, the
 ratio to the eager import, and whether it meets the target (at most 0.2 s).
 
     .venv/bin/python bench/cli_startup.py [--runs 15]
