@@ -17,23 +17,15 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from redis.exceptions import RedisError
 
-from calhooks.service.calcom.client import CalcomClient, Credentials
-from calhooks.service.calcom.errors import ToolError
 from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.redisconn import create_redis
-from calhooks.service.core.settings import get_settings
-from calhooks.service.mcp.connections import (
-    Connection,
-    ConnectionStore,
-    ConnectionStoreError,
-    secret_box,
-)
 from calhooks.service.mcp.tenants import DEFAULT_TENANT, TokenConfigError
+
+if TYPE_CHECKING:
+    from calhooks.service.mcp.connections import Connection, ConnectionStore
 
 app = typer.Typer(
     help="MCP connections: Cal.com accounts picked per tool call by their PCID.",
@@ -50,6 +42,12 @@ TenantOption = Annotated[str, typer.Option(help="Tenant (bearer token) the conne
 
 def _run(operation: Callable[[ConnectionStore], Awaitable[T]]) -> T:
     """Run ``operation`` on the configured store; store problems end the command cleanly."""
+    from redis.exceptions import RedisError
+
+    from calhooks.service.core.redisconn import create_redis
+    from calhooks.service.core.settings import get_settings
+    from calhooks.service.mcp.connections import ConnectionStore, ConnectionStoreError, secret_box
+
     settings = get_settings()
 
     async def main() -> T:
@@ -139,6 +137,8 @@ def add(
     json_output: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """Store a connection and print its PCID (the key is encrypted at rest, never shown)."""
+    from calhooks.service.calcom.client import Credentials
+
     secret = _read_client_secret(client_secret, client_secret_env)
     credentials = Credentials(
         api_key=_read_api_key(api_key, api_key_env, client_id),
@@ -235,6 +235,10 @@ def check(
     ] = None,
 ) -> None:
     """Call a cheap read-only tool (list one attribute) with the connection's credentials."""
+    from calhooks.service.calcom.client import CalcomClient
+    from calhooks.service.calcom.errors import ToolError
+    from calhooks.service.core.settings import get_settings
+
     settings = get_settings()
 
     async def operation(store: ConnectionStore) -> Connection | None:

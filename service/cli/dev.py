@@ -29,15 +29,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from starlette.types import ASGIApp
 
 from calhooks.service.cli.output import fail
 from calhooks.service.cli.ports import require_free
-from calhooks.service.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from calhooks.service.core.settings import Settings
 
 #: The example rules, shipped in the package (examples/rules.yaml in a checkout links here).
 EXAMPLE_RULES = (
@@ -58,6 +60,8 @@ class ServerThread:
     def __init__(
         self, app: ASGIApp, host: str, port: int, name: str, probe_port: int | None = None
     ) -> None:
+        import uvicorn
+
         from calhooks.service.app import listen_sockets
 
         config = uvicorn.Config(
@@ -225,6 +229,7 @@ def settings_rules(settings: Settings) -> str:
 
 
 async def _run_worker(stop: asyncio.Event) -> None:
+    from calhooks.service.core.settings import get_settings
     from calhooks.workers.bootstrap import wakeable_options
     from calhooks.workers.wakeup import WakeableWorker
 
@@ -252,6 +257,7 @@ async def _run_worker(stop: asyncio.Event) -> None:
 
 async def _serve(plan: Plan, redis: str) -> None:
     from calhooks.service.app import create_app as create_intake
+    from calhooks.service.core.settings import get_settings
     from calhooks.service.sandbox import create_app as create_sandbox
 
     settings = get_settings()
@@ -328,6 +334,7 @@ def dev(
     """
     from calhooks.service.core.logs import configure_logging
     from calhooks.service.core.redisconn import redis_url
+    from calhooks.service.core.settings import get_settings
     from calhooks.service.sandbox.exposure import bind_refusal, bind_warning, is_loopback_host
 
     if not is_loopback_host(host):

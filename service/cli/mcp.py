@@ -9,13 +9,9 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-import structlog
 import typer
-import uvicorn
 
 from calhooks.service.cli.output import fail
-from calhooks.service.core.logs import configure_from_settings
-from calhooks.service.core.settings import get_settings
 
 app = typer.Typer(
     help="The 37 Cal.com tools as an MCP server (stdio by default).",
@@ -28,6 +24,10 @@ def stdio(ctx: typer.Context) -> None:
     """Serve MCP over stdin/stdout, as Claude Desktop, Cursor and the Inspector launch it."""
     if ctx.invoked_subcommand is not None:
         return
+    import structlog
+
+    from calhooks.service.core.logs import configure_from_settings
+    from calhooks.service.core.settings import get_settings
     from calhooks.service.mcp.server import has_own_credentials
     from calhooks.service.mcp.stdio import run_stdio
 
@@ -47,6 +47,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8790,
 ) -> None:
     """Serve only MCP over streamable HTTP at /cal-organizations (bearer CALHOOKS_MCP_TOKEN)."""
+    import uvicorn
+
+    from calhooks.service.core.logs import configure_from_settings
+    from calhooks.service.core.settings import get_settings
     from calhooks.service.mcp.http import MCP_PATH, create_standalone_app
     from calhooks.service.mcp.tenants import TokenConfigError
 

@@ -20,17 +20,16 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
-from calhooks.service.calcom import CalcomClient, Credentials
 from calhooks.service.cli.output import fail, print_json
-from calhooks.service.core.settings import get_settings
-from calhooks.workers.ordering import booking_uid, replaced_uid
-from calhooks.workers.rules import Invoke, RulesError, RuleSet, StepCall, load_rules, rules_env
-from calhooks.workers.rules.dryrun import DryRunReport, dry_run, format_report, record_only
+
+if TYPE_CHECKING:
+    from calhooks.service.calcom import CalcomClient
+    from calhooks.workers.rules import Invoke, RuleSet, StepCall
+    from calhooks.workers.rules.dryrun import DryRunReport
 
 app = typer.Typer(help="Check rules files and try them on an event.", no_args_is_help=True)
 
@@ -42,6 +41,8 @@ FileArgument = Annotated[
 
 
 def _load(path: Path, env: dict[str, Any]) -> RuleSet:
+    from calhooks.workers.rules import RulesError, load_rules
+
     try:
         return load_rules(path, env=env)
     except RulesError as error:
@@ -55,6 +56,9 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Validate FILE; list every problem (file:line, rule, step) and exit 1 if any."""
+    from calhooks.service.core.settings import get_settings
+    from calhooks.workers.rules import rules_env
+
     rules = _load(file, rules_env(get_settings()))
     if as_json:
         names = [rule.name for rule in rules]
@@ -87,6 +91,8 @@ def _read_event(path: Path) -> Any:
 def _booking(event: Any) -> dict[str, str] | None:
     """The booking the event is about and the uid it replaced (a reschedule), as the
     workers' ordering reads them; the chain's first uid is known only to the workers."""
+    from calhooks.workers.ordering import booking_uid, replaced_uid
+
     uid = booking_uid(event.payload)
     if uid is None:
         return None
@@ -101,6 +107,8 @@ def booking_text(booking: dict[str, str]) -> str:
 
 async def _sandbox_problem(url: str) -> str | None:
     """Why ``url`` is not a sandbox to run against, or ``None``: it must answer as one."""
+    import httpx
+
     try:
         async with httpx.AsyncClient(timeout=5.0) as http:
             response = await http.get(f"{url}/_sandbox/rate-limit")
@@ -123,6 +131,8 @@ def calling(client: CalcomClient) -> Invoke:
 
 
 async def _run(rules: RuleSet, event: Any, sandbox: CalcomClient | None) -> DryRunReport:
+    from calhooks.workers.rules.dryrun import dry_run, record_only
+
     if sandbox is None:
         return await dry_run(rules, event, invoke=record_only)
     async with sandbox:
@@ -162,6 +172,11 @@ def try_on_event(
     ] = True,
 ) -> None:
     """Show what FILE's rules would do with one event: matches, then each call's parameters."""
+    from calhooks.service.calcom import CalcomClient, Credentials
+    from calhooks.service.core.settings import get_settings
+    from calhooks.workers.rules import rules_env
+    from calhooks.workers.rules.dryrun import format_report
+
     if against not in (None, "sandbox"):
         fail(f"--against takes `sandbox`, not {against!r}")
     env = rules_env(get_settings())

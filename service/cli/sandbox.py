@@ -16,27 +16,19 @@ and ``cancel`` take ``--uid``.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-import uvicorn
 
 from calhooks.service.cli.output import fail, print_json
 from calhooks.service.cli.ports import require_free
-from calhooks.service.core.logs import configure_logging
-from calhooks.service.sandbox import (
-    SANDBOX_API_KEY,
-    SANDBOX_ORG_ID,
-    SECOND_API_KEY,
-    SECOND_ORG_ID,
-    SUPPORTED_TRIGGERS,
-    FaultRule,
-    RateLimit,
-    create_app,
-)
+
+# the option help of `emit` lists these; the sandbox app itself loads in the commands
 from calhooks.service.sandbox.bookings import CHANGES
-from calhooks.service.sandbox.exposure import bind_refusal, bind_warning, is_loopback_host
+from calhooks.service.sandbox.payloads import SUPPORTED_TRIGGERS
+
+if TYPE_CHECKING:
+    from calhooks.service.sandbox import FaultRule
 
 app = typer.Typer(
     help="A local fake of Cal.com's organization API that also sends signed webhooks.",
@@ -47,6 +39,8 @@ DEFAULT_URL = "http://127.0.0.1:8788"
 
 
 def _faults(latency: float, specs: list[str]) -> list[FaultRule]:
+    from calhooks.service.sandbox import FaultRule
+
     rules = [FaultRule(latency=latency)] if latency else []
     for spec in specs:
         try:
@@ -92,6 +86,19 @@ def serve(
     """Serve the sandbox Cal.com (API under /v2, admin under /_sandbox)."""
     if ctx.invoked_subcommand is not None:
         return
+    import uvicorn
+
+    from calhooks.service.core.logs import configure_logging
+    from calhooks.service.sandbox import (
+        SANDBOX_API_KEY,
+        SANDBOX_ORG_ID,
+        SECOND_API_KEY,
+        SECOND_ORG_ID,
+        RateLimit,
+        create_app,
+    )
+    from calhooks.service.sandbox.exposure import bind_refusal, bind_warning, is_loopback_host
+
     if not is_loopback_host(host):
         if not allow_remote:
             fail(bind_refusal(host))
@@ -159,6 +166,8 @@ def summary_lines(answer: dict[str, Any]) -> list[str]:
 
 
 def _post(url: str, path: str, request: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
     try:
         response = httpx.post(f"{url.rstrip('/')}{path}", json=request, timeout=30)
     except httpx.HTTPError as exc:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
-from calhooks.service.core.logs import configure_from_settings
-from calhooks.service.core.settings import Settings, get_settings
+if TYPE_CHECKING:
+    import uvicorn
+
+    from calhooks.service.core.settings import Settings
 
 #: Longer than the idle timeout of common load balancers (AWS ALB: 60 s).
 KEEP_ALIVE_SECONDS = 75
@@ -45,6 +46,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
     """The uvicorn configuration of ``calhooks serve`` (the app is built here)."""
+    import uvicorn
+
     from calhooks.service.app import create_app
 
     return uvicorn.Config(create_app(settings), host=host, port=port, **server_options(settings))
@@ -52,7 +55,11 @@ def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Confi
 
 def run(host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT (``python -m calhooks.service`` with no arguments calls this)."""
+    import uvicorn
+
     from calhooks.service.app import listen_sockets
+    from calhooks.service.core.logs import configure_from_settings
+    from calhooks.service.core.settings import get_settings
 
     configure_from_settings()
     settings = get_settings()
@@ -87,6 +94,7 @@ def serve(
     The probes and metrics answer on CALHOOKS_PROBE_PORT only, when it is set.
     """
     from calhooks.service.cli.ports import require_free
+    from calhooks.service.core.settings import get_settings
 
     settings = get_settings()
     ports = {"intake": port if port is not None else settings.port}

@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 
 from calhooks.service.cli.output import print_json
-from calhooks.service.core.settings import get_settings
 
 app = typer.Typer(help="The intake's disk spool.", no_args_is_help=True)
 
@@ -30,6 +29,7 @@ def quarantine(
 ) -> None:
     """List spooled deliveries that could not be queued, with why."""
     from calhooks.service.app import spool_directory
+    from calhooks.service.core.settings import get_settings
     from calhooks.service.intake.spool import QUARANTINE, list_quarantine
 
     directory = spool_directory(get_settings())

@@ -12,36 +12,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
-from redis.exceptions import RedisError
 
-from calhooks.service.calcom.client import CalcomClient
-from calhooks.service.calcom.errors import ToolError
 from calhooks.service.cli.output import configure_cli_logging, fail, print_json
-from calhooks.service.core.logs import settings_secrets
-from calhooks.service.core.redisconn import create_redis
-from calhooks.service.core.settings import Settings, get_settings
-from calhooks.service.subscriptions import ping, report
-from calhooks.service.subscriptions.apply import ApplyResult, apply_webhooks, plan_current
-from calhooks.service.subscriptions.desired import DesiredFactory, desired_factory, desired_problems
-from calhooks.service.subscriptions.errors import DesiredStateError, PingError, SubscriptionError
-from calhooks.service.subscriptions.plan import Plan, plan_webhooks
-from calhooks.service.subscriptions.remote import list_webhooks
-from calhooks.service.subscriptions.rotate import RotationResult, rotate_secret
-from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from calhooks.service.calcom.client import CalcomClient
+    from calhooks.service.core.settings import Settings
+    from calhooks.service.subscriptions import ping
+    from calhooks.service.subscriptions.apply import ApplyResult
+    from calhooks.service.subscriptions.desired import DesiredFactory
+    from calhooks.service.subscriptions.plan import Plan
+    from calhooks.service.subscriptions.rotate import RotationResult
+    from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+
+    Operation = Callable[[Settings, WebhookSecretStore, CalcomClient], Awaitable[T]]
 
 app = typer.Typer(
     help="The Cal.com webhook calhooks registers for itself: plan, apply, rotate, test.",
     no_args_is_help=True,
 )
-
-T = TypeVar("T")
-
-Operation = Callable[[Settings, WebhookSecretStore, CalcomClient], Awaitable[T]]
 
 ShowSecret = Annotated[
     bool, typer.Option("--show-secret", help="Print calhooks' webhook secret (it is hidden).")
@@ -54,6 +48,16 @@ Prune = Annotated[
 
 def _run(operation: Operation[T]) -> T:
     """Run ``operation`` with the settings, the secret store and a Cal.com client."""
+    from redis.exceptions import RedisError
+
+    from calhooks.service.calcom.client import CalcomClient
+    from calhooks.service.calcom.errors import ToolError
+    from calhooks.service.core.logs import settings_secrets
+    from calhooks.service.core.redisconn import create_redis
+    from calhooks.service.core.settings import get_settings
+    from calhooks.service.subscriptions.errors import SubscriptionError
+    from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+
     settings = get_settings()
     # Warnings (retries, an expired lock) on stderr with -v; stdout carries only the output.
     configure_cli_logging(settings_secrets(settings))
@@ -77,6 +81,8 @@ def _run(operation: Operation[T]) -> T:
 
 def _note_without_rules() -> None:
     """Warn (stderr) that without the rules file only the configured extras are subscribed."""
+    from calhooks.service.core.settings import get_settings
+
     if get_settings().rules_file is None:
         typer.echo(
             "note: CALHOOKS_RULES_FILE is not set: the webhook subscribes only to"
@@ -88,6 +94,9 @@ def _note_without_rules() -> None:
 def prerequisites(settings: Settings) -> list[str]:
     """Every setting missing or wrong for managing the webhook, all at once."""
     from calhooks.service.core.secretbox import SecretBox, SecretBoxError
+    from calhooks.service.subscriptions.desired import desired_problems
+    from calhooks.service.subscriptions.errors import DesiredStateError
+    from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
 
     problems = []
     if settings.encryption_key is None:
@@ -110,6 +119,8 @@ def prerequisites(settings: Settings) -> list[str]:
 
 
 def _check_prerequisites() -> None:
+    from calhooks.service.core.settings import get_settings
+
     problems = prerequisites(get_settings())
     if len(problems) == 1:
         fail(problems[0])
@@ -118,6 +129,10 @@ def _check_prerequisites() -> None:
 
 
 def _desired(settings: Settings) -> DesiredFactory:
+    from calhooks.service.subscriptions.desired import desired_factory
+    from calhooks.service.subscriptions.errors import DesiredStateError
+    from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
+
     try:
         return desired_factory(settings, load_rule_triggers(settings))
     except DesiredStateError as exc:
@@ -139,6 +154,9 @@ def plan_command(
     ] = False,
 ) -> None:
     """Show what `apply` would change in the organization's webhooks (changes nothing)."""
+    from calhooks.service.subscriptions import report
+    from calhooks.service.subscriptions.apply import plan_current
+
     _check_prerequisites()
 
     async def operation(settings: Settings, store: WebhookSecretStore, cal: CalcomClient) -> Plan:
@@ -159,6 +177,9 @@ def apply_command(
     prune: Prune = False, as_json: AsJson = False, show_secret: ShowSecret = False
 ) -> None:
     """Create, update or re-activate calhooks' webhook (and generate its secret) as planned."""
+    from calhooks.service.subscriptions import report
+    from calhooks.service.subscriptions.apply import apply_webhooks
+
     _check_prerequisites()
 
     async def operation(
@@ -193,6 +214,9 @@ def rotate_command(
     show_secret: ShowSecret = False,
 ) -> None:
     """Give the webhook a new secret; deliveries signed with the old one verify meanwhile."""
+    from calhooks.service.subscriptions import report
+    from calhooks.service.subscriptions.rotate import rotate_secret
+
     _check_prerequisites()
 
     async def operation(
@@ -229,6 +253,13 @@ def ping_command(
     Against the sandbox Cal.com the sandbox sends it; Cal.com has no API for test
     deliveries, so otherwise calhooks sends one signed with its current secret.
     """
+    import httpx
+
+    from calhooks.service.subscriptions import ping
+    from calhooks.service.subscriptions.errors import PingError
+    from calhooks.service.subscriptions.plan import plan_webhooks
+    from calhooks.service.subscriptions.remote import list_webhooks
+
     _check_prerequisites()
 
     async def operation(
@@ -272,6 +303,7 @@ def ping_command(
 @app.command("secrets")
 def secrets_command(as_json: AsJson = False, show_secret: ShowSecret = False) -> None:
     """List the webhook secrets kept in Redis: current, valid until when (no values)."""
+    from calhooks.service.subscriptions import report
 
     async def operation(
         settings: Settings, store: WebhookSecretStore, cal: CalcomClient

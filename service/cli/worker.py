@@ -13,11 +13,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from redis.exceptions import RedisError
 
 from calhooks.service.cli.output import fail
-from calhooks.service.core.logs import configure_from_settings
-from calhooks.service.core.settings import get_settings
 
 
 def worker(
@@ -32,6 +29,10 @@ def worker(
 
     Until stopped; SIGTERM/SIGINT let running events finish.
     """
+    from redis.exceptions import RedisError
+
+    from calhooks.service.core.logs import configure_from_settings
+    from calhooks.service.core.settings import get_settings
     from calhooks.workers.bootstrap import use_fast_event_loop, wakeable_options
     from calhooks.workers.rules import RulesError
     from calhooks.workers.rulesource import RulesSource

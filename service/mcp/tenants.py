@@ -16,8 +16,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from calhooks.service.core.settings import Settings
+if TYPE_CHECKING:
+    from calhooks.service.core.settings import Settings
 
 DEFAULT_TENANT = "default"
 MIN_TOKEN_LENGTH = 16

@@ -59,6 +59,55 @@ def test_help_imports_no_command_module() -> None:
     assert "keygen" in result.stdout
 
 
+#: What no group's help may load: the clients, servers and engines its commands use.
+HELP_HEAVY = (
+    "httpx",
+    "uvicorn",
+    "redis",
+    "arq",
+    "mcp",
+    "cel",
+    "calhooks.service.sandbox.app",
+    "calhooks.service.calcom.client",
+    "calhooks.service.core.settings",
+    "calhooks.service.app",
+    "calhooks.workers.rules",
+)
+#: A subcommand of each group that has some, whose own help is built the same way.
+SUBCOMMANDS = {
+    "connections": "add",
+    "dlq": "list",
+    "events": "show",
+    "mcp": "serve",
+    "rules": "test",
+    "sandbox": "emit",
+    "spool": "quarantine",
+    "tools": "call",
+    "webhooks": "plan",
+}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_groups_help_imports_nothing_heavy(name: str) -> None:
+    """`calhooks GROUP --help` and `calhooks GROUP COMMAND --help` import the group's module
+    only: its heavy imports wait inside the commands (bench/cli_startup.py times it)."""
+    helps = [[name, "--help"]]
+    if name in SUBCOMMANDS:
+        helps.append([name, SUBCOMMANDS[name], "--help"])
+    for args in helps:
+        code = (
+            "import sys\n"
+            "from calhooks.service.cli.main import main\n"
+            f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HELP_HEAVY!r} if m in sys.modules))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        )
+        assert f"Usage: -c {' '.join(args[:-1])}" in result.stdout, args  # its help, no error
+        assert result.stdout.strip().splitlines()[-1] == "[]", args
+
+
 def test_tools_list_does_not_import_the_http_client() -> None:
     """`tools list` needs the registry only."""
     code = (
