@@ -88,8 +88,13 @@ def dev(home: Path, ports: list[int]) -> Iterator[DevLoop]:
     loop = start_dev(home, ports, "first")
     yield loop
     if loop.process.poll() is None:
-        loop.process.kill()
-        loop.process.wait()
+        # Ctrl-C, as a user stops it: `calhooks dev` then stops its embedded Redis too (a
+        # SIGKILL would leave that redis-server running after the test).
+        try:
+            loop.stop()
+        except subprocess.TimeoutExpired:
+            loop.process.kill()
+            loop.process.wait()
 
 
 def printed_commands(banner: str) -> tuple[str, list[str]]:
