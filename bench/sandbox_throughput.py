@@ -38,7 +38,15 @@ Operation = Callable[[httpx.AsyncClient], Awaitable[int]]
 @contextmanager
 def sandbox(latency: float) -> Iterator[str]:
     port = free_port()
-    command = [sys.executable, "-m", "service", "sandbox", "--port", str(port), "--no-rate-limit"]
+    command = [
+        sys.executable,
+        "-m",
+        "calhooks.service",
+        "sandbox",
+        "--port",
+        str(port),
+        "--no-rate-limit",
+    ]
     process = subprocess.Popen(
         [*command, "--latency", str(latency), "--log-level", "warning"],
         cwd=ROOT,

@@ -123,7 +123,7 @@ class Cluster:
 
     def start(self, name: str, args: list[str], env: dict[str, str], ready: str) -> Proc:
         port = free_port()
-        command = [sys.executable, "-m", "service", *args]
+        command = [sys.executable, "-m", "calhooks.service", *args]
         if args[0] in ("sandbox", "serve"):
             command += ["--port", str(port)]
         full_env = {**self.env, **env}

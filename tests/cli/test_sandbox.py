@@ -155,7 +155,7 @@ def test_emit_booking_change_errors_are_one_line(sandbox: RunningSandbox) -> Non
 def test_serve_empty_without_rate_limit() -> None:
     """`calhooks sandbox --empty --no-rate-limit` serves a bare, unthrottled sandbox."""
     port = free_port()
-    command = [sys.executable, "-m", "service", "sandbox", "--port", str(port), "--empty"]
+    command = [sys.executable, "-m", "calhooks.service", "sandbox", "--port", str(port), "--empty"]
     server = subprocess.Popen(
         [*command, "--no-rate-limit", "--log-level", "warning"],
         cwd=ROOT,
@@ -191,7 +191,7 @@ def test_a_non_loopback_bind_needs_the_flag() -> None:
 
 def test_a_non_loopback_bind_with_the_flag_warns() -> None:
     port = free_port()
-    command = [sys.executable, "-m", "service", "sandbox", "--port", str(port)]
+    command = [sys.executable, "-m", "calhooks.service", "sandbox", "--port", str(port)]
     server = subprocess.Popen(
         [*command, "--host", ALL_INTERFACES, "--allow-remote", "--log-level", "warning"],
         cwd=ROOT,

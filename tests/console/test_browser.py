@@ -99,7 +99,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     )
     log = data / "dev.log"
     command = [
-        sys.executable, "-m", "service", "dev",
+        sys.executable, "-m", "calhooks.service", "dev",
         "--sandbox-port", str(ports["sandbox"]), "--port", str(ports["intake"]),
         "--worker-port", str(ports["worker"]),
     ]  # fmt: skip

@@ -27,7 +27,7 @@ async def spawned(env: dict[str, str], tmp_path: Path) -> AsyncIterator[Client]:
     """An SDK client session with a freshly spawned ``calhooks mcp`` (stderr to a file)."""
     server = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "service", "mcp"],
+        args=["-m", "calhooks.service", "mcp"],
         cwd=ROOT,
         env={
             "CALHOOKS_LOG_FORMAT": "json",

@@ -163,7 +163,7 @@ class Cluster:
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service", *args],
+                [sys.executable, "-m", "calhooks.service", *args],
                 cwd=ROOT,
                 env={**self.env, **env},
                 stdout=out,

@@ -61,7 +61,9 @@ class Process:
         self.process.kill()
         self.process.wait(timeout=10)
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait: a worker may take CALHOOKS_WORKER_JOB_COMPLETION_WAIT (25 s)
+        for a running event, then its shutdown, before it exits."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
@@ -99,7 +101,7 @@ def start(name: str, args: list[str], env: dict[str, str], tmp_path: Path, port:
     log = tmp_path / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", *args],
+            [sys.executable, "-m", "calhooks.service", *args],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -51,7 +51,7 @@ def test_dev_runs_the_loop_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     output = tmp_path / "dev.log"
     with output.open("wb") as out:
         dev = subprocess.Popen(
-            [sys.executable, "-m", "service", "dev", "--sandbox-port", str(sandbox_port),
+            [sys.executable, "-m", "calhooks.service", "dev", "--sandbox-port", str(sandbox_port),
              "--port", str(port), "--worker-port", str(worker_port),
              "--probe-port", str(probe_port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
