@@ -5,9 +5,7 @@ on its current dates, made once (docs/bookings.md)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ from calhooks.service.calcom.webhooks import SIGNATURE_HEADER, compact_json, sig
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.events import event_id
 from calhooks.workers.eventlog import EventLog
+from tests import waiting
 from tests.sandbox.server import RunningSandbox
 from tests.workers.processes import Process, environment, start_intake, start_worker
 
@@ -44,16 +43,8 @@ ORDERING_WAIT = 5
 
 
 async def eventually(check: Callable[[], Any], within: float = 40.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
+    """``tests.waiting.eventually`` with a longer deadline: a chain may wait its turn."""
+    return await waiting.eventually(check, within=within, what=what)
 
 
 @dataclass
@@ -116,15 +107,6 @@ class Stack:
 
     async def log(self, one: str) -> list[dict[str, Any]]:
         return await EventLog(self.redis, ttl=60).read(one)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    running: list[Process] = []
-    yield running
-    for process in running:
-        if process.process.poll() is None:
-            process.terminate()
 
 
 async def start_stack(

@@ -8,7 +8,7 @@ import itertools
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,15 +43,6 @@ ALICE, BOB, CAROL = 101, 102, 103
 @pytest.fixture
 async def redis(redis_server: EmbeddedRedis, redis_client: aioredis.Redis) -> aioredis.Redis:
     return redis_client
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    running: list[Process] = []
-    yield running
-    for process in running:
-        if process.process.poll() is None:
-            process.terminate()
 
 
 def write_rules(tmp_path: Path, text: str) -> Path:

@@ -40,15 +40,6 @@ OUTAGE_SECONDS = float(os.environ.get("CALHOOKS_TEST_REDIS_OUTAGE", "6"))
 
 
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    running: list[Process] = []
-    yield running
-    for process in running:
-        if process.process.poll() is None:
-            process.terminate()
-
-
-@pytest.fixture
 def aof_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(directory=tmp_path / "redis", persistent=True).start()
     yield server

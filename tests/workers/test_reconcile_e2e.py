@@ -5,7 +5,6 @@ not recovered a second time (docs/reconciliation.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,6 @@ pytestmark = pytest.mark.slow
 
 STATE = f"calhooks:reconcile:{SANDBOX_ORG_ID}:state"
 LOCK = f"calhooks:reconcile:{SANDBOX_ORG_ID}:lock"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    running: list[Process] = []
-    yield running
-    for process in running:
-        if process.process.poll() is None:
-            process.terminate()
 
 
 async def passes(redis: aioredis.Redis) -> int:
