@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from calhooks.service.calcom.tools import TOOLS  # noqa: E402
 from calhooks.service.calcom.webhooks import delivery_headers, sign  # noqa: E402
-from tests.workers.chaos import SECRET, Cluster, Plan, Proc  # noqa: E402
+from tests.workers.chaos import SECRET, Cluster, Plan, rss_mib  # noqa: E402
 
 MCP_TOKEN = "mcp-fuzz-token-0123456789abcdef"  # noqa: S105 - the run's own token
 NOT_SENT, CLOSED, TIMED_OUT = -3, -1, -2
@@ -446,17 +446,6 @@ def mcp_case(rnd: random.Random) -> Case:
 
 
 # --- the run --------------------------------------------------------------------------------
-
-
-def rss_mib(proc: Proc) -> float | None:
-    try:
-        status = Path(f"/proc/{proc.process.pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
 
 
 def save(out: Path, case: Case, status: int) -> None:

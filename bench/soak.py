@@ -45,21 +45,9 @@ from tests.workers.chaos import (  # noqa: E402
     Cluster,
     Emitter,
     Plan,
-    Proc,
     entries_by_booking,
+    rss_mib,
 )
-
-
-def rss_mib(proc: Proc) -> float | None:
-    """The process' resident set size in MiB (``/proc/<pid>/status``), None once it ended."""
-    try:
-        status = Path(f"/proc/{proc.process.pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
 
 
 def summary(samples: list[float | None]) -> dict[str, float | None]:

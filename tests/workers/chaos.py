@@ -305,11 +305,18 @@ async def entries_by_booking(admin: httpx.AsyncClient, api: httpx.AsyncClient) -
 
 
 def rss_kib(proc: Proc) -> int:
+    """The process' resident set size in KiB (``/proc/<pid>/status``), 0 once it ended."""
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{proc.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_mib(proc: Proc) -> float | None:
+    """The process' resident set size in MiB, ``None`` once it ended."""
+    kib = rss_kib(proc)
+    return round(kib / 1024, 1) if kib else None
 
 
 def lease_token(worker: Proc) -> str | None:
