@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from calhooks.service.events import DEDUPE_PREFIX, Event
+from calhooks.service.events import DEDUPE_PREFIX, Event, reapply_key
 from calhooks.service.sandbox.seed import DEPARTMENT_ATTRIBUTE_ID, option_id
 from calhooks.workers import keys
 from calhooks.workers.metrics import render
@@ -447,3 +447,41 @@ async def test_attribute_options_fit_a_small_budget(
     snapshot = await redis_client.hgetall("calhooks:reconcile:1:snap:attributes")  # type: ignore[misc]
     assert len(snapshot) == 4
     assert all("options" in json.loads(v) for v in snapshot.values())
+
+
+async def test_a_change_of_the_own_webhook_asks_for_a_reapply(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    request = reapply_key("test")
+    await reconciler(sandbox, redis_client, deployment="test").run()
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_webhooks_controller_create_organization_webhook",
+            active=True,
+            subscriberUrl="https://hooks.example.com/webhooks/cal?calhooks=staging",
+            triggers=["BOOKING_CREATED"],
+        )
+    report = await reconciler(sandbox, redis_client, deployment="test").run()
+    assert [e.trigger for e in report.events] == [triggers.WEBHOOK_CHANGED]
+    assert await redis_client.get(request) is None  # another deployment's webhook
+    async with sandbox.client() as client:
+        own = await client.call(
+            "cal_organizations_webhooks_controller_create_organization_webhook",
+            active=True,
+            subscriberUrl="https://hooks.example.com/webhooks/cal?calhooks=test",
+            triggers=["BOOKING_CREATED"],
+        )
+    [created] = (await reconciler(sandbox, redis_client, deployment="test").run()).events
+    assert await redis_client.get(request) == created.id.encode()
+    await redis_client.delete(request)
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_webhooks_controller_update_org_webhook",
+            webhookId=own["id"],
+            active=False,
+        )
+    [edited] = (await reconciler(sandbox, redis_client, deployment="test").run(dry_run=True)).events
+    assert await redis_client.get(request) is None  # a dry run asks for nothing
+    [edited] = (await reconciler(sandbox, redis_client, deployment="test").run()).events
+    assert edited.payload["change"] == "updated"
+    assert await redis_client.get(request) == edited.id.encode()

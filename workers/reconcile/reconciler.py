@@ -15,7 +15,10 @@ snapshot: the first one is the baseline and emits nothing; later ones emit one e
 difference, then replace the snapshot. Event ids derive from the change, so a pass that
 crashed after emitting emits the same ids again and the queue's de-duplication drops them; a
 restart reads the snapshot from Redis and re-emits nothing. A derived kind (attribute option
-assignments) is settled from its source's complete listing right after it, at no call.
+assignments) is settled from its source's complete listing right after it, at no call. A
+``calhooks.WEBHOOK_CHANGED`` on this ``deployment``'s own webhook also sets
+``service.events.reapply_key``: the web process re-applies the webhook plan
+(``service.subscriptions.startup``).
 
 ``dry_run`` lists into memory, writes nothing and returns the events it would emit.
 Bookings updated less than ``grace`` seconds ago wait for the next pass (their delivery may
@@ -35,7 +38,8 @@ import redis.asyncio as aioredis
 import structlog
 
 from calhooks.service.calcom.client import CalcomClient
-from calhooks.service.events import Event
+from calhooks.service.core.webhookmark import owner_of
+from calhooks.service.events import Event, reapply_key
 from calhooks.workers import keys
 from calhooks.workers.reconcile import bookings, metrics, triggers
 from calhooks.workers.reconcile.emit import Emitter, change_id
@@ -99,6 +103,7 @@ class Reconciler:
         budget: int | None = None,
         grace: float = 0.0,
         kinds: Sequence[Kind] = KINDS,
+        deployment: str | None = None,
     ) -> None:
         self.redis = redis
         self.client = client
@@ -106,6 +111,7 @@ class Reconciler:
         self.budget = budget
         self.grace = grace
         self.kinds = tuple(kinds)
+        self.deployment = deployment
         self.prefix = key_prefix(org_id)
         self.emitter = Emitter(redis, queue_name=queue_name, dedupe_window=dedupe_window)
 
@@ -236,6 +242,10 @@ class Reconciler:
             if await self.emitter.emit(event):
                 report.queued += 1
                 metrics.EVENTS.labels(event.trigger).inc()
+            if self._own_webhook_changed(event):
+                assert self.deployment is not None
+                await self.redis.set(reapply_key(self.deployment), event.id)
+                logger.info("reconcile.reapply_requested", org=self.org_id, event_id=event.id)
         staging = self._key(f"next:{kind.name}")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(snapshot_key, staging)
@@ -243,6 +253,17 @@ class Reconciler:
                 pipe.hset(snapshot_key, mapping={k: _dumps(v) for k, v in after.items()})
             pipe.hset(self._key("state"), f"{kind.name}:baseline", "1")
             await pipe.execute()
+
+    def _own_webhook_changed(self, event: Event) -> bool:
+        """Whether ``event`` is a change of this deployment's own webhook (before or after
+        carries its ownership mark): the web process is then asked to re-apply the plan."""
+        if event.trigger != triggers.WEBHOOK_CHANGED or self.deployment is None:
+            return False
+        return any(
+            owner_of(str(side.get("subscriberUrl", ""))) == self.deployment
+            for side in (event.payload.get("before"), event.payload.get("after"))
+            if isinstance(side, Mapping)
+        )
 
     def _hold_young(
         self,
