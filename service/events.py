@@ -9,8 +9,10 @@ them; both import this module and nothing else of each other. It holds:
   Jobs are JSON, not pickle: ``serialize_job``/``deserialize_job`` are what the worker hands
   arq as ``job_serializer``/``job_deserializer`` (they also carry arq's result records, so
   anything JSON cannot hold is turned into something it can);
-* the key names both sides share: the queue's wake-up list (``wake_key``) and the intake's
-  de-duplication keys (``DEDUPE_PREFIX``).
+* the key names both sides share: the queue's wake-up list (``wake_key``), the intake's
+  de-duplication keys (``DEDUPE_PREFIX``) and the request a reconciliation pass leaves for
+  the web process to re-apply the webhook plan when someone changed calhooks' own webhook
+  (``reapply_key``).
 
 **Format version.** The event dict carries ``"v": EVENT_FORMAT``; one without ``v`` was
 written by a release before versioning and is format 1 (the same fields). ``from_dict``
@@ -297,3 +299,9 @@ def job_bytes(event: Event, enqueue_time_ms: int) -> bytes:
 def wake_key(queue_name: str) -> str:
     """The list an enqueuer pushes to so an idle worker polls at once."""
     return f"{queue_name}:wake"
+
+
+def reapply_key(deployment: str) -> str:
+    """Set by a reconciliation pass that saw this deployment's own webhook change (the value:
+    the ``calhooks.WEBHOOK_CHANGED`` event's id); the web process deletes it and re-applies."""
+    return f"calhooks:webhooks:reapply:{deployment}"

@@ -99,6 +99,7 @@ async def _run(*, dry_run: bool, budget: int | None) -> RunReport:
         dedupe_window=settings.dedupe_window,
         budget=None if dry_run or not budget else budget,
         grace=settings.reconcile_grace,
+        deployment=settings.webhook_deployment,
     )
     try:
         if dry_run:

@@ -20,13 +20,14 @@ The intake ignores the query string, so the mark costs nothing at delivery time.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from calhooks.service.core.settings import WEBHOOK_DEPLOYMENT_PATTERN
+from calhooks.service.core.webhookmark import MARK, owner_of
 from calhooks.service.subscriptions.errors import OwnershipError
 
-MARK = "calhooks"
 _DEPLOYMENT = re.compile(WEBHOOK_DEPLOYMENT_PATTERN)
+__all__ = ["MARK", "check_deployment", "is_own", "owner_of", "same_endpoint", "subscriber_url"]
 
 
 def check_deployment(name: str) -> str:
@@ -51,16 +52,6 @@ def subscriber_url(public_url: str, intake_path: str, deployment: str) -> str:
     path = parts.path.rstrip("/") + "/" + intake_path.strip("/")
     query = urlencode({MARK: check_deployment(deployment)})
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
-
-
-def owner_of(url: str) -> str | None:
-    """The deployment name marked in ``url``, or ``None`` when it has no calhooks mark."""
-    try:
-        query = urlsplit(url).query
-    except ValueError:
-        return None
-    names = [value for key, value in parse_qsl(query, keep_blank_values=True) if key == MARK]
-    return names[0] if len(names) == 1 else None
 
 
 def is_own(url: str, deployment: str) -> bool:

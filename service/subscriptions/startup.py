@@ -9,7 +9,11 @@
   background once the app has started - never pruning, never delaying start-up or failing
   it, and only with ``CALHOOKS_RULES_FILE`` set (a web pod without the workers' rules would
   otherwise unsubscribe the triggers they need). Every replica does it; the webhooks lock
-  makes one of them change things and the others find nothing to do.
+  makes one of them change things and the others find nothing to do. With auto-apply the
+  lifespan also checks, every ``REAPPLY_CHECK_EVERY`` seconds, for the re-apply request a
+  worker's reconciliation pass leaves when someone changed this deployment's own webhook
+  (``service.events.reapply_key``); the replica that takes it (``DEL`` answers 1 to one
+  replica) applies the plan again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import structlog
 
 from calhooks.service.core.redisconn import create_redis
 from calhooks.service.core.settings import Settings
+from calhooks.service.events import reapply_key
 from calhooks.service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
 
 if TYPE_CHECKING:
@@ -36,6 +41,8 @@ logger = structlog.get_logger(__name__)
 AUTO_APPLY_RETRY_DELAYS = (10.0, 60.0, 300.0)
 #: A replica waits this long for another that holds the webhooks lock.
 AUTO_APPLY_LOCK_WAIT = 120.0
+#: Seconds between checks for a re-apply request left by reconciliation.
+REAPPLY_CHECK_EVERY = 15.0
 
 
 async def auto_apply(
@@ -99,6 +106,30 @@ async def auto_apply(
     return None
 
 
+async def watch_reapply(
+    settings: Settings,
+    redis: aioredis.Redis,
+    *,
+    every: float = REAPPLY_CHECK_EVERY,
+    apply: Callable[[Settings, aioredis.Redis], Awaitable[ApplyResult | None]] = auto_apply,
+) -> None:
+    """Re-apply the webhook plan each time a reconciliation pass asks for it; runs until
+    cancelled, never raises (a Redis failure is logged and checked again later)."""
+    key = reapply_key(settings.webhook_deployment)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            requested = await redis.getdel(key)
+        except (aioredis.RedisError, OSError) as exc:
+            logger.warning("webhooks.reapply_check_failed", reason=str(exc))
+            continue
+        if requested is None:
+            continue
+        event = requested.decode() if isinstance(requested, bytes) else str(requested)
+        logger.info("webhooks.reapply_requested", event_id=event)
+        await apply(settings, redis)
+
+
 @dataclass
 class IntakeExtension:
     """Secret sources and a lifespan for the intake app."""
@@ -109,16 +140,17 @@ class IntakeExtension:
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        task: asyncio.Task[ApplyResult | None] | None = None
+        tasks: list[asyncio.Task[ApplyResult | None] | asyncio.Task[None]] = []
         settings, redis = self.settings, self.redis
         if settings is not None and redis is not None and settings.webhooks_auto_apply:
-            task = asyncio.create_task(auto_apply(settings, redis))
+            tasks.append(asyncio.create_task(auto_apply(settings, redis)))
+            tasks.append(asyncio.create_task(watch_reapply(settings, redis)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self.redis is not None:
                 await self.redis.aclose()
 

@@ -47,7 +47,10 @@ async def _redis(url: str, *command: str) -> object:
 def test_baseline_then_dry_run_then_a_pass(redis_url: str, sandbox: RunningSandbox) -> None:
     first = runner.invoke(app, ["reconcile"])
     assert first.exit_code == 0, first.output
-    assert "baseline taken for memberships, users, ooo, webhooks, bookings" in first.output
+    assert (
+        "baseline taken for memberships, assignments, users, ooo, webhooks, attributes, bookings"
+        in first.output
+    )
     assert "queued 0 of 0 events" in first.output
 
     response = httpx.post(

@@ -24,6 +24,14 @@ def test_every_reconcile_trigger_is_accepted() -> None:
         assert trigger_problem(trigger) is None
 
 
+def test_the_attribute_option_triggers_are_known() -> None:
+    assert trigger_problem("calhooks.ATTRIBUTE_OPTION_ASSIGNED") is None
+    assert trigger_problem("calhooks.ATTRIBUTE_OPTION_UNASSIGNED") is None
+    problem = trigger_problem("calhooks.ATTRIBUTE_OPTION_ASIGNED")
+    assert problem is not None
+    assert "did you mean 'calhooks.ATTRIBUTE_OPTION_ASSIGNED'?" in problem
+
+
 def test_a_typo_in_a_reconcile_trigger_is_caught_with_a_suggestion() -> None:
     found = problems(
         """

@@ -12,9 +12,10 @@ import redis.asyncio as aioredis
 from calhooks.service.app import create_app
 from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
 from calhooks.service.core.settings import Settings
+from calhooks.service.events import reapply_key
 from calhooks.service.subscriptions.secret_source import StoredSecretsSource
 from calhooks.service.subscriptions.secret_store import WebhookSecretStore
-from calhooks.service.subscriptions.startup import auto_apply, intake_extension
+from calhooks.service.subscriptions.startup import auto_apply, intake_extension, watch_reapply
 from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
 from tests.subscriptions.conftest import make_settings, write_rules
@@ -162,3 +163,34 @@ def test_no_encryption_key_means_no_stored_secrets(sandbox: RunningSandbox) -> N
     extension = intake_extension(make_settings(sandbox.url, encryption_key=None))
     assert extension.sources == []
     assert extension.redis is None
+
+
+async def test_a_reapply_request_from_reconciliation_restores_the_own_webhook(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Someone deactivates calhooks' webhook; reconciliation asks; the web process re-applies."""
+    settings = make_settings(
+        sandbox.url, rules_file=write_rules(tmp_path / "r.yaml", "OOO_CREATED")
+    )
+    first = await auto_apply(settings, redis_client)
+    assert first is not None
+    [webhook] = sandbox.store.webhooks.values()
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_webhooks_controller_update_org_webhook",
+            webhookId=webhook.id,
+            active=False,
+        )
+    assert not sandbox.store.webhooks[webhook.id].active
+    key = reapply_key(settings.webhook_deployment)
+    watcher = asyncio.create_task(watch_reapply(settings, redis_client, every=0.02))
+    try:
+        await redis_client.set(key, "e1")
+        await eventually(
+            lambda: sandbox.store.webhooks[webhook.id].active, what="the webhook re-applied"
+        )
+        assert not await redis_client.exists(key)  # the request is taken once
+        assert len(sandbox.store.webhooks) == 1
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from calhooks.service.events import DEDUPE_PREFIX, Event
+from calhooks.service.events import DEDUPE_PREFIX, Event, reapply_key
+from calhooks.service.sandbox.seed import DEPARTMENT_ATTRIBUTE_ID, option_id
 from calhooks.workers import keys
 from calhooks.workers.metrics import render
 from calhooks.workers.reconcile import periodic, triggers
@@ -58,7 +59,15 @@ async def test_first_pass_is_a_baseline_and_a_second_emits_nothing(
     sandbox: RunningSandbox, redis_client: aioredis.Redis
 ) -> None:
     first = await reconciler(sandbox, redis_client).run()
-    assert first.baselined == ["memberships", "users", "ooo", "webhooks", "bookings"]
+    assert first.baselined == [
+        "memberships",
+        "assignments",
+        "users",
+        "ooo",
+        "webhooks",
+        "attributes",
+        "bookings",
+    ]
     assert first.events == []
     assert await queued(redis_client) == []
     assert first.seen["users"] > 0
@@ -218,7 +227,7 @@ async def test_the_budget_spreads_a_listing_over_passes(
         assert len(passes) < 10
     assert len(passes) >= 2
     assert passes[0].pending is not None
-    assert sum(len(p.baselined) for p in passes) == 5
+    assert sum(len(p.baselined) for p in passes) == 7
     # Once baselined, a change found over several passes is emitted once.
     async with sandbox.client() as client:
         await client.call(
@@ -359,3 +368,120 @@ async def test_a_pass_failing_while_queueing_loses_no_event(
         triggers.USER_CREATED,
     ]
     assert report.queued == 2
+
+
+async def test_attribute_option_assignments_become_events(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    first = await reconciler(sandbox, redis_client).run()
+    assert first.seen["assignments"] == 3  # alice, bob and carol each have a department
+    assert first.seen["attributes"] == 1
+    snapshot = await redis_client.hgetall("calhooks:reconcile:1:snap:attributes")  # type: ignore[misc]
+    department = json.loads(snapshot[DEPARTMENT_ATTRIBUTE_ID.encode()])
+    assert {o["slug"] for o in department["options"]} == {"engineering", "sales", "support"}
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_attributes_options_controller_unassign_organization_attribute_option_from_user",
+            userId=BOB,
+            attributeOptionId=option_id("sales"),
+        )
+        await client.call(
+            "cal_organizations_attributes_options_controller_assign_organization_attribute_option_to_user",
+            userId=BOB,
+            attributeId=DEPARTMENT_ATTRIBUTE_ID,
+            attributeOptionId=option_id("support"),
+        )
+    report = await reconciler(sandbox, redis_client).run()
+    events = {e.trigger: e for e in report.events}
+    assert set(events) == {
+        triggers.ATTRIBUTE_OPTION_ASSIGNED,
+        triggers.ATTRIBUTE_OPTION_UNASSIGNED,
+    }
+    assigned = events[triggers.ATTRIBUTE_OPTION_ASSIGNED].payload
+    assert assigned["attribute"] == {
+        "id": DEPARTMENT_ATTRIBUTE_ID,
+        "name": "Department",
+        "type": "singleSelect",
+    }
+    assert assigned["option"] == {"id": option_id("support"), "value": "Support"}
+    assert assigned["user"]["id"] == BOB
+    assert assigned["user"]["username"] == "bob"
+    assert assigned["before"] is None
+    assert assigned["after"]["option"]["id"] == option_id("support")
+    assert assigned["source"] == "reconcile"
+    assert assigned["observedAt"]
+    unassigned = events[triggers.ATTRIBUTE_OPTION_UNASSIGNED].payload
+    assert unassigned["option"] == {"id": option_id("sales"), "value": "Sales"}
+    assert unassigned["user"]["id"] == BOB
+    assert unassigned["after"] is None
+    assert len(await queued(redis_client)) == 2
+    assert (await reconciler(sandbox, redis_client).run()).events == []
+
+
+async def test_attribute_options_fit_a_small_budget(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    async with sandbox.client() as client:
+        for n in range(3):
+            await client.call(
+                "cal_organizations_attributes_controller_create_organization_attribute",
+                name=f"Skill {n}",
+                slug=f"skill-{n}",
+                type="MULTI_SELECT",
+                options=[{"value": "Python", "slug": "python"}],
+            )
+    attributes_kind = [
+        kind for kind in reconciler(sandbox, redis_client).kinds if kind.name == "attributes"
+    ]
+    passes = 0
+    while True:
+        sent = len(sandbox.requests())
+        report = await reconciler(sandbox, redis_client, budget=3, kinds=attributes_kind).run()
+        assert report.calls <= 3
+        assert len(sandbox.requests()) - sent == report.calls
+        passes += 1
+        if "attributes" in report.complete:
+            break
+        assert passes < 10
+    assert passes >= 2  # 4 attributes and their options: 8 calls or more at 3 a pass
+    snapshot = await redis_client.hgetall("calhooks:reconcile:1:snap:attributes")  # type: ignore[misc]
+    assert len(snapshot) == 4
+    assert all("options" in json.loads(v) for v in snapshot.values())
+
+
+async def test_a_change_of_the_own_webhook_asks_for_a_reapply(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis
+) -> None:
+    request = reapply_key("test")
+    await reconciler(sandbox, redis_client, deployment="test").run()
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_webhooks_controller_create_organization_webhook",
+            active=True,
+            subscriberUrl="https://hooks.example.com/webhooks/cal?calhooks=staging",
+            triggers=["BOOKING_CREATED"],
+        )
+    report = await reconciler(sandbox, redis_client, deployment="test").run()
+    assert [e.trigger for e in report.events] == [triggers.WEBHOOK_CHANGED]
+    assert await redis_client.get(request) is None  # another deployment's webhook
+    async with sandbox.client() as client:
+        own = await client.call(
+            "cal_organizations_webhooks_controller_create_organization_webhook",
+            active=True,
+            subscriberUrl="https://hooks.example.com/webhooks/cal?calhooks=test",
+            triggers=["BOOKING_CREATED"],
+        )
+    [created] = (await reconciler(sandbox, redis_client, deployment="test").run()).events
+    assert await redis_client.get(request) == created.id.encode()
+    await redis_client.delete(request)
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_webhooks_controller_update_org_webhook",
+            webhookId=own["id"],
+            active=False,
+        )
+    [edited] = (await reconciler(sandbox, redis_client, deployment="test").run(dry_run=True)).events
+    assert await redis_client.get(request) is None  # a dry run asks for nothing
+    [edited] = (await reconciler(sandbox, redis_client, deployment="test").run()).events
+    assert edited.payload["change"] == "updated"
+    assert await redis_client.get(request) == edited.id.encode()

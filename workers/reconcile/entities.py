@@ -4,6 +4,12 @@ A ``Kind`` names the list operation (a tool, or the internal bookings operation)
 item is keyed and stored in the snapshot (``compact``), and which trigger a change gets
 (``change``: ``None`` for a change no rule can use - the snapshot still takes it). Bookings
 are a kind too; their changes are turned into Cal.com's own triggers by ``bookings``.
+
+A kind may have ``details``: a read made once per listed item (an attribute's options), which
+the pass spends from its budget too. A *derived* kind (``DERIVED``: attribute option
+assignments, from the memberships listing, whose items carry each member's ``attributes``)
+costs no call: it is computed from its source kind's complete listing and has a snapshot,
+baseline and events of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ class Kind:
     change: Change
     key: Callable[[Mapping[str, Any]], str] = lambda item: str(item["id"])
     compact: Callable[[Mapping[str, Any]], dict[str, Any]] = lambda item: dict(item)
+    #: ``(operation, parameters(item), field)``: one more read per item, its ``data``
+    #: stored under ``field`` of the item's snapshot entry.
+    details: tuple[str, Callable[[Mapping[str, Any]], dict[str, Any]], str] | None = None
 
     @property
     def page_size(self) -> int:
@@ -74,8 +83,49 @@ def webhook_without_secret(item: Mapping[str, Any]) -> dict[str, Any]:
     return compact
 
 
+def _assignment(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
+    if before is None:
+        return triggers.ATTRIBUTE_OPTION_ASSIGNED
+    if after is None:
+        return triggers.ATTRIBUTE_OPTION_UNASSIGNED
+    return None  # the same option still assigned (renamed, say): the snapshot takes it
+
+
+def assignments(memberships: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Who is assigned which attribute option, from a memberships listing: one entry per
+    member and option (``<userId>:<optionId>``) with ``attribute`` (``id``, ``name``,
+    ``type``), ``option`` (``id``, ``value``), ``user`` (``id``, ``email``, ``username``,
+    ``name``) and ``membershipId``."""
+    entries: dict[str, dict[str, Any]] = {}
+    for membership in memberships.values():
+        profile = membership.get("user") or {}
+        user = {
+            "id": membership.get("userId"),
+            "email": profile.get("email"),
+            "username": profile.get("username"),
+            "name": profile.get("name"),
+        }
+        for attribute in membership.get("attributes") or ():
+            chosen = attribute.get("options")
+            if chosen is None:
+                chosen = [
+                    {"optionId": attribute.get("optionId"), "option": attribute.get("option")}
+                ]
+            for option in chosen:
+                option_id = option.get("optionId")
+                if option_id is None:
+                    continue
+                entries[f"{user['id']}:{option_id}"] = {
+                    "attribute": {k: attribute.get(k) for k in ("id", "name", "type")},
+                    "option": {"id": option_id, "value": option.get("option")},
+                    "user": user,
+                    "membershipId": membership.get("id"),
+                }
+    return entries
+
+
 def _no_event(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
-    return None  # bookings: ``bookings.missed`` decides
+    return None  # bookings: ``bookings.missed`` decides; attributes: their assignments do
 
 
 MEMBERSHIPS = Kind(
@@ -85,6 +135,17 @@ USERS = Kind(
     "users",
     "cal_organizations_users_controller_get_organizations_users",
     _three(triggers.USER_CREATED, triggers.USER_UPDATED, triggers.USER_DELETED),
+)
+ASSIGNMENTS = Kind("assignments", MEMBERSHIPS.operation, _assignment)
+ATTRIBUTES = Kind(
+    "attributes",
+    "cal_organizations_attributes_controller_get_organization_attributes",
+    _no_event,  # the snapshot keeps attributes and options; assignments carry the events
+    details=(
+        "cal_organizations_attributes_options_controller_get_organization_attribute_options",
+        lambda item: {"attributeId": str(item["id"])},
+        "options",
+    ),
 )
 OOO = Kind(
     "ooo",
@@ -106,4 +167,10 @@ BOOKINGS = Kind(
 )
 
 #: Every kind, in the order a run lists them.
-KINDS: tuple[Kind, ...] = (MEMBERSHIPS, USERS, OOO, WEBHOOKS, BOOKINGS)
+KINDS: tuple[Kind, ...] = (MEMBERSHIPS, USERS, OOO, WEBHOOKS, ATTRIBUTES, BOOKINGS)
+#: Kinds computed from another kind's complete listing (by its name), at no call.
+DERIVED: dict[
+    str, tuple[Kind, Callable[[Mapping[str, Mapping[str, Any]]], dict[str, dict[str, Any]]]]
+] = {
+    MEMBERSHIPS.name: (ASSIGNMENTS, assignments),
+}

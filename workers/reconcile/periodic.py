@@ -113,6 +113,7 @@ def start(settings: Settings, redis: aioredis.Redis, client: CalcomClient) -> as
                 settings.reconcile_period,
             ),
             grace=settings.reconcile_grace,
+            deployment=settings.webhook_deployment,
         )
 
     return asyncio.create_task(

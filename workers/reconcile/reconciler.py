@@ -6,13 +6,19 @@ kind's paging cursor (``<kind>:skip``), whether its baseline exists (``<kind>:ba
 the kind a run continues with (``turn``) and the number of passes so far (``passes``).
 
 A pass spends at most ``budget`` list calls (``None``: no bound). Each kind is listed page
-by page (the largest page Cal.com allows) into ``next:<kind>``; a kind whose listing is not
+by page (the largest page Cal.com allows; a kind with ``details``, attributes and their
+options, takes pages small enough for a page and one call per item to fit what is left of
+the budget) into ``next:<kind>``; a kind whose listing is not
 complete when the budget runs out continues on the next pass, from its cursor - a large
 organization is spread over several periods. A complete listing is diffed against the
 snapshot: the first one is the baseline and emits nothing; later ones emit one event per
 difference, then replace the snapshot. Event ids derive from the change, so a pass that
 crashed after emitting emits the same ids again and the queue's de-duplication drops them; a
-restart reads the snapshot from Redis and re-emits nothing.
+restart reads the snapshot from Redis and re-emits nothing. A derived kind (attribute option
+assignments) is settled from its source's complete listing right after it, at no call. A
+``calhooks.WEBHOOK_CHANGED`` on this ``deployment``'s own webhook also sets
+``service.events.reapply_key``: the web process re-applies the webhook plan
+(``service.subscriptions.startup``).
 
 ``dry_run`` lists into memory, writes nothing and returns the events it would emit.
 Bookings updated less than ``grace`` seconds ago wait for the next pass (their delivery may
@@ -32,11 +38,12 @@ import redis.asyncio as aioredis
 import structlog
 
 from calhooks.service.calcom.client import CalcomClient
-from calhooks.service.events import Event
+from calhooks.service.core.webhookmark import owner_of
+from calhooks.service.events import Event, reapply_key
 from calhooks.workers import keys
 from calhooks.workers.reconcile import bookings, metrics, triggers
 from calhooks.workers.reconcile.emit import Emitter, change_id
-from calhooks.workers.reconcile.entities import BOOKINGS, KINDS, Kind
+from calhooks.workers.reconcile.entities import BOOKINGS, DERIVED, KINDS, Kind
 
 logger = structlog.get_logger(__name__)
 
@@ -96,6 +103,7 @@ class Reconciler:
         budget: int | None = None,
         grace: float = 0.0,
         kinds: Sequence[Kind] = KINDS,
+        deployment: str | None = None,
     ) -> None:
         self.redis = redis
         self.client = client
@@ -103,6 +111,7 @@ class Reconciler:
         self.budget = budget
         self.grace = grace
         self.kinds = tuple(kinds)
+        self.deployment = deployment
         self.prefix = key_prefix(org_id)
         self.emitter = Emitter(redis, queue_name=queue_name, dedupe_window=dedupe_window)
 
@@ -128,6 +137,11 @@ class Reconciler:
                 break
             report.seen[kind.name] = len(listed)
             await self._settle(kind, listed, state, report, dry_run=dry_run)
+            if kind.name in DERIVED:
+                derived, derive = DERIVED[kind.name]
+                entries = derive(listed)
+                report.seen[derived.name] = len(entries)
+                await self._settle(derived, entries, state, report, dry_run=dry_run)
         if not dry_run:
             await self.redis.hincrby(self._key("state"), "passes", 1)  # type: ignore[misc]
             metrics.PASSES.labels("done").inc()
@@ -157,16 +171,28 @@ class Reconciler:
         gathered: dict[str, dict[str, Any]] = {}
         if skip == 0 and not dry_run:
             await self.redis.delete(staging)
-        take = kind.page_size
         while True:
-            if self.budget is not None and report.calls >= self.budget:
+            take = kind.page_size
+            # A kind with details reads a page and one more call per item: the page is
+            # made small enough for the page and its details to fit what is left.
+            need = 2 if kind.details else 1
+            left = None if self.budget is None else self.budget - report.calls
+            if left is not None and left < need:
                 if not dry_run:
                     await self.redis.hset(self._key("state"), f"{kind.name}:skip", str(skip))  # type: ignore[misc]
                 return None
+            if kind.details and left is not None:
+                take = min(take, left - 1)
             page = await self.client.request(kind.operation, {"take": take, "skip": skip})
             report.calls += 1
             items = page.data if isinstance(page.data, list) else []
             compact = {kind.key(item): kind.compact(item) for item in items}
+            if kind.details:
+                operation, parameters, field_name = kind.details
+                for item in items:
+                    detail = await self.client.request(operation, parameters(item))
+                    report.calls += 1
+                    compact[kind.key(item)][field_name] = detail.data
             gathered.update(compact)
             if compact and not dry_run:
                 await self.redis.hset(  # type: ignore[misc]
@@ -216,6 +242,10 @@ class Reconciler:
             if await self.emitter.emit(event):
                 report.queued += 1
                 metrics.EVENTS.labels(event.trigger).inc()
+            if self._own_webhook_changed(event):
+                assert self.deployment is not None
+                await self.redis.set(reapply_key(self.deployment), event.id)
+                logger.info("reconcile.reapply_requested", org=self.org_id, event_id=event.id)
         staging = self._key(f"next:{kind.name}")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(snapshot_key, staging)
@@ -223,6 +253,17 @@ class Reconciler:
                 pipe.hset(snapshot_key, mapping={k: _dumps(v) for k, v in after.items()})
             pipe.hset(self._key("state"), f"{kind.name}:baseline", "1")
             await pipe.execute()
+
+    def _own_webhook_changed(self, event: Event) -> bool:
+        """Whether ``event`` is a change of this deployment's own webhook (before or after
+        carries its ownership mark): the web process is then asked to re-apply the plan."""
+        if event.trigger != triggers.WEBHOOK_CHANGED or self.deployment is None:
+            return False
+        return any(
+            owner_of(str(side.get("subscriberUrl", ""))) == self.deployment
+            for side in (event.payload.get("before"), event.payload.get("after"))
+            if isinstance(side, Mapping)
+        )
 
     def _hold_young(
         self,
@@ -269,6 +310,14 @@ class Reconciler:
                 "source": triggers.SOURCE,
                 "observedAt": _iso(observed),
             }
+            if trigger in (
+                triggers.ATTRIBUTE_OPTION_ASSIGNED,
+                triggers.ATTRIBUTE_OPTION_UNASSIGNED,
+            ):
+                entry = new or old or {}
+                payload.update(
+                    attribute=entry["attribute"], option=entry["option"], user=entry["user"]
+                )
             if trigger == triggers.WEBHOOK_CHANGED:
                 payload["change"] = (
                     "created" if old is None else "deleted" if new is None else "updated"
