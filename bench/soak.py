@@ -38,15 +38,15 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID  # noqa: E402
+from calhooks.service.sandbox import SANDBOX_API_KEY  # noqa: E402
 from tests.workers.chaos import (  # noqa: E402
     CREATE_OOO,
-    SECRET,
     Cluster,
     Emitter,
     Plan,
     entries_by_booking,
     rss_mib,
+    subscribe,
 )
 
 
@@ -74,16 +74,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         api = httpx.AsyncClient(
             base_url=sandbox.url, headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"}
         )
-        hook = await api.post(
-            f"/v2/organizations/{SANDBOX_ORG_ID}/webhooks",
-            json={
-                "active": True,
-                "subscriberUrl": f"{intake.url}/webhooks/cal",
-                "triggers": ["BOOKING_CREATED", "BOOKING_CANCELLED"],
-                "secret": SECRET,
-            },
-        )
-        hook.raise_for_status()
+        await subscribe(api, intake)
         emitter = Emitter(admin)
         samples: dict[str, list[float | None]] = {"intake": [], "worker": []}
         sample_times: list[float] = []

@@ -89,6 +89,12 @@ class Context:
         )
         return response
 
+    def error(
+        self, request: Request, session: Session, status: int, title: str, message: str
+    ) -> HTMLResponse:
+        """The error page: ``title`` and ``message`` with ``status``."""
+        return self.render(request, session, "error.html", status, title=title, message=message)
+
 
 @dataclass
 class Console:
@@ -160,35 +166,32 @@ def create_console(
                     token = form.get("csrf") or request.headers.get("x-csrf-token")
                     if not auth.csrf_ok(session, token if isinstance(token, str) else None):
                         log.warning("console.csrf_refused", path=request.url.path)
-                        return ctx.render(
+                        return ctx.error(
                             request,
                             session,
-                            "error.html",
                             403,
-                            title="Refused",
-                            message="This form is missing its CSRF token or the token is stale: "
+                            "Refused",
+                            "This form is missing its CSRF token or the token is stale: "
                             "reload the page and try again.",
                         )
                     if operator and not session.user.operator:
                         log.warning("console.role_refused", user=session.user.name)
-                        return ctx.render(
+                        return ctx.error(
                             request,
                             session,
-                            "error.html",
                             403,
-                            title="Not allowed",
-                            message="Your role is read-only: only an operator may do this.",
+                            "Not allowed",
+                            "Your role is read-only: only an operator may do this.",
                         )
                 return await handler(ctx, request, session, form)
             except (RedisError, OSError) as exc:
                 log.warning("console.redis_unavailable", error=str(exc))
-                return ctx.render(
+                return ctx.error(
                     request,
                     session,
-                    "error.html",
                     503,
-                    title="Redis is unreachable",
-                    message=f"The console reads everything from Redis, which did not answer: {exc}",
+                    "Redis is unreachable",
+                    f"The console reads everything from Redis, which did not answer: {exc}",
                 )
 
         return endpoint
@@ -249,13 +252,8 @@ def create_console(
                     error="Wrong name or password.",
                 )
         except RedisError as exc:
-            return ctx.render(
-                request,
-                session,
-                "error.html",
-                503,
-                title="Redis is unreachable",
-                message=f"Sign-in needs Redis: {exc}",
+            return ctx.error(
+                request, session, 503, "Redis is unreachable", f"Sign-in needs Redis: {exc}"
             )
         fresh = Session(csrf=auth.new_session().csrf, user=user)
         log.info("console.signed_in", user=user.name, role=user.role)

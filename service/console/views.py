@@ -276,13 +276,12 @@ async def event(ctx: Context, request: Request, session: Session, _: FormData | 
     wanted = request.path_params["event_id"]
     event_id = await timeline.resolve(ctx.redis, wanted)
     if event_id is None:
-        return ctx.render(
+        return ctx.error(
             request,
             session,
-            "error.html",
             404,
-            title="No such event",
-            message=f"No record of event {wanted!r}: not processed yet, expired, or the prefix "
+            "No such event",
+            f"No record of event {wanted!r}: not processed yet, expired, or the prefix "
             "is ambiguous.",
         )
     view = await timeline.gather(
@@ -384,13 +383,12 @@ async def dead_letter(
 ) -> Response:
     entry = await _dlq(ctx).get(request.path_params["entry_id"])
     if entry is None:
-        return ctx.render(
+        return ctx.error(
             request,
             session,
-            "error.html",
             404,
-            title="No such dead letter",
-            message="It was replayed successfully, dropped, or the id is wrong.",
+            "No such dead letter",
+            "It was replayed successfully, dropped, or the id is wrong.",
         )
     return ctx.render(
         request,

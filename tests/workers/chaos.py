@@ -304,6 +304,20 @@ async def entries_by_booking(admin: httpx.AsyncClient, api: httpx.AsyncClient) -
         skip += 250
 
 
+async def subscribe(api: httpx.AsyncClient, intake: Proc) -> None:
+    """A sandbox webhook delivering bookings' creations and cancellations to ``intake``."""
+    webhook = await api.post(
+        f"/v2/organizations/{SANDBOX_ORG_ID}/webhooks",
+        json={
+            "active": True,
+            "subscriberUrl": f"{intake.url}/webhooks/cal",
+            "triggers": ["BOOKING_CREATED", "BOOKING_CANCELLED"],
+            "secret": SECRET,
+        },
+    )
+    webhook.raise_for_status()
+
+
 def rss_kib(proc: Proc) -> int:
     """The process' resident set size in KiB (``/proc/<pid>/status``), 0 once it ended."""
     with contextlib.suppress(OSError):
@@ -376,16 +390,7 @@ async def run(plan: Plan, workdir: Path) -> Report:
             base_url=sandbox.url, headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"}
         )
         for intake in intakes:
-            webhook = await api.post(
-                f"/v2/organizations/{SANDBOX_ORG_ID}/webhooks",
-                json={
-                    "active": True,
-                    "subscriberUrl": f"{intake.url}/webhooks/cal",
-                    "triggers": ["BOOKING_CREATED", "BOOKING_CANCELLED"],
-                    "secret": SECRET,
-                },
-            )
-            webhook.raise_for_status()
+            await subscribe(api, intake)
         emitter = Emitter(admin)
         uids = [f"chaos-{n:04d}" for n in range(plan.bookings)]
         cancelled = {uid for n, uid in enumerate(uids) if n % plan.cancel_every == 1}
