@@ -36,6 +36,9 @@ flat body. Unknown triggers are normalised the same way, never rejected.
 
 The event ``id`` is the SHA-256 of the raw body bytes: Cal.com sends no delivery id, a retry
 repeats the same bytes, and a replay cannot change a byte without breaking the signature.
+An event of a connection (``connection``: its PCID) hashes the PCID in front of the body, so
+two organizations never share an id; the environment's organization (``connection`` None)
+keeps the plain digest.
 """
 
 from __future__ import annotations
@@ -53,7 +56,13 @@ from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 
 JOB_FUNCTION = "process_event"
 #: Version of ``Event.to_dict``'s form (the job argument); absent means 1.
-EVENT_FORMAT = 1
+#: 2 added ``connection`` and ``source`` (format 1 reads as the environment's organization
+#: and ``"webhook"``).
+EVENT_FORMAT = 2
+#: ``Event.source`` of a delivery Cal.com sent.
+WEBHOOK_SOURCE = "webhook"
+#: ``Event.source`` of an event a reconciliation pass produced.
+RECONCILE_SOURCE = "reconcile"
 DEDUPE_PREFIX = "calhooks:intake:seen:"
 #: Length the wake-up list is trimmed to: a worker needs one token, not one per event.
 WAKE_LIST_LENGTH = 64
@@ -93,9 +102,15 @@ class BodyError(ValueError):
     """The body is not a delivery: not JSON, not an object, or without a usable trigger."""
 
 
-def event_id(raw: bytes) -> str:
-    """The dedupe key of a delivery: hex SHA-256 of its exact bytes."""
-    return hashlib.sha256(raw).hexdigest()
+def event_id(raw: bytes, connection: str | None = None) -> str:
+    """The dedupe key of a delivery: hex SHA-256 of its exact bytes (after its connection's
+    PCID and a NUL, for a connection's delivery)."""
+    if connection is None:
+        return hashlib.sha256(raw).hexdigest()
+    digest = hashlib.sha256(connection.encode())
+    digest.update(b"\0")
+    digest.update(raw)
+    return digest.hexdigest()
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -154,7 +169,12 @@ def trigger_of(body: dict[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One delivery as the workers see it (``raw`` keeps the body exactly as parsed)."""
+    """One delivery as the workers see it (``raw`` keeps the body exactly as parsed).
+
+    ``connection`` is the PCID of the connection it came through (``None``: the organization
+    configured by the environment); ``source`` is ``"webhook"`` for a delivery and
+    ``"reconcile"`` for what a reconciliation pass found.
+    """
 
     id: str
     trigger: str
@@ -162,6 +182,8 @@ class Event:
     payload: dict[str, Any]
     raw: dict[str, Any]
     received_at: float
+    connection: str | None = None
+    source: str = WEBHOOK_SOURCE
 
     @property
     def known(self) -> bool:
@@ -178,13 +200,15 @@ class Event:
             "payload": self.payload,
             "raw": self.raw,
             "received_at": self.received_at,
+            "connection": self.connection,
+            "source": self.source,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
         """The inverse of ``to_dict``; ``ValueError`` when ``data`` is not an event,
         ``NewerFormat`` (a ``ValueError``) when a newer release wrote it."""
-        record_format(data, "event", EVENT_FORMAT)
+        found = record_format(data, "event", EVENT_FORMAT)
         try:
             event_id_, trigger, created_at = data["id"], data["trigger"], data["created_at"]
             payload, raw, received_at = data["payload"], data["raw"], data["received_at"]
@@ -200,32 +224,46 @@ class Event:
             raise ValueError("not an event: received_at must be a number")
         if not math.isfinite(received_at):
             raise ValueError("not an event: received_at must be finite")
-        return cls(event_id_, trigger, created_at, payload, raw, float(received_at))
+        connection, source = None, WEBHOOK_SOURCE
+        if found >= 2:
+            connection, source = data.get("connection"), data.get("source", WEBHOOK_SOURCE)
+            if connection is not None and not isinstance(connection, str):
+                raise ValueError("not an event: connection must be a string or null")
+            if not isinstance(source, str):
+                raise ValueError("not an event: source must be a string")
+        return cls(
+            event_id_, trigger, created_at, payload, raw, float(received_at), connection, source
+        )
 
 
-def normalise(body: dict[str, Any], *, id: str, received_at: float) -> Event:
+def normalise(
+    body: dict[str, Any],
+    *,
+    id: str,
+    received_at: float,
+    connection: str | None = None,
+    source: str = WEBHOOK_SOURCE,
+) -> Event:
     """The ``Event`` of a parsed delivery body (see the module docstring for the variants)."""
     trigger = trigger_of(body)
     payload = body.get("payload")
+    created_at: str | None = None
     if isinstance(payload, dict):
-        created_at = body.get("createdAt")
-        return Event(
-            id=id,
-            trigger=trigger,
-            created_at=created_at if isinstance(created_at, str) else None,
-            payload=payload,
-            raw=body,
-            received_at=received_at,
-        )
-    flat = {key: value for key, value in body.items() if key != "triggerEvent"}
-    return Event(
-        id=id, trigger=trigger, created_at=None, payload=flat, raw=body, received_at=received_at
-    )
+        stamp = body.get("createdAt")
+        created_at = stamp if isinstance(stamp, str) else None
+    else:
+        payload = {key: value for key, value in body.items() if key != "triggerEvent"}
+    return Event(id, trigger, created_at, payload, body, received_at, connection, source)
 
 
-def event_from_body(raw: bytes, *, received_at: float) -> Event:
+def event_from_body(raw: bytes, *, received_at: float, connection: str | None = None) -> Event:
     """Parse, check and normalise one raw delivery body (``BodyError`` when it is not one)."""
-    return normalise(parse_body(raw), id=event_id(raw), received_at=received_at)
+    return normalise(
+        parse_body(raw),
+        id=event_id(raw, connection),
+        received_at=received_at,
+        connection=connection,
+    )
 
 
 def _reject_constant(name: str) -> Any:

@@ -104,6 +104,36 @@ def test_round_trip_through_dict_and_json() -> None:
     """to_dict is JSON-ready and from_dict restores an equal event."""
     event = event_from_body(fixture_body("FORM_SUBMITTED"), received_at=1.25)
     assert Event.from_dict(json.loads(json.dumps(event.to_dict()))) == event
+    of_a_connection = event_from_body(fixture_body("FORM_SUBMITTED"), received_at=1, connection="p")
+    assert Event.from_dict(json.loads(json.dumps(of_a_connection.to_dict()))) == of_a_connection
+
+
+def test_a_connections_delivery_has_its_own_id_and_keeps_its_connection() -> None:
+    """The same bytes through two connections are two events; the default keeps the digest."""
+    raw = fixture_body("BOOKING_CREATED")
+    acme = event_from_body(raw, received_at=1.0, connection="pcid-acme")
+    globex = event_from_body(raw, received_at=1.0, connection="pcid-globex")
+    assert acme.id != globex.id != event_id(raw)
+    assert acme.id == hashlib.sha256(b"pcid-acme\0" + raw).hexdigest()
+    assert (acme.connection, acme.source) == ("pcid-acme", "webhook")
+
+
+def test_format_1_events_read_as_the_environments_organization_from_a_webhook() -> None:
+    """A job written before format 2 has no connection nor source: defaults, not an error."""
+    event = event_from_body(fixture_body("BOOKING_CREATED"), received_at=1.0)
+    old = {
+        key: value for key, value in event.to_dict().items() if key not in ("connection", "source")
+    }
+    old["v"] = 1
+    assert Event.from_dict(old) == event
+    assert event.to_dict()["v"] == 2
+
+
+@pytest.mark.parametrize("extra", [{"connection": 5}, {"source": None}, {"connection": ["p"]}])
+def test_format_2_fields_are_checked(extra: dict[str, object]) -> None:
+    data = {**event_from_body(fixture_body("PING"), received_at=1.0).to_dict(), **extra}
+    with pytest.raises(ValueError, match="not an event"):
+        Event.from_dict(data)
 
 
 @pytest.mark.parametrize(

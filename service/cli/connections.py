@@ -25,7 +25,7 @@ from calhooks.service.cli.output import fail, print_json
 from calhooks.service.mcp.tenants import DEFAULT_TENANT, TokenConfigError
 
 if TYPE_CHECKING:
-    from calhooks.service.mcp.connections import Connection, ConnectionStore
+    from calhooks.service.connections.store import Connection, ConnectionStore
 
 app = typer.Typer(
     help="MCP connections: Cal.com accounts picked per tool call by their PCID.",
@@ -44,9 +44,9 @@ def _run(operation: Callable[[ConnectionStore], Awaitable[T]]) -> T:
     """Run ``operation`` on the configured store; store problems end the command cleanly."""
     from redis.exceptions import RedisError
 
+    from calhooks.service.connections.store import ConnectionStore, ConnectionStoreError, secret_box
     from calhooks.service.core.redisconn import create_redis
     from calhooks.service.core.settings import get_settings
-    from calhooks.service.mcp.connections import ConnectionStore, ConnectionStoreError, secret_box
 
     settings = get_settings()
 

@@ -24,11 +24,11 @@ from starlette.responses import RedirectResponse, Response
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.errors import ToolError
+from calhooks.service.connections.store import ConnectionStore, ConnectionStoreError
 from calhooks.service.console import charts, eventlist, timeline
 from calhooks.service.console.auth import Session
 from calhooks.service.core import eventindex, timeseries
 from calhooks.service.events import BodyError, Event, event_from_body
-from calhooks.service.mcp.connections import ConnectionStore, ConnectionStoreError
 from calhooks.service.subscriptions import ping, report
 from calhooks.service.subscriptions.apply import plan_current
 from calhooks.service.subscriptions.desired import desired_factory

@@ -9,6 +9,6 @@
   ``create_mcp_app``, ``mcp_routes``, ``create_standalone_app``;
 * ``stdio`` - ``calhooks mcp``.
 
-Nothing is re-exported here: ``calhooks connections`` imports ``calhooks.service.mcp.connections``
+Nothing is re-exported here: ``calhooks connections`` imports ``calhooks.service.connections``
 without paying for the MCP SDK, which only ``server``, ``http`` and ``stdio`` load.
 """

@@ -41,16 +41,16 @@ from calhooks.service.calcom.errors import (
     UnknownToolError,
 )
 from calhooks.service.calcom.tools import TOOLS, get_tool
-from calhooks.service.core.redisconn import create_redis, redis_url
-from calhooks.service.core.settings import Settings
-from calhooks.service.mcp import results
-from calhooks.service.mcp.catalog import PCID, input_schema, mcp_tools
-from calhooks.service.mcp.connections import (
+from calhooks.service.connections.store import (
     Connection,
     ConnectionStore,
     ConnectionStoreError,
     secret_box,
 )
+from calhooks.service.core.redisconn import create_redis, redis_url
+from calhooks.service.core.settings import Settings
+from calhooks.service.mcp import results
+from calhooks.service.mcp.catalog import PCID, input_schema, mcp_tools
 from calhooks.service.mcp.tenants import TENANT_SCOPE_KEY
 
 logger = structlog.get_logger(__name__)

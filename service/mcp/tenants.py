@@ -12,34 +12,31 @@ request, so timing reveals neither which token matched nor how many characters d
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from calhooks.service.connections.tenants import DEFAULT_TENANT, TenantNameError, check_tenant_name
+
 if TYPE_CHECKING:
     from calhooks.service.core.settings import Settings
 
-DEFAULT_TENANT = "default"
+__all__ = [
+    "DEFAULT_TENANT",
+    "MIN_TOKEN_LENGTH",
+    "TENANT_SCOPE_KEY",
+    "TokenConfigError",
+    "TokenTable",
+]
+
 MIN_TOKEN_LENGTH = 16
 #: ASGI scope key under which the HTTP app hands the caller's tenant to the tool handlers.
 TENANT_SCOPE_KEY = "calhooks.mcp.tenant"
 
-_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
 
 class TokenConfigError(ValueError):
     """``CALHOOKS_MCP_TOKEN`` / ``CALHOOKS_MCP_TOKENS`` cannot be used as given."""
-
-
-def check_tenant_name(name: str) -> str:
-    """``name`` if it is a valid tenant name (letters, digits, ``_.-``, at most 64)."""
-    if not _TENANT_NAME.fullmatch(name):
-        raise TokenConfigError(
-            f"invalid tenant name {name!r}: use letters, digits, '_', '.', '-' (at most 64)"
-        )
-    return name
 
 
 def _check_token(token: str, where: str) -> str:
@@ -72,7 +69,10 @@ class TokenTable:
                 tenant, sep, token = item.strip().partition(":")
                 if not sep:
                     raise TokenConfigError("CALHOOKS_MCP_TOKENS: expected `tenant:token` pairs")
-                check_tenant_name(tenant)
+                try:
+                    check_tenant_name(tenant)
+                except TenantNameError as error:
+                    raise TokenConfigError(str(error)) from None
                 _check_token(token, "CALHOOKS_MCP_TOKENS")
                 if table.get(token, tenant) != tenant:
                     raise TokenConfigError("CALHOOKS_MCP_TOKENS: one token given to two tenants")

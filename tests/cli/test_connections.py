@@ -11,10 +11,10 @@ import redis
 from typer.testing import CliRunner
 
 from calhooks.service.cli.main import app
+from calhooks.service.connections.store import RECORDS_KEY
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.core.secretbox import generate_key
 from calhooks.service.core.settings import get_settings
-from calhooks.service.mcp.connections import RECORDS_KEY
 from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, SECOND_API_KEY
 from tests.sandbox.server import RunningSandbox
 

@@ -9,10 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from calhooks.service.calcom.client import Credentials
+from calhooks.service.connections.store import ConnectionStore
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.service.core.secretbox import generate_key
 from calhooks.service.core.settings import Settings
-from calhooks.service.mcp.connections import ConnectionStore
 from calhooks.service.mcp.http import MCP_PATH, create_standalone_app
 from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID, SECOND_API_KEY, SECOND_ORG_ID
 from tests.sandbox.server import RunningSandbox

@@ -13,10 +13,10 @@ from structlog.testing import capture_logs
 
 from calhooks.service.app import create_app
 from calhooks.service.calcom.client import Credentials
+from calhooks.service.connections.store import ConnectionStore
 from calhooks.service.core.embedded_redis import free_port
 from calhooks.service.core.settings import Settings
 from calhooks.service.mcp.catalog import PCID
-from calhooks.service.mcp.connections import ConnectionStore
 from calhooks.service.mcp.http import MCP_PATH, create_standalone_app
 from calhooks.service.mcp.server import MAX_WAIT_SECONDS
 from calhooks.service.sandbox import SANDBOX_API_KEY, RateLimit

@@ -86,6 +86,7 @@ def _make_event(trigger: str, payload: dict[str, Any], observed: float, *id_part
         payload=payload,
         raw={"triggerEvent": trigger, "createdAt": created, "payload": payload},
         received_at=observed,
+        source=triggers.SOURCE,
     )
 
 

@@ -6,9 +6,11 @@ accepts them in ``on:``. Missed bookings come back under Cal.com's own triggers 
 
 from __future__ import annotations
 
+from calhooks.service.events import RECONCILE_SOURCE
+
 PREFIX = "calhooks."
-#: Value of ``payload.source`` in every event reconciliation emits.
-SOURCE = "reconcile"
+#: ``Event.source`` (and ``payload.source``) of every event reconciliation emits.
+SOURCE = RECONCILE_SOURCE
 
 MEMBERSHIP_CREATED = "calhooks.MEMBERSHIP_CREATED"
 MEMBERSHIP_DELETED = "calhooks.MEMBERSHIP_DELETED"

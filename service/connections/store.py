@@ -1,4 +1,4 @@
-"""MCP connections: Cal.com credentials stored once, then picked per tool call by a PCID.
+"""Connections: Cal.com credentials stored once, then picked by a PCID (MCP calls, the pipeline).
 
 A connection is one Cal.com account (an API key, or a platform client id + secret), an
 optional default ``orgId`` and base URL, a name, and the tenant it belongs to. Its PCID is
@@ -40,10 +40,10 @@ import redis.asyncio as aioredis
 import structlog
 
 from calhooks.service.calcom.client import Credentials
+from calhooks.service.connections.tenants import DEFAULT_TENANT, TenantNameError, check_tenant_name
 from calhooks.service.core.logs import register_secret
 from calhooks.service.core.secretbox import SecretBox, SecretBoxError
 from calhooks.service.core.settings import Settings
-from calhooks.service.mcp.tenants import DEFAULT_TENANT, TokenConfigError, check_tenant_name
 
 logger = structlog.get_logger(__name__)
 
@@ -193,7 +193,7 @@ class ConnectionStore:
         name = _check_name(name)
         try:
             check_tenant_name(tenant)
-        except TokenConfigError as exc:
+        except TenantNameError as exc:
             raise ConnectionStoreError(str(exc)) from None
         auth = _check_credentials(credentials)
         if org_id is not None and org_id < 1:

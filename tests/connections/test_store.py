@@ -11,14 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from calhooks.service.calcom.client import Credentials
-from calhooks.service.core.secretbox import SecretBox, generate_key
-from calhooks.service.core.settings import Settings
-from calhooks.service.mcp.connections import (
+from calhooks.service.connections.store import (
     NAMES_KEY,
     RECORDS_KEY,
     ConnectionStore,
     ConnectionStoreError,
 )
+from calhooks.service.core.secretbox import SecretBox, generate_key
+from calhooks.service.core.settings import Settings
 
 KEY = "cal_live_0123456789abcdef0123456789"
 
