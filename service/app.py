@@ -40,7 +40,7 @@ from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.intake.acceptor import Acceptor
 from calhooks.service.intake.endpoint import RETRY_AFTER_SECONDS, IntakeEndpoint
 from calhooks.service.intake.health import PROBE_TIMEOUT, Health
-from calhooks.service.intake.queue import EventQueue
+from calhooks.service.intake.queue import EventQueue, Pacing
 from calhooks.service.intake.readbudget import ReadBudget
 from calhooks.service.intake.redischeck import EvictionCheck
 from calhooks.service.intake.redispipe import RedisAddress, RedisPipe
@@ -85,7 +85,12 @@ def build_intake(
         RedisAddress.from_settings(settings, url=redis_url),
         connect_timeout=max(settings.redis_deadline, 1.0),
     )
-    queue = EventQueue(pipe, queue_name=settings.queue_name, dedupe_window=settings.dedupe_window)
+    queue = EventQueue(
+        pipe,
+        queue_name=settings.queue_name,
+        dedupe_window=settings.dedupe_window,
+        pacing=Pacing.from_settings(settings),
+    )
     spool = Spool(spool_directory(settings), max_bytes=settings.spool_max_bytes)
     secrets = SecretProvider.from_settings(settings, extra=secret_sources)
     acceptor = Acceptor(

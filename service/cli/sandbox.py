@@ -71,6 +71,15 @@ def serve(
     empty: Annotated[
         bool, typer.Option("--empty", help="Start with organizations and keys only.")
     ] = False,
+    orgs: Annotated[
+        int,
+        typer.Option(
+            "--orgs",
+            min=0,
+            max=10_000,
+            help="Numbered organizations to add (Org <id>), each with an API key of its own.",
+        ),
+    ] = 0,
     no_rate_limit: Annotated[
         bool, typer.Option("--no-rate-limit", help="Do not throttle (Cal.com: 120 requests/min).")
     ] = False,
@@ -96,6 +105,7 @@ def serve(
         SECOND_ORG_ID,
         RateLimit,
         create_app,
+        organization_api_key,
     )
     from calhooks.service.sandbox.exposure import bind_refusal, bind_warning, is_loopback_host
 
@@ -108,6 +118,7 @@ def serve(
     throttle = None if no_rate_limit else RateLimit(limit=rate_limit, window=window)
     sandbox_app = create_app(
         seeded=not empty,
+        organizations=orgs,
         rate_limit=throttle,
         faults=_faults(latency, fault or []),
         allow_remote_deliveries=allow_remote_deliveries,
@@ -117,6 +128,11 @@ def serve(
     typer.echo(f"  CALHOOKS_API_URL={base}", err=True)
     typer.echo(f"  CALHOOKS_API_KEY={SANDBOX_API_KEY}  CALHOOKS_ORG_ID={SANDBOX_ORG_ID}", err=True)
     typer.echo(f"  second org: key {SECOND_API_KEY}, orgId {SECOND_ORG_ID}", err=True)
+    numbered = sorted(sandbox_app.state.sandbox.store.orgs)[-orgs:] if orgs else []
+    if numbered:
+        ids = f"{numbered[0]}" if orgs == 1 else f"{numbered[0]}-{numbered[-1]}"
+        example = organization_api_key(numbered[0])
+        typer.echo(f"  numbered orgs: orgId {ids}, key of each like {example}", err=True)
     uvicorn.run(sandbox_app, host=host, port=port, log_config=None, log_level=log_level.lower())
 
 

@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     redis_deadline: float = Field(
         0.25, gt=0, description="Seconds the intake waits for Redis before spooling to disk."
     )
+    connection_rate: int = Field(
+        120,
+        ge=0,
+        le=60_000,
+        description="Events a minute each connection's events are released at past its burst "
+        "(0: no pacing); the environment's organization is never paced.",
+    )
+    connection_burst: int = Field(
+        120, ge=1, description="Events a connection may have released at once before pacing."
+    )
     spool_dir: Path | None = Field(
         None, description="Directory of the intake's disk spool; unset: `<data_dir>/spool`."
     )

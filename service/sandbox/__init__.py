@@ -4,7 +4,8 @@ also delivers signed webhooks (``calhooks sandbox``; ``create_app()`` for tests)
 Seeded credentials (see ``seed``): ``SANDBOX_API_KEY`` for Acme (``SANDBOX_ORG_ID`` 1, alice
 the admin), ``SANDBOX_MEMBER_API_KEY`` (bob, a member), the platform client
 ``SANDBOX_CLIENT_ID``/``SANDBOX_CLIENT_SECRET``, and ``SECOND_API_KEY`` for Globex
-(``SECOND_ORG_ID`` 2).
+(``SECOND_ORG_ID`` 2); numbered organizations (``create_app(organizations=N)``) each have
+``organization_api_key(id)``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
         SECOND_API_KEY,
         SECOND_ORG_ID,
         option_id,
+        organization_api_key,
+        organization_key_id,
     )
 
 __all__ = [
@@ -57,6 +60,8 @@ __all__ = [
     "Sandbox",
     "create_app",
     "option_id",
+    "organization_api_key",
+    "organization_key_id",
     "signature",
 ]
 
@@ -84,6 +89,8 @@ _WHERE = {
     "WEBHOOK_VERSION": "calhooks.service.calcom.webhooks",
     "create_app": "calhooks.service.sandbox.app",
     "option_id": "calhooks.service.sandbox.seed",
+    "organization_api_key": "calhooks.service.sandbox.seed",
+    "organization_key_id": "calhooks.service.sandbox.seed",
     "signature": "calhooks.service.sandbox.deliveries",
 }
 

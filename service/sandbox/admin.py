@@ -16,6 +16,9 @@ to loopback (the default) unless everyone who can reach it may drive it.
 * ``GET|DELETE /_sandbox/requests`` (``?tool=``) and ``GET|DELETE /_sandbox/deliveries``
   (``?wait=true`` first waits for deliveries in flight; ``?trigger=``);
 * ``GET|POST|DELETE /_sandbox/faults``, ``DELETE /_sandbox/faults/{id}``;
+* ``POST /_sandbox/organizations`` ``{"count": N}`` - adds ``N`` numbered organizations, each
+  with an admin user and an API key of its own (``seed.organization_api_key(id)``; the answer
+  gives ids, names, slugs and key ids, not keys);
 * ``GET|PUT /_sandbox/rate-limit``; ``POST /_sandbox/reset`` (``{"empty": true}``);
   ``GET /_sandbox/state``.
 """
@@ -38,8 +41,11 @@ from calhooks.service.sandbox.faults import FaultRule
 from calhooks.service.sandbox.payloads import Attendee
 from calhooks.service.sandbox.ratelimit import RateLimit
 from calhooks.service.sandbox.sandbox import Sandbox, rate_limit_dict
+from calhooks.service.sandbox.seed import organization_key_id
 
 AdminHandler = Callable[[Request], Awaitable[JSONResponse]]
+#: Most organizations one ``POST /_sandbox/organizations`` adds.
+MAX_NEW_ORGANIZATIONS = 10_000
 
 
 class AttendeeInput(BaseModel):
@@ -94,6 +100,12 @@ class RateLimitInput(BaseModel):
     client_limit: int = Field(500, ge=1, alias="clientLimit")
 
 
+class OrganizationsInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=MAX_NEW_ORGANIZATIONS)
+
+
 class ResetInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -135,6 +147,7 @@ class Admin:
             ("/deliveries", self.deliveries, ["GET", "DELETE"]),
             ("/faults", self.faults, ["GET", "POST", "DELETE"]),
             ("/faults/{rule_id}", self.fault, ["DELETE"]),
+            ("/organizations", self.organizations, ["POST"]),
             ("/rate-limit", self.rate_limit, ["GET", "PUT"]),
             ("/reset", self.reset, ["POST"]),
             ("/state", self.state, ["GET"]),
@@ -282,6 +295,27 @@ class Admin:
         if not self.sandbox.faults.remove(rule_id):
             return _problem(404, f"no fault rule {rule_id}")
         return JSONResponse({"removed": rule_id})
+
+    async def organizations(self, request: Request) -> JSONResponse:
+        given = OrganizationsInput.model_validate(await _json(request))
+        added = self.sandbox.add_organizations(given.count)
+        store = self.sandbox.store
+        admins = {u.org_id: u.username for o in added for u in store.org_users(o.id)}
+        return JSONResponse(
+            {
+                "organizations": [
+                    {
+                        "id": org.id,
+                        "name": org.name,
+                        "slug": org.slug,
+                        "apiKeyId": organization_key_id(org.id),
+                        "admin": admins.get(org.id),
+                    }
+                    for org in added
+                ]
+            },
+            status_code=201,
+        )
 
     async def rate_limit(self, request: Request) -> JSONResponse:
         limiter = self.sandbox.limiter

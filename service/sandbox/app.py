@@ -32,17 +32,20 @@ class SandboxApp(Starlette):
 def create_app(
     *,
     seeded: bool = True,
+    organizations: int = 0,
     rate_limit: RateLimit | None = CALCOM_RATE_LIMIT,
     faults: Iterable[FaultRule] = (),
     keep_requests: int = 10_000,
     delivery_timeout: float = 10.0,
     allow_remote_deliveries: bool = False,
 ) -> Starlette:
-    """A fresh sandbox: seeded (``seeded=False``: organizations and keys only), throttled
+    """A fresh sandbox: seeded (``seeded=False``: organizations and keys only), with
+    ``organizations`` numbered organizations besides the seeded ones (``seed``), throttled
     like Cal.com unless ``rate_limit`` is ``None``, with ``faults`` active from the start;
     deliveries go to loopback addresses only unless ``allow_remote_deliveries``."""
     sandbox = Sandbox(
         seeded=seeded,
+        organizations=organizations,
         rate_limit=rate_limit or RateLimit(enabled=False),
         faults=faults,
         keep_requests=keep_requests,

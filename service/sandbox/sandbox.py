@@ -22,8 +22,15 @@ from calhooks.service.sandbox.faults import FaultInjector, FaultRule
 from calhooks.service.sandbox.operations.ooo import day_end, day_start
 from calhooks.service.sandbox.ratelimit import RateLimit, RateLimiter
 from calhooks.service.sandbox.requestlog import RequestLog
-from calhooks.service.sandbox.seed import SANDBOX_ORG_ID, seed
-from calhooks.service.sandbox.state import OutOfOffice, Store, User, Webhook, new_uuid
+from calhooks.service.sandbox.seed import SANDBOX_ORG_ID, add_organizations, seed
+from calhooks.service.sandbox.state import (
+    Organization,
+    OutOfOffice,
+    Store,
+    User,
+    Webhook,
+    new_uuid,
+)
 
 #: Rate limiting as Cal.com applies it to API keys.
 CALCOM_RATE_LIMIT = RateLimit()
@@ -47,6 +54,7 @@ class Sandbox:
         self,
         *,
         seeded: bool = True,
+        organizations: int = 0,
         rate_limit: RateLimit = CALCOM_RATE_LIMIT,
         faults: Iterable[FaultRule] = (),
         keep_requests: int = 10_000,
@@ -54,8 +62,9 @@ class Sandbox:
         allow_remote_deliveries: bool = False,
     ) -> None:
         self.seeded = seeded
+        self.organizations = organizations
         self.store = Store()
-        seed(self.store, people=seeded)
+        seed(self.store, people=seeded, organizations=organizations)
         self._rate_limit = rate_limit
         self.limiter = RateLimiter(rate_limit)
         self.faults = FaultInjector(faults)
@@ -67,11 +76,15 @@ class Sandbox:
         if seeded is not None:
             self.seeded = seeded
         self.store = Store()
-        seed(self.store, people=self.seeded)
+        seed(self.store, people=self.seeded, organizations=self.organizations)
         self.limiter.configure(self._rate_limit)
         self.faults.clear()
         self.requests.clear()
         self.deliverer.clear()
+
+    def add_organizations(self, count: int) -> list[Organization]:
+        """``count`` more numbered organizations, each with its API key (``seed``)."""
+        return add_organizations(self.store, count, people=self.seeded)
 
     # Webhook events.
 

@@ -8,6 +8,14 @@ and **Globex** (id 2: dave the admin, erin). Acme also manages one organization,
 
 ``seed(store, people=False)`` (``calhooks sandbox --empty``) keeps the organizations, keys
 and client but leaves out users, memberships, attributes, OOO entries and event types.
+
+**Numbered organizations.** Tests and benchmarks of many organizations (one connection each)
+add them with ``seed(store, organizations=N)`` (``calhooks sandbox --orgs``,
+``create_app(organizations=N)``) or, on a running sandbox, ``add_organizations``
+(``POST /_sandbox/organizations``): ``Org <id>`` (slug ``org-<id>``), ids from the store's
+organization counter, each with an admin user ``org<id>-admin`` (unless ``people=False``)
+and an API key of its own, ``organization_api_key(id)``, whose credential id in the request
+log is ``key-org<id>``. Cal.com's rate limit is per key, so each has its own 120 a minute.
 """
 
 from __future__ import annotations
@@ -94,8 +102,47 @@ def option_id(slug: str) -> str:
     return ("copt" + slug).ljust(25, "0")
 
 
-def seed(store: Store, *, people: bool = True, now: datetime | None = None) -> None:
-    """Fill an empty ``store`` with the sandbox's organizations, keys and (optionally) people."""
+def organization_api_key(org_id: int) -> str:
+    """The API key of numbered organization ``org_id`` (a public fake, derived from the id)."""
+    return f"cal_test_sandbox_org{org_id}_key"
+
+
+def organization_key_id(org_id: int) -> str:
+    """The credential id the request log names for ``organization_api_key(org_id)``."""
+    return f"key-org{org_id}"
+
+
+def add_organizations(
+    store: Store, count: int, *, people: bool = True, now: datetime | None = None
+) -> list[Organization]:
+    """Add ``count`` numbered organizations, each with its API key (and admin user)."""
+    now = now or datetime.now(UTC)
+    added = []
+    for _ in range(count):
+        org_id = store.next_id("org")
+        org = store.orgs[org_id] = Organization(org_id, f"Org {org_id}", f"org-{org_id}")
+        admin = None
+        if people:
+            admin = store.next_id("user")
+            fields = default_user_fields(f"admin@org-{org_id}.example")
+            fields.update(username=f"org{org_id}-admin", name=f"Org {org_id} Admin", verified=True)
+            joined = now - timedelta(days=30)
+            store.users[admin] = User(admin, org_id, store.next_id("profile"), joined, fields)
+            membership = store.next_id("membership")
+            store.memberships[membership] = Membership(
+                membership, admin, org_id, "ADMIN", accepted=True
+            )
+        key = organization_api_key(org_id)
+        store.api_keys[key] = ApiKey(organization_key_id(org_id), key, org_id, admin)
+        added.append(org)
+    return added
+
+
+def seed(
+    store: Store, *, people: bool = True, organizations: int = 0, now: datetime | None = None
+) -> None:
+    """Fill an empty ``store`` with the sandbox's organizations, keys and (optionally) people,
+    and ``organizations`` numbered organizations after them."""
     now = now or datetime.now(UTC)
     store.orgs[SANDBOX_ORG_ID] = Organization(SANDBOX_ORG_ID, "Acme", "acme")
     store.orgs[SECOND_ORG_ID] = Organization(SECOND_ORG_ID, "Globex", "globex")
@@ -120,6 +167,7 @@ def seed(store: Store, *, people: bool = True, now: datetime | None = None) -> N
     )
     if people:
         _seed_people(store, now)
+    add_organizations(store, organizations, people=people, now=now)
 
 
 def _seed_people(store: Store, now: datetime) -> None:
