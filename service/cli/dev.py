@@ -7,6 +7,14 @@ plan as ``calhooks webhooks apply`` does (same secret store, so both work togeth
 what to try - commands that work as printed from any terminal - and on Ctrl-C stops the worker
 (letting running events finish), the servers, and the Redis it started.
 
+``--orgs N`` runs N sandbox organizations: the environment's stays Acme (``CALHOOKS_API_KEY``,
+so every command the banner prints works as without it), and each other one - Globex, Acme
+Labs, then numbered organizations (``Org 1001``, ...) the sandbox adds - is a connection
+(``calhooks connections``), named by its slug, stored with its own sandbox key and org id. The
+webhook plan is applied for the environment's organization and for every connection, each in
+its own organization with its own key and secret, delivering to its own intake URL
+(``<webhook path>/<pcid>``), so the worker runs each organization's events with its key.
+
 Dev data (the embedded Redis, the spool, the dev encryption key) lives in one place,
 ``$CALHOOKS_DATA_DIR/dev`` (``~/.local/share/calhooks/dev``); its Redis data is wiped at each
 start, as the sandbox's state is.
@@ -27,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -47,6 +56,10 @@ EXAMPLE_RULES = (
 )
 #: Where ``calhooks dev`` keeps its data, below CALHOOKS_DATA_DIR.
 DEV_SUBDIR = "dev"
+#: Organizations the seeded sandbox has (Acme, Globex, Acme Labs); more are numbered ones.
+SEEDED_ORGS = 3
+#: Most organizations ``--orgs`` runs.
+MAX_ORGS = 1000
 #: The file that marks a data directory as the dev loop's own (so it may be wiped).
 DEV_MARKER = "calhooks-dev"
 DRAIN_SECONDS = 10
@@ -97,6 +110,17 @@ class Plan:
     #: Serve beyond loopback and let the sandbox deliver to any host (``--allow-remote``).
     allow_remote: bool = False
     probe_port: int | None = None
+    #: Sandbox organizations: the environment's (Acme) and ``orgs - 1`` connections.
+    orgs: int = 1
+
+
+@dataclass(frozen=True)
+class DevConnection:
+    """A sandbox organization ``calhooks dev`` stored as a connection."""
+
+    name: str
+    pcid: str
+    org_id: int
 
 
 def _environment(plan: Plan, data_dir: Path, encryption_key: str) -> dict[str, str]:
@@ -122,37 +146,103 @@ def _environment(plan: Plan, data_dir: Path, encryption_key: str) -> dict[str, s
     return env
 
 
-async def _register_webhook(settings: Settings) -> list[str]:
-    """Apply the webhook plan as ``calhooks webhooks apply`` does: the secret goes to the
-    store the intake reads, so the two commands agree on the webhook and its secret."""
+def sandbox_organizations(orgs: int, numbered: list[int]) -> list[tuple[str, int, str]]:
+    """The connections ``--orgs`` makes besides the environment's Acme: (name, org id, API
+    key) for Globex, Acme Labs, then the ``numbered`` organizations, ``orgs - 1`` in all."""
+    from calhooks.service.sandbox import (
+        MANAGED_API_KEY,
+        MANAGED_ORG_ID,
+        SECOND_API_KEY,
+        SECOND_ORG_ID,
+        organization_api_key,
+    )
+
+    seeded = [
+        ("globex", SECOND_ORG_ID, SECOND_API_KEY),
+        ("acme-labs", MANAGED_ORG_ID, MANAGED_API_KEY),
+    ]
+    more = [(f"org-{org_id}", org_id, organization_api_key(org_id)) for org_id in numbered]
+    return (seeded + more)[: max(0, orgs - 1)]
+
+
+async def _store_connections(
+    settings: Settings, organizations: list[tuple[str, int, str]]
+) -> list[DevConnection]:
+    """Store each organization as a connection to the sandbox (a same-named one already
+    pointing at it is kept; one pointing elsewhere, from an earlier loop, is replaced)."""
+    from calhooks.service.calcom.client import Credentials
+    from calhooks.service.connections.store import ConnectionStore
+    from calhooks.service.core.redisconn import create_redis
+
+    base_url = settings.api_url
+    redis = create_redis(settings)
+    try:
+        store = ConnectionStore.from_settings(settings, redis)
+        stored = []
+        for name, org_id, key in organizations:
+            found = await store.find(name)
+            if found is not None and (
+                found.info.org_id != org_id
+                or found.info.base_url != base_url
+                or found.credentials.api_key != key
+            ):
+                await store.remove(found.info.pcid)
+                found = None
+            if found is None:
+                info = await store.add(
+                    name, Credentials(api_key=key), org_id=org_id, base_url=base_url
+                )
+            else:
+                info = found.info
+            stored.append(DevConnection(name, info.pcid, org_id))
+    finally:
+        await redis.aclose()
+    return stored
+
+
+async def _register_webhook(settings: Settings, *, connections: bool = False) -> list[str]:
+    """Apply the webhook plan as ``calhooks webhooks apply`` does - for the environment's
+    organization and, with ``connections``, every connection's (``--all-connections``): the
+    secrets go to the stores the intake reads, so the commands agree on webhooks and secrets."""
     from calhooks.service.calcom import CalcomClient
     from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
     from calhooks.service.core.redisconn import create_redis
     from calhooks.service.subscriptions.apply import apply_webhooks
-    from calhooks.service.subscriptions.desired import desired_factory
     from calhooks.service.subscriptions.errors import DesiredStateError
     from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-    from calhooks.service.subscriptions.secret_store import WebhookSecretStore
+    from calhooks.service.subscriptions.targets import ENVIRONMENT, connection_targets
 
     try:
         triggers = load_rule_triggers(settings)
-        if not triggers and not settings.webhook_extra_triggers:
-            # Rules with no trigger of their own: deliver everything, to see what arrives.
-            update = {"webhook_extra_triggers": ",".join(WEBHOOK_TRIGGERS)}
-            settings = settings.model_copy(update=update)
-        desired = desired_factory(settings, triggers)
     except DesiredStateError as exc:
         fail(str(exc))
+    if not triggers and not settings.webhook_extra_triggers:
+        # Rules with no trigger of their own: deliver everything, to see what arrives.
+        update = {"webhook_extra_triggers": ",".join(WEBHOOK_TRIGGERS)}
+        settings = settings.model_copy(update=update)
     redis = create_redis(settings)
+    applied: list[str] = []
     try:
-        store = WebhookSecretStore.from_settings(settings, redis)
+        targets = [ENVIRONMENT]
+        if connections:
+            targets += await connection_targets(settings, redis, everything=True)
         async with CalcomClient.from_settings(settings) as cal:
-            result = await apply_webhooks(
-                cal, store, desired, refresh_interval=settings.webhook_secrets_refresh
-            )
+            for target in targets:
+                try:
+                    desired = target.desired(settings, triggers)
+                except DesiredStateError as exc:
+                    fail(str(exc))
+                result = await apply_webhooks(
+                    target.client(cal),
+                    target.store(settings, redis),
+                    desired,
+                    refresh_interval=settings.webhook_secrets_refresh,
+                    org_id=target.org_id,
+                )
+                applied = list(result.plan.desired.triggers)
     finally:
         await redis.aclose()
-    return list(result.plan.desired.triggers)
+    return applied
 
 
 #: Directories on every shell's PATH: a calhooks installed there needs no PATH entry.
@@ -191,7 +281,25 @@ def export_line(plan: Plan, settings: Settings, redis: str) -> str:
     return "export " + " ".join(f"{name}={value}" for name, value in exports.items())
 
 
-def _banner(plan: Plan, settings: Settings, redis: str, triggers: list[str]) -> str:
+def _connections_lines(plan: Plan, settings: Settings, connections: Sequence[DevConnection]) -> str:
+    """The banner's lines about the connections (none without ``--orgs``)."""
+    if not connections:
+        return ""
+    intake = f"http://{plan.host}:{plan.port}{settings.webhook_path}"
+    lines = [f"  connections      {len(connections)}, each its own organization, key and webhook:"]
+    lines += [f"    {c.name:<14} org {c.org_id:<5} {intake}/{c.pcid}" for c in connections[:10]]
+    if len(connections) > 10:
+        lines.append(f"    ... and {len(connections) - 10} more (calhooks connections list)")
+    return "\n".join(lines) + "\n"
+
+
+def _banner(
+    plan: Plan,
+    settings: Settings,
+    redis: str,
+    triggers: list[str],
+    connections: Sequence[DevConnection] = (),
+) -> str:
     sandbox = f"http://{plan.host}:{plan.sandbox_port}"
     url = "" if plan.sandbox_port == DEFAULT_SANDBOX_PORT else f" --url {sandbox}"
     return f"""
@@ -204,7 +312,7 @@ calhooks dev is running
   dev data         {settings.data_dir}   (wiped at each start, like the sandbox)
   rules            {settings_rules(settings)}
   webhook          the sandbox delivers {", ".join(triggers)} to the intake, signed
-
+{_connections_lines(plan, settings, connections)}
 Try it from another terminal (the first line points it at this loop):
   {export_line(plan, settings, redis)}
   calhooks sandbox emit BOOKING_CREATED --user alice --event-type time-off{url}
@@ -261,12 +369,11 @@ async def _serve(plan: Plan, redis: str) -> None:
     from calhooks.service.sandbox import create_app as create_sandbox
 
     settings = get_settings()
-    sandbox = ServerThread(
-        create_sandbox(allow_remote_deliveries=plan.allow_remote),
-        plan.host,
-        plan.sandbox_port,
-        "sandbox",
+    sandbox_app = create_sandbox(
+        allow_remote_deliveries=plan.allow_remote,
+        organizations=max(0, plan.orgs - SEEDED_ORGS),
     )
+    sandbox = ServerThread(sandbox_app, plan.host, plan.sandbox_port, "sandbox")
     intake = ServerThread(
         create_intake(settings), plan.host, plan.port, "intake", probe_port=settings.probe_port
     )
@@ -278,9 +385,12 @@ async def _serve(plan: Plan, redis: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         worker = asyncio.create_task(_run_worker(stop))
-        triggers = await _register_webhook(settings)
+        numbered = sorted(o for o in sandbox_app.state.sandbox.store.orgs if o > SEEDED_ORGS)
+        organizations = sandbox_organizations(plan.orgs, numbered)
+        connections = await _store_connections(settings, organizations)
+        triggers = await _register_webhook(settings, connections=bool(connections))
         if await _worker_ready(plan, worker):
-            typer.echo(_banner(plan, settings, redis, triggers), err=True)
+            typer.echo(_banner(plan, settings, redis, triggers, connections), err=True)
         await worker
     finally:
         intake.stop()
@@ -327,6 +437,16 @@ def dev(
             "--allow-remote", help="Allow a non-loopback --host (the sandbox needs no key)."
         ),
     ] = False,
+    orgs: Annotated[
+        int,
+        typer.Option(
+            "--orgs",
+            min=1,
+            max=MAX_ORGS,
+            help="Sandbox organizations: Acme (the environment's), then Globex, Acme Labs and"
+            " numbered ones, each a connection with its own key and webhook.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the sandbox, intake and a worker together, for trying calhooks.
 
@@ -350,7 +470,7 @@ def dev(
     rules_file = rules or (None if os.environ.get("CALHOOKS_RULES_FILE") else EXAMPLE_RULES)
     if rules_file is not None and not rules_file.exists():
         fail(f"rules file {rules_file} not found")
-    plan = Plan(host, sandbox_port, port, worker_port, rules_file, allow_remote, probe_port)
+    plan = Plan(host, sandbox_port, port, worker_port, rules_file, allow_remote, probe_port, orgs)
     data_dir = dev_data_dir()
     if not os.environ.get("CALHOOKS_REDIS_URL"):
         _wipe_redis(data_dir)
