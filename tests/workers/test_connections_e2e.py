@@ -74,22 +74,12 @@ LIMIT = 120  # Cal.com's requests a minute per key, the sandbox's default
 
 @dataclass
 class Deployment:
-    """One intake and its workers serving the three organizations as connections."""
+    """One intake serving the three organizations as connections, their webhooks applied."""
 
     env: dict[str, str]
     intake: Process
     pcids: dict[str, str]
-
-    def webhooks_apply(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "calhooks.service", "webhooks", "apply", "--all-connections"],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    applied: subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
@@ -122,10 +112,23 @@ async def deployment(
     )
     # No organization of the environment's: every call must be made with a connection's key.
     del env["CALHOOKS_API_KEY"], env["CALHOOKS_ORG_ID"]
+    applied = subprocess.run(
+        [sys.executable, "-m", "calhooks.service", "webhooks", "apply", "--all-connections"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    # The webhooks were applied long before the events (the workers' shared budget cannot
+    # count the calls `calhooks webhooks` made): a fresh minute for every key.
+    sandbox.sandbox.limiter.reset()
     intake = start("intake", ["serve", "--port", str(port)], env, tmp_path, port)
     processes.append(intake)
     intake.wait_ready()
-    return Deployment(env, intake, pcids)
+    return Deployment(env, intake, pcids, applied)
 
 
 def flood_body(n: int) -> bytes:
@@ -145,11 +148,11 @@ def calls_by_credential(sandbox: RunningSandbox) -> Counter[str | None]:
 
 
 def busiest_minute(sandbox: RunningSandbox, credential: str) -> int:
-    """The most calls made with ``credential`` that arrived within any 60 s."""
+    """The most calls the workers made with ``credential`` that arrived within any 60 s."""
     arrived = sorted(
         datetime.fromisoformat(r.at.replace("Z", "+00:00")).timestamp()
-        for r in sandbox.requests()
-        if r.credential == credential and r.tool is not None
+        for r in sandbox.requests(LIST_USERS)
+        if r.credential == credential
     )
     best, first = 0, 0
     for last, at in enumerate(arrived):
@@ -164,8 +167,6 @@ async def test_each_organization_has_its_webhook_and_its_calls_use_its_own_key(
 ) -> None:
     """Webhooks applied for every connection, each in its own organization with its own key;
     each organization's delivery is handled with that organization's key only."""
-    applied = deployment.webhooks_apply()
-    assert applied.returncode == 0, applied.stdout + applied.stderr
     for name, (org_id, _, credential) in ORGS.items():
         [webhook] = [w for w in sandbox.store.webhooks.values() if w.team_id == org_id]
         url = f"{deployment.intake.url}/webhooks/cal/{deployment.pcids[name]}"
@@ -210,8 +211,6 @@ async def test_a_flooded_organization_does_not_hold_back_another(
 ) -> None:
     """Acme flooded with 5,000 events, Globex sent 50: Globex's are all done while Acme's
     flood has barely started to drain, and neither key goes past its 120 a minute."""
-    applied = deployment.webhooks_apply()
-    assert applied.returncode == 0, applied.stdout + applied.stderr
     for name in ("w1", "w2"):
         processes.append(start_worker(name, deployment.env, tmp_path))
 
@@ -247,6 +246,10 @@ async def test_a_flooded_organization_does_not_hold_back_another(
         within=120,
         what="Globex's 50 events to be done during Acme's flood",
     )
+    # Work order, not speed: the workers got to Globex's events before most of the flood's
+    # (unpaced, all 5,000 would be due before them and be tried - deferred - first).
+    tried = len(await redis_client.keys("calhooks:eventlog:*")) - LIGHT
+    assert tried < FLOOD / 4, f"{tried} of the flood's events were tried before Globex's"
     deliveries = await sandbox.deliveries(trigger="BOOKING_CREATED")
     assert [d["status"] for d in deliveries] == [202] * LIGHT
     done = calls_by_credential(sandbox)
