@@ -11,9 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from calhooks.service.core.embedded_redis import EmbeddedRedis
-from calhooks.service.events import Event, event_from_body
+from calhooks.service.events import Event, event_from_body, event_id
+from calhooks.service.intake.acceptor import Acceptor
 from calhooks.service.intake.queue import PACE_PREFIX, Enqueued, EventQueue, Pacing
 from calhooks.service.intake.redispipe import RedisAddress, RedisPipe
+from calhooks.service.intake.spool import Spool
 from tests.intake.conftest import booking, make_settings
 
 QUEUE = "arq:queue"
@@ -140,3 +142,32 @@ def test_pacing_comes_from_the_settings(tmp_path: Path) -> None:
     assert Pacing.from_settings(custom) == Pacing(rate=7, burst=3)
     assert Pacing(rate=7, burst=3).interval_ms == 8571
     assert Pacing.from_settings(make_settings(tmp_path, "redis://x:1", connection_rate=0)) is None
+
+
+async def test_replayed_spool_records_are_paced_like_live_ones(
+    queue: EventQueue, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A connection's deliveries spooled during an outage are paced when replayed: the burst
+    due now, the rest one interval apart; the environment's are all due now."""
+    spool = Spool(tmp_path / "spool", max_bytes=10 * 1024 * 1024)
+    spool.open()
+    flood = [booking(f"spooled{n}") for n in range(8)]
+    for raw in flood:
+        await spool.append(1.0, raw, "pcid-flood")
+    for n in range(8):
+        await spool.append(1.0, booking(f"env{n}"))
+    acceptor = Acceptor(queue, spool, deadline=5)
+    try:
+        before = int(time.time() * 1000)
+        assert await acceptor.drain() == 16
+        after = time.time() * 1000
+    finally:
+        await spool.aclose()
+    ids = [event_id(raw, "pcid-flood") for raw in flood]
+    due = sorted([await redis_client.zscore(QUEUE, i) or 0.0 for i in ids])
+    assert all(before <= score <= after for score in due[:5])
+    assert before + INTERVAL <= due[5] <= after + INTERVAL
+    assert [b - a for a, b in itertools.pairwise(due[5:])] == [INTERVAL] * 2
+    environment = [event_id(booking(f"env{n}")) for n in range(8)]
+    stamped = [await redis_client.zscore(QUEUE, i) or 0.0 for i in environment]
+    assert all(before <= score <= after for score in stamped)
