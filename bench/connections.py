@@ -17,6 +17,9 @@ email), made with the event's connection's key.
    connections' p50/p99, how many of the flood's events were done meanwhile, and per key the
    most calls in any 60 s and the 429s the sandbox answered. Runs at least ``--watch``
    seconds (65) so that every key is seen over a whole minute.
+4. **short-wait** - flooded again, with workers that wait at most 2 s for their key's rate
+   limit before deferring the event (``CALHOOKS_WORKER_JOB_TIMEOUT=8``; the default wait is
+   up to 30 s, during which the event holds its worker slot).
 
     .venv/bin/python bench/connections.py [--connections 100] [--events 20] [--skip burst]
 
@@ -97,6 +100,7 @@ class Deployment:
     """The sandbox, the intake and the workers, with N organizations as connections."""
 
     def __init__(self, redis_url: str, workdir: Path, orgs: int, workers: int) -> None:
+        self.worker_env: dict[str, str] = {}
         self.redis_url = redis_url
         self.workdir = workdir
         self.orgs_count = orgs
@@ -166,7 +170,6 @@ class Deployment:
                     f"org-{org.org_id}", credentials, org_id=org.org_id, base_url=sandbox.url
                 )
                 org.pcid = info.pcid
-            self.start("intake", ["serve", "--port", str(self.port)], {}, self.port, "/readyz")
             applied = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -191,10 +194,40 @@ class Deployment:
                 org.secret = current.value
         finally:
             await redis.aclose()
+        # The webhooks were applied with each key: give every key a fresh window, as if they
+        # had been applied long before (the workers' budget cannot count those calls).
+        async with httpx.AsyncClient(timeout=10) as http:
+            limit = {"limit": LIMIT, "window": 60}
+            (await http.put(sandbox.url + "/_sandbox/rate-limit", json=limit)).raise_for_status()
+        # Started once the connections have secrets: an intake with none is not ready.
+        self.start("intake", ["serve", "--port", str(self.port)], {}, self.port, "/readyz")
+        self.start_workers()
+
+    def start_workers(self) -> None:
         for n in range(self.workers_count):
             port = free_port()
             env = {"CALHOOKS_WORKER_HTTP_PORT": str(port), "CALHOOKS_WORKER_NAME": f"w{n}"}
-            self.start(f"w{n}", ["worker"], env, port, "/readyz")
+            self.start(f"w{n}", ["worker"], {**self.worker_env, **env}, port, "/readyz")
+
+    async def restart_workers(self, redis: aioredis.Redis, env: dict[str, str]) -> None:
+        """Stop the workers, forget every job, pace and rate-limit budget and the sandbox's
+        request log, then start the workers again with ``env``: the next part starts clean."""
+        workers = [p for p in self.procs if p.name.startswith("w")]
+        for proc in workers:
+            proc.process.terminate()
+        for proc in workers:
+            proc.process.wait(timeout=60)
+            self.procs.remove(proc)
+        for pattern in ("arq:*", "calhooks:pace:*", "calhooks:ratelimit:*"):
+            found = [key async for key in redis.scan_iter(pattern, count=1000)]
+            for first in range(0, len(found), 1000):
+                await redis.delete(*found[first : first + 1000])
+        async with httpx.AsyncClient(base_url=self.sandbox_url + "/_sandbox", timeout=10) as http:
+            (await http.delete("/requests")).raise_for_status()
+            limit = {"limit": LIMIT, "window": 60}
+            (await http.put("/rate-limit", json=limit)).raise_for_status()
+        self.worker_env = env
+        self.start_workers()
 
     def down(self) -> None:
         for proc in reversed(self.procs):
@@ -369,6 +402,8 @@ async def steady(
     sent = await post_all(f"http://127.0.0.1:{deployment.port}", deliveries, rate)
     done = await wait_done(redis, sent, within=600)
     label = "flooded " if flood else "steady  "
+    if deployment.worker_env:
+        label += f"({' '.join(f'{k}={v}' for k, v in deployment.worker_env.items())}) "
     print(
         f"{label} {len(others)} connections x {events} events at {rate:.0f}/s: "
         f"{len(done)}/{len(sent)} done"
@@ -405,7 +440,9 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="events/s, steady parts")
     parser.add_argument("--flood", type=int, default=5000)
     parser.add_argument("--watch", type=float, default=65.0, help="seconds of the flooded part")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["burst", "steady", "flooded"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["burst", "steady", "flooded", "short-wait"]
+    )
     options = parser.parse_args()
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         # One more organization than connections measured: the flooded one.
@@ -423,6 +460,13 @@ async def main() -> None:
                 await steady(deployment, redis, options.events, options.rate, 0, 0)
             deployment.orgs = measured
             if "flooded" not in options.skip:
+                await steady(
+                    deployment, redis, options.events, options.rate, options.flood, options.watch
+                )
+            if "short-wait" not in options.skip:
+                # The workers sleep for the rate limit up to min(30 s, job timeout / 4),
+                # holding a slot; past it the job is deferred. The same flood with 2 s:
+                await deployment.restart_workers(redis, {"CALHOOKS_WORKER_JOB_TIMEOUT": "8"})
                 await steady(
                     deployment, redis, options.events, options.rate, options.flood, options.watch
                 )
