@@ -58,6 +58,8 @@ EXAMPLE_RULES = (
 DEV_SUBDIR = "dev"
 #: Organizations the seeded sandbox has (Acme, Globex, Acme Labs); more are numbered ones.
 SEEDED_ORGS = 3
+#: Organizations whose webhooks ``calhooks dev`` applies at once.
+APPLY_CONCURRENCY = 8
 #: Most organizations ``--orgs`` runs.
 MAX_ORGS = 1000
 #: The file that marks a data directory as the dev loop's own (so it may be wiped).
@@ -140,6 +142,8 @@ def _environment(plan: Plan, data_dir: Path, encryption_key: str) -> dict[str, s
         "CALHOOKS_WORKER_HTTP_PORT": str(plan.worker_port),
         "CALHOOKS_WORKER_NAME": "dev-worker",
         "CALHOOKS_WORKER_JOB_COMPLETION_WAIT": str(DRAIN_SECONDS),
+        # An apply waits for the intake to load the new secret: one second, not five.
+        "CALHOOKS_WEBHOOK_SECRETS_REFRESH": os.environ.get("CALHOOKS_WEBHOOK_SECRETS_REFRESH", "1"),
     }
     if plan.rules is not None:
         env["CALHOOKS_RULES_FILE"] = str(plan.rules)
@@ -210,7 +214,8 @@ async def _register_webhook(settings: Settings, *, connections: bool = False) ->
     from calhooks.service.subscriptions.apply import apply_webhooks
     from calhooks.service.subscriptions.errors import DesiredStateError
     from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-    from calhooks.service.subscriptions.targets import ENVIRONMENT, connection_targets
+    from calhooks.service.subscriptions.desired import DesiredFactory
+    from calhooks.service.subscriptions.targets import ENVIRONMENT, Target, connection_targets
 
     try:
         triggers = load_rule_triggers(settings)
@@ -221,28 +226,32 @@ async def _register_webhook(settings: Settings, *, connections: bool = False) ->
         update = {"webhook_extra_triggers": ",".join(WEBHOOK_TRIGGERS)}
         settings = settings.model_copy(update=update)
     redis = create_redis(settings)
-    applied: list[str] = []
     try:
         targets = [ENVIRONMENT]
         if connections:
             targets += await connection_targets(settings, redis, everything=True)
+        try:
+            desired = [target.desired(settings, triggers) for target in targets]
+        except DesiredStateError as exc:
+            fail(str(exc))
+        gate = asyncio.Semaphore(APPLY_CONCURRENCY)  # each waits for the intake to load its secret
         async with CalcomClient.from_settings(settings) as cal:
-            for target in targets:
-                try:
-                    desired = target.desired(settings, triggers)
-                except DesiredStateError as exc:
-                    fail(str(exc))
-                result = await apply_webhooks(
-                    target.client(cal),
-                    target.store(settings, redis),
-                    desired,
-                    refresh_interval=settings.webhook_secrets_refresh,
-                    org_id=target.org_id,
-                )
-                applied = list(result.plan.desired.triggers)
+
+            async def apply(target: Target, desired_for: DesiredFactory) -> list[str]:
+                async with gate:
+                    result = await apply_webhooks(
+                        target.client(cal),
+                        target.store(settings, redis),
+                        desired_for,
+                        refresh_interval=settings.webhook_secrets_refresh,
+                        org_id=target.org_id,
+                    )
+                return list(result.plan.desired.triggers)
+
+            applied = await asyncio.gather(*map(apply, targets, desired))
     finally:
         await redis.aclose()
-    return applied
+    return applied[0]
 
 
 #: Directories on every shell's PATH: a calhooks installed there needs no PATH entry.
@@ -293,6 +302,20 @@ def _connections_lines(plan: Plan, settings: Settings, connections: Sequence[Dev
     return "\n".join(lines) + "\n"
 
 
+def _connection_try_lines(connections: Sequence[DevConnection], url: str) -> str:
+    """With ``--orgs``: a booking in Globex, whose rules run with Globex's key."""
+    from calhooks.service.sandbox import SECOND_ORG_ID
+
+    if not any(c.org_id == SECOND_ORG_ID for c in connections):
+        return ""
+    return (
+        f"  calhooks sandbox emit BOOKING_CREATED --user dave --org-id {SECOND_ORG_ID}"
+        f" --event-type time-off{url}\n"
+        "      Globex's booking, delivered to its connection's URL: the worker calls Cal.com"
+        " with Globex's key\n"
+    )
+
+
 def _banner(
     plan: Plan,
     settings: Settings,
@@ -323,7 +346,7 @@ Try it from another terminal (the first line points it at this loop):
       what happened to the event: the rules it matched, each step and Cal.com call
   calhooks sandbox emit BOOKING_CANCELLED --user alice --event-type time-off --set uid=UID{url}
       the cancellation deletes the entry again
-  calhooks dlq list
+{_connection_try_lines(connections, url)}  calhooks dlq list
       rules that failed for good (none, hopefully)
   calhooks webhooks plan
       the webhook this loop applied, as `calhooks webhooks` sees it

@@ -1,7 +1,8 @@
 """The quick start as a new user runs it: `calhooks dev`, then the commands its banner prints,
 pasted as printed into a fresh shell that has not got calhooks on its PATH.
 
-Also: a restart on the same ports works at once (the port check ignores TIME_WAIT), the
+Also: `calhooks dev --orgs 3` (three organizations, two of them connections); a restart on the
+same ports works at once (the port check ignores TIME_WAIT), the
 embedded Redis stops with the loop, and the README shows the commands the banner prints.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from calhooks.service.core.embedded_redis import free_port
@@ -26,6 +28,8 @@ from calhooks.service.core.embedded_redis import free_port
 ROOT = Path(__file__).resolve().parents[2]
 CALHOOKS = Path(os.path.abspath(sys.executable)).parent / "calhooks"
 DEADLINE = 60.0
+#: Where the time-off rule creates dave's (Globex's admin) out-of-office entry.
+GLOBEX_OOO = "/v2/organizations/2/users/201/ooo"
 
 pytestmark = [
     pytest.mark.slow,
@@ -55,14 +59,14 @@ class DevLoop:
         return self.process.wait(timeout=DEADLINE)
 
 
-def start_dev(home: Path, ports: list[int], name: str) -> DevLoop:
+def start_dev(home: Path, ports: list[int], name: str, *options: str) -> DevLoop:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALHOOKS_")}
     env["HOME"] = str(home)
     stderr = home / f"{name}.err"
     sandbox, intake, worker = ports
     command = [str(CALHOOKS), "dev", "--sandbox-port", str(sandbox), "--port", str(intake)]
     process = subprocess.Popen(
-        [*command, "--worker-port", str(worker)],
+        [*command, "--worker-port", str(worker), *options],
         cwd=home,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -207,3 +211,45 @@ def test_the_readme_shows_the_printed_commands(dev: DevLoop) -> None:
     for command in shown:
         assert any(printed.startswith(command.strip()) for printed in commands), command
     assert "export" in quick
+
+
+def test_dev_with_three_organizations_each_with_its_key_and_webhook(
+    home: Path, ports: list[int]
+) -> None:
+    """`calhooks dev --orgs 3`: Acme (the environment's), Globex and Acme Labs (connections).
+    The banner lists the connections and their URLs; Globex's booking reaches Globex's URL
+    and its rule runs with Globex's key; every organization's webhook is in place."""
+    loop = start_dev(home, ports, "orgs", "--orgs", "3")
+    try:
+        banner = loop.banner()
+        listed = re.findall(r"^    (\S+) +org (\d+) +(http://\S+)$", banner, re.M)
+        assert [(name, org) for name, org, _ in listed] == [("globex", "2"), ("acme-labs", "3")]
+        urls = {name: url for name, _, url in listed}
+        assert urls["globex"] != urls["acme-labs"]
+        export, commands = printed_commands(banner)
+        [globex] = [c for c in commands if "--org-id 2" in c]
+
+        emitted = shell(export, globex, home)
+        assert emitted.returncode == 0, emitted.stderr
+        assert f"-> {urls['globex']}?" in emitted.stdout
+        assert " 202  event " in emitted.stdout
+
+        sandbox = f"http://127.0.0.1:{ports[0]}/_sandbox/requests"
+
+        def made_with_globex_key() -> subprocess.CompletedProcess[str] | None:
+            records = httpx.get(sandbox, timeout=10).json()["requests"]
+            made = [r for r in records if r["method"] == "POST" and r["path"] == GLOBEX_OOO]
+            if not made:
+                return None
+            assert [r["credential"] for r in made] == ["key-globex-admin"]
+            return subprocess.CompletedProcess([], 0, "made", "")
+
+        until(made_with_globex_key)
+        planned = shell(export, "calhooks webhooks plan --all-connections", home)
+        assert planned.returncode == 0, planned.stderr
+        assert planned.stdout.count("no changes") == 2, planned.stdout
+        listed_connections = shell(export, "calhooks connections list", home)
+        assert "globex" in listed_connections.stdout
+        assert "acme-labs" in listed_connections.stdout
+    finally:
+        assert loop.stop() == 0
