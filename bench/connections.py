@@ -216,7 +216,11 @@ class Deployment:
         for proc in workers:
             proc.process.terminate()
         for proc in workers:
-            proc.process.wait(timeout=60)
+            try:
+                proc.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.process.kill()  # its jobs are forgotten below anyway
+                proc.process.wait()
             self.procs.remove(proc)
         for pattern in ("arq:*", "calhooks:pace:*", "calhooks:ratelimit:*"):
             found = [key async for key in redis.scan_iter(pattern, count=1000)]
@@ -270,14 +274,13 @@ async def post_all(
     timeout = httpx.Timeout(30, pool=None)
     async with httpx.AsyncClient(base_url=intake, timeout=timeout) as http:
 
-        async def post(org: Org, raw: bytes) -> Sent | None:
+        async def post(org: Org, raw: bytes) -> Sent:
             signature = hmac.new(org.secret.encode(), raw, hashlib.sha256).hexdigest()
             headers = {"Content-Type": "application/json", "X-Cal-Signature-256": signature}
             async with gate:
                 answer = await http.post(f"/webhooks/cal/{org.pcid}", content=raw, headers=headers)
             if answer.status_code != 202:
-                print(f"  delivery refused: {answer.status_code} {answer.text[:200]}")
-                return None
+                raise RuntimeError(f"delivery refused: {answer.status_code} {answer.text[:200]}")
             return Sent(org, str(answer.json()["id"]))
 
         started = time.perf_counter()
@@ -289,7 +292,7 @@ async def post_all(
                     await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(post(org, raw)))
         answers = await asyncio.gather(*tasks)
-    return [sent for sent in answers if sent is not None]
+    return list(answers)
 
 
 async def timeline(redis: aioredis.Redis, event_id: str) -> tuple[float, float] | None:
@@ -380,7 +383,7 @@ async def steady(
 ) -> None:
     orgs = deployment.orgs
     flooded, others = (orgs[0], orgs[1:]) if flood else (None, orgs)
-    tag = f"flood{flood}"
+    tag = f"steady{time.time_ns()}"  # bodies of their own: a later part's are not duplicates
     started = time.time()
     if flooded is not None:
         pipe = RedisPipe(RedisAddress.from_url(deployment.redis_url))
@@ -423,7 +426,7 @@ async def steady(
     throttled = Counter(r["credential"] for r in records if r["status"] == 429)
     flood_key = organization_key_id(flooded.org_id)
     busiest = {key: busiest_window(times) for key, times in by_key.items()}
-    others_busiest = max(v for k, v in busiest.items() if k != flood_key)
+    others_busiest = max((v for k, v in busiest.items() if k != flood_key), default=0)
     print(
         f"         flood: {len(by_key.get(flood_key, []))} of {flood} done in "
         f"{time.time() - started:.0f} s; most calls in any 60 s: flooded key "

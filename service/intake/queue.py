@@ -50,11 +50,15 @@ events cannot be run faster than its key allows anyway.
 
 How it meets the workers' rate limit (``workers/ratelimit.py``, one shared budget per API
 key): pacing decides when a job may *start*; the rate limit decides when its calls may *go*.
-A job whose key has no budget left raises ``Defer`` and is re-queued for later instead of
-holding a worker slot, so a paced connection whose calls still exceed its key's budget (a
-rule that makes several calls per event) waits on its own key and never takes slots from
-other connections. ``ready_jobs`` counts due jobs only: events waiting for their pace are
-not a backlog to scale workers on.
+A job whose key has no budget for longer than the limiter's longest wait raises ``Defer`` and
+is re-queued for later instead of holding a worker slot, so a connection whose calls exceed
+its key's budget waits on its own key. A flood always does at first - the burst and the pace
+release 240 events in its first minute against a budget of 119 - and the part of that
+overflow whose wait is shorter than the longest wait (``min(30 s, job timeout / 4)``) sleeps
+in its worker slot: pacing keeps the other connections' events ahead of the flood's, the
+limiter's wait decides whether they also get a slot at once (``docs/fair-scheduling.md``,
+``bench/connections.py``). ``ready_jobs`` counts due jobs only: events waiting for their pace
+are not a backlog to scale workers on.
 """
 
 from __future__ import annotations
