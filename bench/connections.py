@@ -7,21 +7,25 @@ is a connection; ``calhooks webhooks apply --all-connections`` gives each its we
 secret. Each event matches one rule with one Cal.com call (list users by the attendee's
 email), made with the event's connection's key.
 
-1. **burst** - N connections x E events each (100 x 20), signed deliveries posted to each
-   connection's intake URL as fast as the intake takes them: events/s from the first
-   accepted to the last done, and per connection p50/p99 of accepted -> done.
-2. **steady** - the same events posted at a steady ``--rate`` (100 events/s: one a second
-   per connection): per connection p50/p99 of accepted -> done.
+1. **burst** - N connections x E events each (100 x 20), queued at once as the intake queues
+   them (same script, same pace; the intake's own speed is ``bench/ingest.py``'s): events/s
+   from the first queued to the last done, and per connection p50/p99 of queued -> done.
+2. **steady** - the same events as signed deliveries posted to each connection's intake URL
+   at a steady ``--rate`` (30 events/s), with its own secret: per connection p50/p99 of
+   accepted -> done.
 3. **flooded** - the same as steady, after one more connection got ``--flood`` (5,000) events
    at once (queued as the intake queues them, fast: same script, same pace): the other
    connections' p50/p99, how many of the flood's events were done meanwhile, and per key the
    most calls in any 60 s and the 429s the sandbox answered. Runs at least ``--watch``
    seconds (65) so that every key is seen over a whole minute.
-4. **short-wait** - flooded again, with workers that wait at most 2 s for their key's rate
-   limit before deferring the event (``CALHOOKS_WORKER_JOB_TIMEOUT=8``; the default wait is
-   up to 30 s, during which the event holds its worker slot).
+
+``--set NAME=VALUE`` changes a setting of the intake and workers for the run, e.g.
+``--set WORKER_JOB_TIMEOUT=8`` (the workers then wait at most 2 s for their key's rate limit
+before deferring an event, instead of up to 30 s in its worker slot) or
+``--set CONNECTION_RATE=100 CONNECTION_BURST=15`` (a pace within the key's budget).
 
     .venv/bin/python bench/connections.py [--connections 100] [--events 20] [--skip burst]
+        [--set NAME=VALUE ...]
 
 "accepted" is the intake's ``received_at`` of the event, "done" the worker's ``done`` record
 in the event's log. The machine is shared (2 cores): figures move from run to run.
@@ -99,8 +103,11 @@ class Org:
 class Deployment:
     """The sandbox, the intake and the workers, with N organizations as connections."""
 
-    def __init__(self, redis_url: str, workdir: Path, orgs: int, workers: int) -> None:
-        self.worker_env: dict[str, str] = {}
+    def __init__(
+        self, redis_url: str, workdir: Path, orgs: int, workers: int, settings: dict[str, str]
+    ) -> None:
+        #: The settings the options changed (printed with the figures).
+        self.settings = settings
         self.redis_url = redis_url
         self.workdir = workdir
         self.orgs_count = orgs
@@ -123,8 +130,13 @@ class Deployment:
                 "CALHOOKS_WEBHOOK_SECRETS_REFRESH": "0.2",
                 "CALHOOKS_RECONCILE_PERIOD": "0",
                 "CALHOOKS_WORKER_JOB_COMPLETION_WAIT": "2",
+                **settings,
             }
         )
+        rate = int(self.env.get("CALHOOKS_CONNECTION_RATE", LIMIT))
+        burst = int(self.env.get("CALHOOKS_CONNECTION_BURST", LIMIT))
+        #: The intake's pacing, for events this script queues itself.
+        self.pacing = Pacing(rate, burst) if rate else None
         self.orgs: list[Org] = []
         self.sandbox_url = ""
 
@@ -201,37 +213,10 @@ class Deployment:
             (await http.put(sandbox.url + "/_sandbox/rate-limit", json=limit)).raise_for_status()
         # Started once the connections have secrets: an intake with none is not ready.
         self.start("intake", ["serve", "--port", str(self.port)], {}, self.port, "/readyz")
-        self.start_workers()
-
-    def start_workers(self) -> None:
         for n in range(self.workers_count):
             port = free_port()
             env = {"CALHOOKS_WORKER_HTTP_PORT": str(port), "CALHOOKS_WORKER_NAME": f"w{n}"}
-            self.start(f"w{n}", ["worker"], {**self.worker_env, **env}, port, "/readyz")
-
-    async def restart_workers(self, redis: aioredis.Redis, env: dict[str, str]) -> None:
-        """Stop the workers, forget every job, pace and rate-limit budget and the sandbox's
-        request log, then start the workers again with ``env``: the next part starts clean."""
-        workers = [p for p in self.procs if p.name.startswith("w")]
-        for proc in workers:
-            proc.process.terminate()
-        for proc in workers:
-            try:
-                proc.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.process.kill()  # its jobs are forgotten below anyway
-                proc.process.wait()
-            self.procs.remove(proc)
-        for pattern in ("arq:*", "calhooks:pace:*", "calhooks:ratelimit:*"):
-            found = [key async for key in redis.scan_iter(pattern, count=1000)]
-            for first in range(0, len(found), 1000):
-                await redis.delete(*found[first : first + 1000])
-        async with httpx.AsyncClient(base_url=self.sandbox_url + "/_sandbox", timeout=10) as http:
-            (await http.delete("/requests")).raise_for_status()
-            limit = {"limit": LIMIT, "window": 60}
-            (await http.put("/rate-limit", json=limit)).raise_for_status()
-        self.worker_env = env
-        self.start_workers()
+            self.start(f"w{n}", ["worker"], env, port, "/readyz")
 
     def down(self) -> None:
         for proc in reversed(self.procs):
@@ -357,16 +342,35 @@ async def requests(sandbox: str) -> list[dict[str, Any]]:
     return records
 
 
+async def queue_all(deployment: Deployment, deliveries: list[tuple[Org, bytes]]) -> list[Sent]:
+    """Queue deliveries as the intake queues them (same script, same pace), 500 at a time."""
+    pipe = RedisPipe(RedisAddress.from_url(deployment.redis_url))
+    queue = EventQueue(pipe, queue_name=QUEUE, dedupe_window=86_400, pacing=deployment.pacing)
+    sent: list[Sent] = []
+    try:
+        for first in range(0, len(deliveries), 500):
+            batch = [
+                (org, event_from_body(raw, received_at=time.time(), connection=org.pcid))
+                for org, raw in deliveries[first : first + 500]
+            ]
+            await asyncio.gather(*(queue.enqueue(event, deadline=10) for _, event in batch))
+            sent += [Sent(org, event.id) for org, event in batch]
+    finally:
+        await pipe.aclose()
+    return sent
+
+
 async def burst(deployment: Deployment, redis: aioredis.Redis, events: int) -> None:
-    deliveries = [(org, booking(org, n, "burst")) for n in range(events) for org in deployment.orgs]
+    tag = f"burst{time.time_ns()}"
+    deliveries = [(org, booking(org, n, tag)) for n in range(events) for org in deployment.orgs]
     started = time.time()
-    sent = await post_all(f"http://127.0.0.1:{deployment.port}", deliveries, None)
-    posted = time.time() - started
+    sent = await queue_all(deployment, deliveries)
+    queued = time.time() - started
     done = await wait_done(redis, sent, within=600)
     first = min(accepted for accepted, _ in done.values())
     last = max(finished for _, finished in done.values())
     print(
-        f"burst    {len(deployment.orgs)} connections x {events} events posted in {posted:.1f} s,"
+        f"burst    {len(deployment.orgs)} connections x {events} events queued in {queued:.1f} s,"
         f" {len(done)}/{len(sent)} done in {last - first:.1f} s: "
         f"{len(done) / (last - first):.0f} events/s"
     )
@@ -386,27 +390,15 @@ async def steady(
     tag = f"steady{time.time_ns()}"  # bodies of their own: a later part's are not duplicates
     started = time.time()
     if flooded is not None:
-        pipe = RedisPipe(RedisAddress.from_url(deployment.redis_url))
-        queue = EventQueue(
-            pipe, queue_name=QUEUE, dedupe_window=86_400, pacing=Pacing(LIMIT, LIMIT)
-        )
-        for first in range(0, flood, 500):
-            batch = [
-                event_from_body(
-                    booking(flooded, n, tag), received_at=time.time(), connection=flooded.pcid
-                )
-                for n in range(first, min(flood, first + 500))
-            ]
-            await asyncio.gather(*(queue.enqueue(event, deadline=10) for event in batch))
-        await pipe.aclose()
+        await queue_all(deployment, [(flooded, booking(flooded, n, tag)) for n in range(flood)])
         took = time.time() - started
         print(f"flood    {flood} events queued for org {flooded.org_id} in {took:.1f} s")
     deliveries = [(org, booking(org, n, tag)) for n in range(events) for org in others]
     sent = await post_all(f"http://127.0.0.1:{deployment.port}", deliveries, rate)
     done = await wait_done(redis, sent, within=600)
     label = "flooded " if flood else "steady  "
-    if deployment.worker_env:
-        label += f"({' '.join(f'{k}={v}' for k, v in deployment.worker_env.items())}) "
+    if deployment.settings:
+        label += f"({' '.join(f'{k}={v}' for k, v in deployment.settings.items())}) "
     print(
         f"{label} {len(others)} connections x {events} events at {rate:.0f}/s: "
         f"{len(done)}/{len(sent)} done"
@@ -440,17 +432,26 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--events", type=int, default=20, help="events per connection")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rate", type=float, default=100.0, help="events/s, steady parts")
+    parser.add_argument("--rate", type=float, default=30.0, help="events/s, steady parts")
     parser.add_argument("--flood", type=int, default=5000)
     parser.add_argument("--watch", type=float, default=65.0, help="seconds of the flooded part")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["burst", "steady", "flooded"])
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["burst", "steady", "flooded", "short-wait"]
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="settings of the intake and workers, e.g. CONNECTION_BURST=15 WORKER_JOB_TIMEOUT=8",
     )
     options = parser.parse_args()
+    settings = {}
+    for pair in options.set:
+        name, _, value = pair.partition("=")
+        settings["CALHOOKS_" + name.upper().removeprefix("CALHOOKS_")] = value
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         # One more organization than connections measured: the flooded one.
         deployment = Deployment(
-            redis_server.url, Path(tmp), options.connections + 1, options.workers
+            redis_server.url, Path(tmp), options.connections + 1, options.workers, settings
         )
         redis = aioredis.Redis.from_url(redis_server.url)
         try:
@@ -463,13 +464,6 @@ async def main() -> None:
                 await steady(deployment, redis, options.events, options.rate, 0, 0)
             deployment.orgs = measured
             if "flooded" not in options.skip:
-                await steady(
-                    deployment, redis, options.events, options.rate, options.flood, options.watch
-                )
-            if "short-wait" not in options.skip:
-                # The workers sleep for the rate limit up to min(30 s, job timeout / 4),
-                # holding a slot; past it the job is deferred. The same flood with 2 s:
-                await deployment.restart_workers(redis, {"CALHOOKS_WORKER_JOB_TIMEOUT": "8"})
                 await steady(
                     deployment, redis, options.events, options.rate, options.flood, options.watch
                 )
