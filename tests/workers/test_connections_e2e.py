@@ -107,12 +107,13 @@ async def deployment(
         rules,
         encryption_key=key,
         public_url=f"http://127.0.0.1:{port}",
-        spool_dir=tmp_path / "spool",
+        spool_dir=str(tmp_path / "spool"),
         worker_job_completion_wait=2,
     )
     # No organization of the environment's: every call must be made with a connection's key.
     del env["CALHOOKS_API_KEY"], env["CALHOOKS_ORG_ID"]
-    applied = subprocess.run(
+    applied = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "calhooks.service", "webhooks", "apply", "--all-connections"],
         cwd=ROOT,
         env=env,
@@ -179,7 +180,7 @@ async def test_each_organization_has_its_webhook_and_its_calls_use_its_own_key(
         assert [r.credential for r in created] == [credential]
     processes.append(start_worker("w1", deployment.env, tmp_path))
 
-    emitted = [
+    emitted: list[tuple[str, dict[str, object]]] = [
         ("BOOKING_CREATED", {"orgId": SANDBOX_ORG_ID, "user": "alice"}),
         ("BOOKING_CREATED", {"orgId": SECOND_ORG_ID, "user": "dave"}),
         ("FORM_SUBMITTED", {"orgId": MANAGED_ORG_ID}),  # Acme Labs has no users to book
