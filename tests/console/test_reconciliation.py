@@ -83,8 +83,13 @@ def test_the_page_shows_passes_the_lock_the_snapshot_and_recent_events(
     assert '<span class="tag done">done</span></td></tr>' in html  # the user event's outcome
     assert "Running a pass now needs the operator role." in html
     assert "Run a pass now" not in html
-    # The event's own page is where the link goes.
+    # The event's own page is where the link goes; a dry run of it says where it came from.
     assert org_client.get(f"/console/events/{user_event.id}").status_code == 200
+    dry = org_client.post(
+        "/console/rules/dry-run", data={"csrf": csrf_of(html), "event": user_event.id}
+    )
+    assert dry.status_code == 200
+    assert f"<code>{user_event.id[:12]}</code> <small>(source reconcile)</small>" in dry.text
 
 
 def test_only_an_operator_asks_for_a_pass_now(
