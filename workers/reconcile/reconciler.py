@@ -20,7 +20,9 @@ assignments) is settled from its source's complete listing right after it, at no
 ``service.events.reapply_key``: the web process re-applies the webhook plan
 (``service.subscriptions.startup``).
 
-``dry_run`` lists into memory, writes nothing and returns the events it would emit.
+Every pass but a dry run is added to the history (``records.add_pass``, done or failed) with
+the events it queued (``records.add_events``), for the console. ``dry_run`` lists into
+memory, writes nothing and returns the events it would emit.
 Bookings updated less than ``grace`` seconds ago wait for the next pass (their delivery may
 still be on its way); their snapshot entry keeps its previous value.
 """
