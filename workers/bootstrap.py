@@ -329,7 +329,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     if settings.reconcile_period > 0 and settings.org_id is not None:
         from calhooks.workers.reconcile import periodic
 
-        runtime.reconciler = periodic.start(settings, redis, client)
+        runtime.reconciler = periodic.start(settings, redis, client, holder=name)
     if settings.worker_http_port:
         runtime.probes = _probe_routes(runtime, ctx)
         await runtime.probes.start()

@@ -10,8 +10,9 @@
   ``--against sandbox`` the calls are made, for real, against a sandbox Cal.com
   (``calhooks sandbox``; ``--sandbox-url``, Acme's seeded admin key and org id by default),
   so later steps see real outputs; the URL must answer as a sandbox (its ``/_sandbox/``
-  admin surface), so a real Cal.com is never written to by mistake. Exits 1 when a rule
-  fails.
+  admin surface), so a real Cal.com is never written to by mistake. ``--source reconcile``
+  runs it as an event a reconciliation pass recovered (``event.source``; default: the
+  event's own, ``webhook`` for a delivery body). Exits 1 when a rule fails.
 """
 
 from __future__ import annotations
@@ -170,15 +171,27 @@ def try_on_event(
     all_rules: Annotated[
         bool, typer.Option("--all/--matching", help="Also list the rules that do not match.")
     ] = True,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="event.source for the run: `webhook` or `reconcile` (default: the event's own).",
+        ),
+    ] = None,
 ) -> None:
     """Show what FILE's rules would do with one event: matches, then each call's parameters."""
+    from dataclasses import replace
+
     from calhooks.service.calcom import CalcomClient, Credentials
     from calhooks.service.core.settings import get_settings
+    from calhooks.service.events import RECONCILE_SOURCE, WEBHOOK_SOURCE
     from calhooks.workers.rules import rules_env
     from calhooks.workers.rules.dryrun import format_report
 
     if against not in (None, "sandbox"):
         fail(f"--against takes `sandbox`, not {against!r}")
+    if source not in (None, WEBHOOK_SOURCE, RECONCILE_SOURCE):
+        fail(f"--source takes `{WEBHOOK_SOURCE}` or `{RECONCILE_SOURCE}`, not {source!r}")
     env = rules_env(get_settings())
     client = None
     if against == "sandbox":
@@ -195,6 +208,8 @@ def try_on_event(
         env["org_id"] = org_id
     rules = _load(file, env)
     loaded = _read_event(event)
+    if source is not None:
+        loaded = replace(loaded, source=source)
     report = asyncio.run(_run(rules, loaded, client))
     booking = _booking(loaded)
     if as_json:

@@ -37,7 +37,7 @@ def record(
 @pytest.mark.parametrize(
     "page",
     ["/console/", "/console/events", "/console/rules", "/console/dead-letters",
-     "/console/webhooks", "/console/connections"],
+     "/console/webhooks", "/console/connections", "/console/reconciliation"],
 )  # fmt: skip
 def test_every_page_renders_for_both_roles(client: TestClient, page: str) -> None:
     for user in (OPERATOR, READER):

@@ -36,6 +36,7 @@ class FakeEvent:
     payload: dict[str, Any]
     received_at: float = field(default_factory=time.time)
     created_at: str | None = None
+    source: str = "webhook"
 
     def to_dict(self) -> dict[str, Any]:
         return {

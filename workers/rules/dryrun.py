@@ -66,6 +66,8 @@ class DryRunReport:
     event_id: str
     trigger: str
     rules: list[RuleReport] = field(default_factory=list)
+    #: ``event.source``: ``"webhook"``, or ``"reconcile"`` for an event reconciliation made.
+    source: str = "webhook"
 
     @property
     def failed(self) -> bool:
@@ -77,7 +79,7 @@ class DryRunReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event": {"id": self.event_id, "trigger": self.trigger},
+            "event": {"id": self.event_id, "trigger": self.trigger, "source": self.source},
             "rules": [
                 {
                     "rule": rule.name,
@@ -126,7 +128,7 @@ async def dry_run(
     rules: RuleSet, event: EventLike, *, invoke: Invoke = record_only
 ) -> DryRunReport:
     """Match ``event`` against every rule and run the matching ones with ``invoke``."""
-    report = DryRunReport(event.id, event.trigger)
+    report = DryRunReport(event.id, event.trigger, source=event.source)
     log = QuietLog()
     for match in rules.evaluate(event, log=log):
         entry = RuleReport(match.rule.name, match.matched, match.reason)
@@ -185,6 +187,8 @@ def _format_outcome(outcome: StepOutcome) -> list[str]:
 def format_report(report: DryRunReport, *, show_unmatched: bool = True) -> str:
     """The report as text: one block per rule, the calls with their parameters."""
     lines = [f"event {report.trigger} {report.event_id[:12]}"]
+    if report.source != "webhook":
+        lines[0] += f" (source {report.source})"
     if not report.rules:
         lines.append("no rules")
     for rule in report.rules:
