@@ -62,6 +62,8 @@ class Scope:
     label: str
     #: Why the event's rules cannot run (they are dead-lettered with it), or ``None``.
     problem: str | None = None
+    #: The rate-limit bucket of its key (``Organizations.limiter``), when it has a client.
+    bucket: str | None = None
 
     @property
     def connection(self) -> str | None:
@@ -106,8 +108,10 @@ class Organizations:
         self.labels = labels or metrics.LABELS
         self._make_limiter = limiter
         self._limiters: dict[str, SharedRateLimit] = {}
-        self.environment = Scope(environment, None, metrics.ENV_LABEL)
         self._environment_bucket = bucket_name(environment.base_url, environment.credentials)
+        self.environment = Scope(
+            environment, None, metrics.ENV_LABEL, bucket=self._environment_bucket
+        )
         environment.gate = self._gate(self._environment_bucket, metrics.ENV_LABEL)
         self.store = store
         #: Why connections cannot be read at all (no ``CALHOOKS_ENCRYPTION_KEY``).
@@ -179,7 +183,7 @@ class Organizations:
         client.gate = self._gate(bucket, label)
         shared = " (shares the environment's key)" if bucket == self._environment_bucket else ""
         logger.info("connection.loaded", connection=info.name, pcid=info.pcid, label=label + shared)
-        return Scope(client, origin, label)
+        return Scope(client, origin, label, bucket=bucket)
 
     def _gate(self, bucket: str, label: str) -> GateChain:
         """What every call of one organization goes through: its key's rate limit, then the
