@@ -2,7 +2,10 @@
 
 * ``calhooks rules check FILE`` - loads and validates the file as the workers would (with
   ``CALHOOKS_ORG_ID`` and ``CALHOOKS_RULES_ENV`` laid over its ``env:``); prints a summary,
-  or every problem on stderr and exits 1.
+  or every problem on stderr and exits 1. The connections and tenants the file names
+  (``connections:``, a rule's ``connections:``/``tenants:``) are checked against the
+  connection store when Redis answers and ``CALHOOKS_ENCRYPTION_KEY`` is set - an unknown
+  name is a problem, with a did-you-mean; otherwise the summary says they were not checked.
 * ``calhooks rules test FILE --event EVENT.json`` - prints, per rule, whether the event
   matches (and why not) and the calls it would make with their evaluated parameters.
   ``EVENT.json`` is a delivery body as Cal.com sends it (``examples/events/``,
@@ -28,6 +31,7 @@ from calhooks.service.cli.output import fail, print_json
 
 if TYPE_CHECKING:
     from calhooks.service.calcom import CalcomClient
+    from calhooks.service.core.settings import Settings
     from calhooks.workers.rules import Invoke, RuleSet, StepCall
     from calhooks.workers.rules.dryrun import DryRunReport
 
@@ -59,14 +63,62 @@ def check(
     from calhooks.service.core.settings import get_settings
     from calhooks.workers.rules import rules_env
 
-    rules = _load(file, rules_env(get_settings()))
+    settings = get_settings()
+    rules = _load(file, rules_env(settings))
+    names_checked = None
+    if rules.connections or any(not rule.audience.everyone for rule in rules):
+        names_checked = asyncio.run(_check_connection_names(rules, settings))
     if as_json:
         names = [rule.name for rule in rules]
-        print_json({"file": str(file), "rules": names, "triggers": sorted(rules.triggers)})
+        summary: dict[str, Any] = {
+            "file": str(file),
+            "rules": names,
+            "triggers": sorted(rules.triggers),
+        }
+        if names_checked is not None:
+            summary["connection_names"] = names_checked
+        print_json(summary)
         return
     triggers = ", ".join(sorted(rules.triggers)) or "none"
     count = len(rules)
     typer.echo(f"{file}: {count} rule{'s' if count != 1 else ''}, OK; triggers: {triggers}")
+    if names_checked is not None:
+        typer.echo(f"connection names: {names_checked}")
+
+
+async def _check_connection_names(rules: RuleSet, settings: Settings) -> str:
+    """Check the names ``rules`` gives connections and tenants against the connection store:
+    exit 1 listing the unknown ones; else say whether they were checked, and why not."""
+    from redis.exceptions import RedisError
+
+    from calhooks.service.connections.store import ConnectionStore, ConnectionStoreError
+    from calhooks.service.core.redisconn import create_redis
+    from calhooks.workers.rules import RulesError
+    from calhooks.workers.rules.scope import reference_problems
+
+    if settings.encryption_key is None:
+        return "not checked (CALHOOKS_ENCRYPTION_KEY is not set: no connection store)"
+    redis = create_redis(settings)
+    try:
+        store = ConnectionStore.from_settings(settings, redis)
+        async with asyncio.timeout(_STORE_TIMEOUT):
+            stored = await store.connections()
+    except ConnectionStoreError as error:
+        return f"not checked ({error})"
+    except (RedisError, OSError, TimeoutError) as error:
+        reason = str(error) or type(error).__name__
+        return f"not checked (the connection store in Redis is unreachable: {reason})"
+    finally:
+        await redis.aclose()
+    problems = reference_problems(rules.source, rules.rules, rules.connections, stored)
+    if problems:
+        typer.echo(str(RulesError(problems)), err=True)
+        raise typer.Exit(1)
+    return f"checked against {len(stored)} stored connection{'s' if len(stored) != 1 else ''}"
+
+
+#: Seconds ``rules check`` waits for the connection store before saying it did not check.
+_STORE_TIMEOUT = 5.0
 
 
 def _read_event(path: Path) -> Any:
