@@ -101,6 +101,9 @@ class DeadLetter:
         """Any format (a newer one's unknown fields are left out); absent ``v`` is 1."""
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields.setdefault("v", 1)
+        event = fields.get("event")
+        if "connection" not in fields and isinstance(event, dict):  # written before the field
+            fields["connection"] = event.get("connection")
         return cls(**fields)
 
 
