@@ -67,6 +67,9 @@ class EventView:
     trigger: str = ""
     received_at: float | None = None
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The connection (PCID) it came through and its name (``None``: the environment's org).
+    connection: str | None = None
+    connection_name: str | None = None
 
 
 def error_text(error: Any) -> str:
@@ -194,6 +197,8 @@ async def gather(redis: aioredis.Redis, event_id: str, *, ttl: int, rules: RuleS
             name.removeprefix("step:"): {"state": r.state, "how": r.how}
             for name, r in state.steps.items()
         },
+        connection=(summary or {}).get("connection") or first.get("connection"),
+        connection_name=(summary or {}).get("connection_name") or first.get("connection_name"),
     )
     if event_data is not None:
         view.payload = json.dumps(redact(event_data.get("raw", event_data)), indent=2, default=str)
