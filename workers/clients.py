@@ -65,11 +65,6 @@ class Scope:
     #: The rate-limit bucket of its key (``Organizations.limiter``), when it has a client.
     bucket: str | None = None
 
-    @property
-    def connection(self) -> str | None:
-        """The PCID (``None``: the environment's organization)."""
-        return self.origin.pcid if self.origin is not None else None
-
     def cache_org(self, org: Any) -> str:
         """The organization part of the read cache's keys: a connection's are its own."""
         return str(org) if self.origin is None else f"{self.origin.pcid}/{org}"

@@ -84,7 +84,7 @@ async def test_a_worker_calls_each_organization_with_its_own_key_org_and_rules(
     )
     worker = start_worker("w-orgs", env, tmp_path)
     processes.append(worker)
-    queued = {None: await queue_event(redis_client, booking("bk-same"))}
+    queued: dict[str | None, str] = {None: await queue_event(redis_client, booking("bk-same"))}
     for name, pcid in pcids.items():  # the same booking uid in every organization
         queued[name] = await queue_event(redis_client, booking("bk-same"), connection=pcid)
 
@@ -109,12 +109,13 @@ async def test_a_worker_calls_each_organization_with_its_own_key_org_and_rules(
     assert [(r.credential, r.path) for r in sandbox.requests(LIST_ATTRIBUTES)] == [
         ("key-globex-admin", "/v2/organizations/2/attributes")
     ]
-    for name, event_id in queued.items():
+    for organization, event_id in queued.items():
         state = await Ledger(redis_client, ttl=60).load(event_id)
-        expected = {"everyone": "done", **({"globex-only": "done"} if name == "globex" else {})}
-        assert state.rules == expected, name
+        globex = organization == "globex"
+        expected = {"everyone": "done", **({"globex-only": "done"} if globex else {})}
+        assert state.rules == expected, organization
         attempt = (await EventLog(redis_client, ttl=60).read(event_id))[0]
-        assert attempt.get("connection_name") == name
+        assert attempt.get("connection_name") == organization
     text = worker.get("/metrics").text
     labels = set(re.findall(r'calhooks_worker_events_total\{connection="([^"]+)"', text))
     assert "env" in labels
