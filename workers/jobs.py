@@ -175,7 +175,7 @@ class Processor:
             worker=self.worker_name,
             trigger=event.trigger,
             received_at=event.received_at,
-            **_connection_fields(scope),
+            **_connection_fields(scope, tenant=True),
         )
         recorder.kept = state.kept
         state.on_write = recorder.write_into
@@ -239,7 +239,7 @@ class Processor:
             "outcome": outcome,
             "rules": {rule: state.rules.get(rule, "pending") for rule in state.matched or []},
             "attempts": state.runs,
-            **_connection_fields(attempt.scope),
+            **_connection_fields(attempt.scope, tenant=True),
         }
         eventindex.write_into(pipe, summary, ttl=self.ledger.ttl)
 
@@ -524,14 +524,16 @@ class Processor:
         return await self._complete(attempt, turn)
 
 
-def _connection_fields(scope: Scope) -> dict[str, Any]:
-    """The connection of an event, for its records: PCID and name (none for the environment's
-    organization)."""
+def _connection_fields(scope: Scope, *, tenant: bool = False) -> dict[str, Any]:
+    """The connection of an event, for its records: PCID, name (and tenant) - none for the
+    environment's organization, no name for a connection that no longer exists."""
     if scope.origin is None:
         return {}
     fields: dict[str, Any] = {"connection": scope.origin.pcid}
     if scope.origin.tenant:  # known: the connection exists
         fields["connection_name"] = scope.origin.name
+        if tenant:
+            fields["connection_tenant"] = scope.origin.tenant
     return fields
 
 

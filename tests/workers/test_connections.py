@@ -179,7 +179,11 @@ async def test_each_connections_events_call_with_its_key_org_id_rules_and_env(
         (LABS_KEY_ID, f"/v2/organizations/{MANAGED_ORG_ID}/attributes"),
     ]
     attempt = (await EventLog(orgs.redis, ttl=600).read(created("bk-1", orgs.globex.pcid).id))[0]
-    assert (attempt["connection"], attempt["connection_name"]) == (orgs.globex.pcid, "globex")
+    assert (attempt["connection"], attempt["connection_name"], attempt["connection_tenant"]) == (
+        orgs.globex.pcid,
+        "globex",
+        "default",
+    )
     matched = next(
         record
         for record in await EventLog(orgs.redis, ttl=600).read(created("bk-1", orgs.acme.pcid).id)
