@@ -46,6 +46,8 @@ logger = structlog.get_logger(__name__)
 
 #: Seconds a worker keeps a connection (or its absence) before reading it again.
 CACHE_SECONDS = 30.0
+#: Scopes kept before the expired ones are dropped.
+_PRUNE_ABOVE = 1024
 
 
 class ConnectionUnavailable(Exception):
@@ -131,6 +133,8 @@ class Organizations:
         if cached is not None and cached[0] > now:
             return cached[1]
         scope = await self._load(pcid)
+        if len(self._scopes) >= _PRUNE_ABOVE:  # forget removed connections' scopes
+            self._scopes = {k: v for k, v in self._scopes.items() if v[0] > now}
         self._scopes[pcid] = (now + self.cache_seconds, scope)
         return scope
 

@@ -24,7 +24,7 @@ from calhooks.service.sandbox.seed import (
     SECOND_ORG_ID,
 )
 from calhooks.workers import metrics
-from calhooks.workers.clients import Organizations
+from calhooks.workers.clients import CACHE_SECONDS, Organizations
 from calhooks.workers.deadletter import DeadLetterQueue, entry_id
 from calhooks.workers.eventlog import EventLog
 from calhooks.workers.jobs import Processor
@@ -345,3 +345,37 @@ def _sample(text: str, name: str, **labels: str) -> float:
         if metric == name and ",".join(sorted(label_text.rstrip("}").split(","))) == wanted:
             return float(value)
     return 0.0
+
+
+async def test_a_connection_is_kept_briefly_then_read_again(orgs: Orgs) -> None:
+    """A worker reads a connection once per CACHE_SECONDS: a removal shows after that."""
+    now = [0.0]
+    organizations = Organizations(
+        orgs.client,
+        limiter=lambda bucket: SharedRateLimit(orgs.redis, bucket),
+        store=orgs.store,
+        labels=orgs.labels,
+        clock=lambda: now[0],
+    )
+    first = await organizations.scope(orgs.globex.pcid)
+    assert first.problem is None
+    await orgs.store.remove(orgs.globex.pcid)
+    assert await organizations.scope(orgs.globex.pcid) is first
+    now[0] = CACHE_SECONDS + 1
+    gone = await organizations.scope(orgs.globex.pcid)
+    assert gone.problem is not None
+    assert "no longer exists" in gone.problem
+
+
+async def test_a_worker_without_the_encryption_key_says_so(orgs: Orgs) -> None:
+    organizations = Organizations(
+        orgs.client,
+        limiter=lambda bucket: SharedRateLimit(orgs.redis, bucket),
+        store=None,
+        store_problem="CALHOOKS_ENCRYPTION_KEY is not set",
+    )
+    scope = await organizations.scope(orgs.acme.pcid)
+    assert scope.problem == (
+        f"connection {orgs.acme.pcid} cannot be read: CALHOOKS_ENCRYPTION_KEY is not set"
+    )
+    assert (await organizations.scope(None)).problem is None
