@@ -14,12 +14,15 @@
   (``calhooks sandbox``; ``--sandbox-url``, Acme's seeded admin key and org id by default),
   so later steps see real outputs; the URL must answer as a sandbox (its ``/_sandbox/``
   admin surface), so a real Cal.com is never written to by mistake. Exits 1 when a rule
-  fails.
+  fails. ``--connection NAME|PCID`` tries it as an event of that stored connection: the
+  rules for it (``connections:``/``tenants:``), its ``env`` and org id (the calls of
+  ``--against sandbox`` still go to the sandbox, with the sandbox's key).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from calhooks.service.core.settings import Settings
     from calhooks.workers.rules import Invoke, RuleSet, StepCall
     from calhooks.workers.rules.dryrun import DryRunReport
+    from calhooks.workers.rules.scope import Origin
 
 app = typer.Typer(help="Check rules files and try them on an event.", no_args_is_help=True)
 
@@ -182,16 +186,43 @@ def calling(client: CalcomClient) -> Invoke:
     return invoke
 
 
-async def _run(rules: RuleSet, event: Any, sandbox: CalcomClient | None) -> DryRunReport:
+async def _run(
+    rules: RuleSet, event: Any, sandbox: CalcomClient | None, origin: Origin | None
+) -> DryRunReport:
     from calhooks.workers.rules.dryrun import dry_run, record_only
 
     if sandbox is None:
-        return await dry_run(rules, event, invoke=record_only)
+        return await dry_run(rules, event, invoke=record_only, origin=origin)
     async with sandbox:
         problem = await _sandbox_problem(sandbox.base_url)
         if problem is not None:
             fail(problem)
-        return await dry_run(rules, event, invoke=calling(sandbox))
+        return await dry_run(rules, event, invoke=calling(sandbox), origin=origin)
+
+
+async def _origin(ref: str, tenant: str, settings: Settings) -> Origin:
+    """The stored connection ``ref`` (a PCID, or a name in ``tenant``) as the rules see it."""
+    from redis.exceptions import RedisError
+
+    from calhooks.service.connections.store import ConnectionStore, ConnectionStoreError
+    from calhooks.service.core.redisconn import create_redis
+    from calhooks.workers.rules.scope import Origin
+
+    redis = create_redis(settings)
+    try:
+        store = ConnectionStore.from_settings(settings, redis)
+        async with asyncio.timeout(_STORE_TIMEOUT):
+            found = await store.find(ref, tenant=tenant)
+    except ConnectionStoreError as error:
+        fail(str(error))
+    except (RedisError, OSError, TimeoutError) as error:
+        fail(f"cannot read the connection store: {str(error) or type(error).__name__}")
+    finally:
+        await redis.aclose()
+    if found is None:
+        fail(f"no connection {ref!r} (a PCID, or a name in tenant {tenant!r})")
+    info = found.info
+    return Origin(info.pcid, info.name, info.tenant, info.org_id)
 
 
 @app.command("test")
@@ -218,6 +249,17 @@ def try_on_event(
             "--org-id", help="env.org_id for the run (default with --against sandbox: 1)."
         ),
     ] = None,
+    connection: Annotated[
+        str | None,
+        typer.Option(
+            "--connection",
+            help="Try it as an event of this stored connection (name or PCID): its rules, env"
+            " and org id.",
+        ),
+    ] = None,
+    tenant: Annotated[
+        str, typer.Option("--tenant", help="The tenant of --connection given by name.")
+    ] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     all_rules: Annotated[
         bool, typer.Option("--all/--matching", help="Also list the rules that do not match.")
@@ -231,13 +273,17 @@ def try_on_event(
 
     if against not in (None, "sandbox"):
         fail(f"--against takes `sandbox`, not {against!r}")
-    env = rules_env(get_settings())
+    settings = get_settings()
+    env = rules_env(settings)
+    origin = asyncio.run(_origin(connection, tenant, settings)) if connection else None
     client = None
     if against == "sandbox":
         from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID
 
         sandbox_org = org_id if org_id is not None else SANDBOX_ORG_ID
         env["org_id"] = sandbox_org
+        if origin is not None:  # the calls go to the sandbox: its org, not the connection's
+            origin = dataclasses.replace(origin, org_id=sandbox_org)
         client = CalcomClient(
             base_url=sandbox_url.rstrip("/"),
             credentials=Credentials(api_key=api_key or SANDBOX_API_KEY),
@@ -245,9 +291,11 @@ def try_on_event(
         )
     elif org_id is not None:
         env["org_id"] = org_id
+        if origin is not None:
+            origin = dataclasses.replace(origin, org_id=org_id)
     rules = _load(file, env)
     loaded = _read_event(event)
-    report = asyncio.run(_run(rules, loaded, client))
+    report = asyncio.run(_run(rules, loaded, client, origin))
     booking = _booking(loaded)
     if as_json:
         print_json({**report.to_dict(), **({"booking": booking} if booking else {})})

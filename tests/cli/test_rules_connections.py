@@ -18,6 +18,7 @@ from calhooks.service.connections.store import ConnectionStore
 from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
 from calhooks.service.core.secretbox import SecretBox, generate_key
 from calhooks.service.core.settings import get_settings
+from tests.rules.helpers import EXAMPLES
 
 runner = CliRunner()
 LIST_USERS = "cal_organizations_users_controller_get_organizations_users"
@@ -45,8 +46,11 @@ def key(monkeypatch: pytest.MonkeyPatch, redis_server: EmbeddedRedis) -> Iterato
         redis = aioredis.Redis.from_url(redis_server.url)
         await redis.flushall()
         store = ConnectionStore(redis, SecretBox(secret))
-        for name, tenant in (("acme", "default"), ("globex", "default"), ("acme-labs", "agency")):
-            await store.add(name, Credentials(api_key=f"cal_{name}"), tenant=tenant, org_id=1)
+        for org_id, (name, tenant) in enumerate(
+            (("acme", "default"), ("globex", "default"), ("acme-labs", "agency")), start=1
+        ):
+            credentials = Credentials(api_key=f"cal_{name}")
+            await store.add(name, credentials, tenant=tenant, org_id=org_id)
         await redis.aclose()
 
     asyncio.run(seed())
@@ -129,3 +133,38 @@ def test_a_file_naming_no_connection_says_nothing_of_them(key: str, tmp_path: Pa
     result = runner.invoke(app, ["rules", "check", str(path)])
     assert result.exit_code == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1
+
+
+def test_a_dry_run_as_a_connection_uses_its_rules_env_and_org_id(key: str, tmp_path: Path) -> None:
+    path = rules_file(tmp_path, connection="globex")
+    event = str(EXAMPLES / "events" / "time-off-booking-created.json")
+    as_globex = runner.invoke(
+        app, ["rules", "test", str(path), "--event", event, "--connection", "globex"]
+    )
+    assert as_globex.exit_code == 0, as_globex.stderr
+    assert "rule for-some: matches" in as_globex.stdout
+    assert "      orgId: 2" in as_globex.stdout
+    as_acme = runner.invoke(
+        app, ["rules", "test", str(path), "--event", event, "--connection", "acme"]
+    )
+    assert "rule for-some: no match (runs for connection globex or tenant agency)" in as_acme.stdout
+    as_labs = runner.invoke(
+        app,
+        [
+            "rules",
+            "test",
+            str(path),
+            "--event",
+            event,
+            "--connection",
+            "acme-labs",
+            "--tenant",
+            "agency",
+        ],
+    )
+    assert "      orgId: 3" in as_labs.stdout
+    unknown = runner.invoke(
+        app, ["rules", "test", str(path), "--event", event, "--connection", "nope"]
+    )
+    assert unknown.exit_code == 1
+    assert "no connection 'nope' (a PCID, or a name in tenant 'default')" in unknown.stderr
