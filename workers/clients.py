@@ -181,7 +181,8 @@ class Organizations:
         )
         client.gate = self._gate(bucket, label)
         shared = " (shares the environment's key)" if bucket == self._environment_bucket else ""
-        logger.info("connection.loaded", connection=info.name, pcid=info.pcid, label=label + shared)
+        log = logger.debug if info.pcid in self._scopes else logger.info  # info: the first time
+        log("connection.loaded", connection=info.name, pcid=info.pcid, label=label + shared)
         return Scope(client, origin, label, bucket=bucket)
 
     def _gate(self, bucket: str, label: str) -> GateChain:
