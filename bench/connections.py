@@ -20,7 +20,7 @@ email), made with the event's connection's key.
    seconds (65) so that every key is seen over a whole minute.
 
 ``--set NAME=VALUE`` changes a setting of the intake and workers for the run, e.g.
-``--set WORKER_JOB_TIMEOUT=8`` (the workers then wait at most 2 s for their key's rate limit
+``--set WORKER_JOB_TIMEOUT=2`` (the workers then wait at most 0.5 s for their key's rate limit
 before deferring an event, instead of up to 30 s in its worker slot) or
 ``--set CONNECTION_RATE=100 CONNECTION_BURST=15`` (a pace within the key's budget).
 
@@ -441,7 +441,7 @@ async def main() -> None:
         nargs="*",
         default=[],
         metavar="NAME=VALUE",
-        help="settings of the intake and workers, e.g. CONNECTION_BURST=15 WORKER_JOB_TIMEOUT=8",
+        help="settings of the intake and workers, e.g. CONNECTION_BURST=15 WORKER_JOB_TIMEOUT=2",
     )
     options = parser.parse_args()
     settings = {}
