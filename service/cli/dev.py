@@ -212,9 +212,9 @@ async def _register_webhook(settings: Settings, *, connections: bool = False) ->
     from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
     from calhooks.service.core.redisconn import create_redis
     from calhooks.service.subscriptions.apply import apply_webhooks
+    from calhooks.service.subscriptions.desired import DesiredFactory
     from calhooks.service.subscriptions.errors import DesiredStateError
     from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-    from calhooks.service.subscriptions.desired import DesiredFactory
     from calhooks.service.subscriptions.targets import ENVIRONMENT, Target, connection_targets
 
     try:
