@@ -287,7 +287,7 @@ async def running(intake: Intake, *, probe_port: int) -> AsyncIterator[None]:
         spool=str(intake.spool.directory),
         probe_port=probe_port,
         read_budget_bytes=intake.endpoint.budget.total,
-        connections=len(intake.connections) if intake.connections is not None else None,
+        connections=intake.connections.count if intake.connections is not None else None,
     )
     try:
         yield

@@ -76,7 +76,9 @@ class ConnectionSecrets:
         self._started = 0  # listings started so far
         self._listing: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
+    @property
+    def count(self) -> int:
+        """Connections known (not ``__len__``: an empty registry must stay truthy)."""
         return len(self._providers)
 
     def get(self, pcid: str) -> SecretProvider | None:

@@ -246,7 +246,8 @@ class IntakeEndpoint:
         secrets = self.secrets
         connection = self._connection_of(scope)
         if connection is not None:
-            found = await self.connections.lookup(connection) if self.connections else None
+            connections = self.connections
+            found = await connections.lookup(connection) if connections is not None else None
             if found is None:
                 return request_id, _Answer(
                     401,

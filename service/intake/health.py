@@ -150,7 +150,7 @@ class Health:
         try:
             metrics.SECRETS.set(len(self.secrets.keys()))
             if self.connections is not None:
-                metrics.CONNECTIONS.set(len(self.connections))
+                metrics.CONNECTIONS.set(self.connections.count)
                 metrics.CONNECTIONS_WITH_SECRET.set(self.connections.with_secret())
         except Exception:  # a broken secret source must not take the metrics down with it
             log.exception("readiness.secrets_uncountable")
