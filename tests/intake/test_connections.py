@@ -249,5 +249,6 @@ async def test_a_failed_listing_keeps_the_known_connections() -> None:
     secrets = ConnectionSecrets(listing, lambda pcid: [EnvSecrets.from_text(pcid)])
     await secrets.refresh()
     await secrets.refresh()
-    assert secrets.get("a") is not None and secrets.get("b") is not None
+    assert secrets.get("a") is not None
+    assert secrets.get("b") is not None
     assert secrets.status() == {"known": 2, "with_secret": 2, "listing": "unavailable"}
