@@ -169,7 +169,8 @@ async def test_readiness_counts_connections_and_a_secretless_one_is_no_reason(
     await add_connection(redis_client, "acme", 1)
 
     def ready_now() -> bool:
-        return only_connections.get("/readyz").status_code == 200
+        status: int = only_connections.get("/readyz").status_code
+        return status == 200
 
     await eventually(ready_now, what="ready on a connection's secret")
 

@@ -48,7 +48,7 @@ ORGS = (
     ("acme-labs", MANAGED_API_KEY, MANAGED_ORG_ID, "key-acme-labs"),
 )
 #: How the sandbox emits an event in each organization.
-EMIT = {
+EMIT: dict[str, dict[str, Any]] = {
     "acme": {"trigger": "BOOKING_CREATED", "user": "alice"},
     "globex": {"trigger": "BOOKING_CREATED", "user": "dave"},
     "acme-labs": {"trigger": "FORM_SUBMITTED", "orgId": MANAGED_ORG_ID},
@@ -130,7 +130,9 @@ async def test_auto_apply_makes_each_webhook_in_its_org_with_its_key_and_deliver
     by_connection: dict[str | None, list[dict[str, Any]]] = {}
     for event in await queued(redis_client):
         by_connection.setdefault(event["connection"], []).append(event)
-    pcids = {info.pcid: name for name, info in deployment.connections.items()}
+    pcids: dict[str | None, str | None] = {
+        info.pcid: name for name, info in deployment.connections.items()
+    }
     assert {pcids.get(key, key) for key in by_connection} == {
         None,
         "acme",
