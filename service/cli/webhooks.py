@@ -71,6 +71,11 @@ AllConnections = Annotated[
 ]
 
 
+#: Organizations worked on at once with connection options (an apply may wait a refresh
+#: interval for the intake replicas; one after the other, hundreds would take long).
+CONCURRENCY = 4
+
+
 @dataclass(frozen=True)
 class Scope:
     """Which organizations a command works on: the environment's, or connections."""
@@ -142,8 +147,14 @@ def _run(operation: Operation[T], scope: Scope = Scope()) -> list[Outcome[T]]:
                     raise TargetError(
                         "no connections stored (add one with `calhooks connections add`)"
                     )
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def gated(target: Target, cal: CalcomClient) -> Outcome[T]:
+                async with gate:
+                    return await one(target, cal, redis)
+
             async with CalcomClient.from_settings(settings) as cal:
-                return [await one(target, cal, redis) for target in targets]
+                return list(await asyncio.gather(*(gated(t, cal) for t in targets)))
         finally:
             await redis.aclose()
 
