@@ -38,7 +38,7 @@ from calhooks.service.subscriptions.targets import connection_targets
 from tests.intake.test_endpoint import queued
 from tests.sandbox.server import RunningSandbox
 from tests.servers import serve_app
-from tests.subscriptions.conftest import write_rules
+from tests.subscriptions.conftest import make_settings, write_rules
 from tests.subscriptions.test_rotate import REFRESH, intake_settings, signed_with
 
 #: (name, key, org id, the sandbox credential id that key is logged as)
@@ -225,3 +225,29 @@ async def test_rotating_one_connection_rejects_no_delivery_and_leaves_the_others
     assert sandbox.store.webhooks[acme_hook.id].secret == acme_secret
     updates = sandbox.requests("cal_organizations_webhooks_controller_update_org_webhook")
     assert {r.credential for r in updates} == {"key-globex-admin"}
+
+
+async def test_without_environment_credentials_only_the_connections_are_applied(
+    sandbox: RunningSandbox, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """No CALHOOKS_API_KEY: start-up apply does the connections and leaves the environment's
+    organization alone (it has no credentials to act with); a connection without an org id is
+    reported, never raised."""
+    settings = make_settings(
+        sandbox.url,
+        api_key=None,
+        org_id=None,
+        rules_file=write_rules(tmp_path / "rules.yaml", "BOOKING_CREATED"),
+    )
+    store = ConnectionStore.from_settings(settings, redis_client)
+    globex = await store.add(
+        "globex", Credentials(api_key=SECOND_API_KEY), org_id=SECOND_ORG_ID, base_url=sandbox.url
+    )
+    await store.add("no-org", Credentials(api_key=SECOND_API_KEY), base_url=sandbox.url)
+    results = await auto_apply_all(settings, redis_client)
+    assert len(results) == 2
+    assert sum(r is not None for r in results) == 1
+    [hook] = sandbox.store.webhooks.values()
+    assert hook.subscriber_url == (
+        f"https://hooks.example.com/webhooks/cal/{globex.pcid}?calhooks=test.{globex.pcid}"
+    )
