@@ -49,7 +49,8 @@ log = structlog.get_logger("calhooks.intake")
 
 #: Connections whose secrets are refreshed at once (each refresh is one or two round trips).
 REFRESH_CONCURRENCY = 32
-#: Longest PCID looked up; a longer path segment is refused without a lookup.
+#: Longest PCID looked up; a longer path segment (or an empty one, or one with a slash) is
+#: refused without a reload of the connections.
 MAX_PCID = 100
 
 ListConnections = Callable[[], Awaitable[Collection[str]]]
@@ -92,8 +93,8 @@ class ConnectionSecrets:
         starts at most every ``min_refresh_interval``), so a connection added a moment ago
         is found; its secrets are then loaded before the answer."""
         provider = self._providers.get(pcid)
-        if provider is not None or len(pcid) > MAX_PCID:
-            return provider
+        if provider is not None or not pcid or len(pcid) > MAX_PCID or "/" in pcid:
+            return provider  # known, or nothing a PCID can be: no reload for it
         ticket = self._started
         while True:
             task = self._in_flight()

@@ -81,7 +81,7 @@ async def test_an_unknown_pcid_is_refused_in_one_line_without_reading(
     """A URL under the webhook path naming no connection: 401 unknown_connection, not queued."""
     served = serve(encryption_key=KEY)
     body = booking()
-    for tail in ("no-such-connection", "a/b", "x" * 300):
+    for tail in ("no-such-connection", "a/b", "x" * 300, ""):
         answer = await post(f"{served.url}{PATH}/{tail}", body, SECRET)
         assert answer.status_code == 401, tail
         assert answer.json() == {
@@ -90,7 +90,7 @@ async def test_an_unknown_pcid_is_refused_in_one_line_without_reading(
         }
         assert "\n" not in answer.text
     assert await queued(redis_client) == []
-    assert served.metric('calhooks_intake_deliveries_total{outcome="unknown_connection"}') >= 3
+    assert served.metric('calhooks_intake_deliveries_total{outcome="unknown_connection"}') >= 4
 
 
 async def test_without_an_encryption_key_there_are_no_connection_urls(
