@@ -216,7 +216,8 @@ def processed(workers: list[Proc]) -> int:
         text = httpx.get(worker.url + "/metrics", timeout=5).text
         for line in text.splitlines():
             match = re.match(
-                r'calhooks_worker_events_total\{outcome="processed"\} ([0-9.e+]+)', line
+                r'calhooks_worker_events_total\{connection="env",outcome="processed"\} ([0-9.e+]+)',
+                line,
             )
             if match:
                 total += int(float(match[1]))

@@ -17,6 +17,7 @@ from calhooks.service.sandbox.state import BookingRecord, DelegationCredential
 from calhooks.workers.bootstrap import WorkerOptions
 from calhooks.workers.leases import LeaseKeeper
 from calhooks.workers.ordering import Turn
+from calhooks.workers.reconcile.records import PassRecord, Status
 from calhooks.workers.wakeup import WakeableWorker
 
 Correction.why  # each overlay correction's reason, read by people and the overlay's tests
@@ -37,6 +38,12 @@ Session.signed_in
 RulesFile.loaded_at
 RulesFile.modified_at
 EventView.unmatched
+PassRecord.duplicates
+Status.total_passes
+Status.lock_left
+Status.due_in
+Status.requested_by
+Status.gathering
 BookingRecord.rescheduled  # Cal.com's flag on a replaced booking, in the sandbox's booking answers
 # Counters read by tests and when debugging a worker.
 LeaseKeeper.renewals

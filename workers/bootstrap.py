@@ -6,10 +6,11 @@ then
 polls every ``CALHOOKS_WORKER_POLL_DELAY`` instead of waking on enqueue). ``WorkerSettings``
 is made on first access, from the environment, so importing this module starts nothing.
 
-On startup the worker builds its ``Runtime``: the Cal.com client behind the shared rate
-limit and the call metrics, the rules, the ledger, dead-letter queue, event log and
-booking order on the worker's own Redis connection, the probe server and the periodic
-reconciliation (``workers.reconcile.periodic``).
+On startup the worker builds its ``Runtime``: the environment organization's Cal.com client
+and the connections' (``workers.clients``: each behind its key's shared rate limit and the
+call metrics), the rules, the ledger, dead-letter queue, event log and booking order on the
+worker's own Redis connection, the probe server and the periodic reconciliation of the
+environment's organization (``workers.reconcile.periodic``).
 """
 
 from __future__ import annotations
@@ -32,19 +33,20 @@ from arq.connections import RedisSettings
 from arq.worker import Function, func
 from typing_extensions import Unpack
 
-from calhooks.service.calcom.client import CalcomClient, Credentials
+from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.sealing import Sealer
+from calhooks.service.connections.store import ConnectionStore, ConnectionStoreError
 from calhooks.service.core.redisconn import arq_redis_settings
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.workers import metrics
+from calhooks.workers.clients import Organizations
 from calhooks.workers.deadletter import DeadLetterQueue
-from calhooks.workers.eventlog import CallLog, EventLog
-from calhooks.workers.gates import GateChain
+from calhooks.workers.eventlog import EventLog
 from calhooks.workers.health import Liveness, Metrics, ProbeServer, Readiness
 from calhooks.workers.jobs import EventLike, Processor, process_event
 from calhooks.workers.ledger import Ledger
 from calhooks.workers.ordering import BookingOrder
-from calhooks.workers.ratelimit import SharedRateLimit, bucket_name
+from calhooks.workers.ratelimit import SharedRateLimit
 from calhooks.workers.readcache import ReadCache
 from calhooks.workers.retries import RetryPolicy
 from calhooks.workers.transport import http_client
@@ -184,6 +186,7 @@ class Runtime:
     client: CalcomClient
     processor: Processor
     parse_event: Callable[[dict[str, Any]], EventLike]
+    organizations: Organizations | None = None
     http: httpx.AsyncClient | None = None
     probes: ProbeServer | None = None
     stopping: bool = False
@@ -274,24 +277,32 @@ async def startup(ctx: dict[str, Any]) -> None:
     quiet_arq_job_lines()
     redis = ctx["redis"]
     name = worker_name(settings)
-    credentials = Credentials.from_settings(settings)
     rate_limit_wait = min(30.0, settings.worker_job_timeout / 4)
-    limiter = SharedRateLimit(
-        redis,
-        bucket_name(settings.api_url, credentials),
-        per_minute=settings.worker_rate_limit_per_minute,
-        window=settings.worker_rate_limit_window,
-        max_wait=rate_limit_wait,
-        on_wait=metrics.RATE_LIMIT_WAIT.observe,
-    )
+
+    def limiter(bucket: str) -> SharedRateLimit:
+        return SharedRateLimit(
+            redis,
+            bucket,
+            per_minute=settings.worker_rate_limit_per_minute,
+            window=settings.worker_rate_limit_window,
+            max_wait=rate_limit_wait,
+        )
+
     # aiohttp under httpx (workers.transport); the pool holds a connection per running event.
     http = http_client(
         timeout=httpx.Timeout(settings.api_timeout, connect=settings.api_connect_timeout),
         max_connections=max(settings.api_max_connections, settings.worker_max_jobs),
     )
-    client = CalcomClient.from_settings(
-        settings, gate=GateChain(limiter, metrics.CallMetrics(), CallLog()), http=http
-    )
+    client = CalcomClient.from_settings(settings, http=http)
+    metrics.LABELS.limit = settings.metrics_connections
+    store: ConnectionStore | None = None
+    store_problem = None
+    try:
+        store = ConnectionStore.from_settings(settings, redis)
+    except ConnectionStoreError as exc:  # no CALHOOKS_ENCRYPTION_KEY: no connection to read
+        store_problem = str(exc)
+    # Gives the environment's client its gate: its key's rate limit, metrics, call records.
+    organizations = Organizations(client, limiter=limiter, store=store, store_problem=store_problem)
     rules = RulesSource.from_settings(settings)
     ledger = Ledger(redis, ttl=settings.worker_record_ttl)
     dead_letters = dead_letter_queue(redis, settings)
@@ -320,8 +331,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         # A cached read's leader may wait for the rate limit, then for Cal.com: the others
         # wait as long before calling themselves.
         cache=ReadCache(redis, wait=rate_limit_wait + settings.api_timeout),
+        organizations=organizations,
     )
-    runtime = Runtime(settings, name, client, processor, _parse_event, http)
+    runtime = Runtime(
+        settings, name, client, processor, _parse_event, http=http, organizations=organizations
+    )
     runtime.ticker = asyncio.create_task(_tick(runtime), name="calhooks-worker-tick")
     runtime.janitor = asyncio.create_task(
         _trim_dead_letters(dead_letters), name="calhooks-dlq-trim"
@@ -329,7 +343,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     if settings.reconcile_period > 0 and settings.org_id is not None:
         from calhooks.workers.reconcile import periodic
 
-        runtime.reconciler = periodic.start(settings, redis, client)
+        runtime.reconciler = periodic.start(settings, redis, client, holder=name)
     if settings.worker_http_port:
         runtime.probes = _probe_routes(runtime, ctx)
         await runtime.probes.start()
@@ -345,6 +359,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         max_jobs=settings.worker_max_jobs,
         rules=rules.describe(),
         rate_limit_per_minute=settings.worker_rate_limit_per_minute,
+        connections=store is not None,
         http_port=runtime.probes.port if runtime.probes else None,
     )
 
@@ -362,6 +377,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    if runtime.organizations is not None:
+        await runtime.organizations.aclose()
     await runtime.client.aclose()
     if runtime.http is not None:
         await runtime.http.aclose()

@@ -4,7 +4,8 @@ arq has none: a job that fails is only a result that expires. Here a rule goes t
 dead-letter queue when it fails permanently (a 4xx, a rule that cannot be evaluated) or
 still fails transiently after ``CALHOOKS_WORKER_MAX_TRIES`` attempts. One entry per event
 and rule, id = a hash of both (so a rule failing again after a replay updates its entry),
-holding: the event (to replay it), the rule, the failing step, its parameters with secrets
+holding: the event (to replay it), the connection it came through (PCID and name; none for
+the environment's organization), the rule, the failing step, its parameters with secrets
 redacted, the error and the attempt count.
 
 Storage: a hash ``calhooks:dlq`` (id -> JSON entry) and a sorted set ``calhooks:dlq:index``
@@ -81,6 +82,10 @@ class DeadLetter:
     dead_at: float = field(default_factory=time.time)
     replays: int = 0
     replayed_at: float | None = None
+    #: The PCID of the connection the event came through (``None``: the environment's
+    #: organization) and its name when the worker knew it.
+    connection: str | None = None
+    connection_name: str | None = None
     #: Format of the entry (``workers.formats``; absent: 1, written before versioning).
     v: int = DEAD_LETTER_FORMAT
 
@@ -96,6 +101,9 @@ class DeadLetter:
         """Any format (a newer one's unknown fields are left out); absent ``v`` is 1."""
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields.setdefault("v", 1)
+        event = fields.get("event")
+        if "connection" not in fields and isinstance(event, dict):  # written before the field
+            fields["connection"] = event.get("connection")
         return cls(**fields)
 
 

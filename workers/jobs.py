@@ -24,8 +24,14 @@ limit) raises ``Defer`` and re-queues the job without counting an attempt. Each 
 its own deadline (``CALHOOKS_WORKER_JOB_TIMEOUT``), shorter than arq's own timeout - which
 would fail the job without a dead letter - and expiring into a transient failure.
 
+Every Cal.com call of an event is made with its organization's client
+(``workers.clients``: the event's connection's credentials, org id and base URL, or the
+environment's); its rules see that organization (``connections:``/``tenants:``, its
+``env``). An event whose connection cannot be used (removed, without an org id) has its
+matched rules dead-lettered with the reason.
+
 Everything that happens is written to the event's event log (``workers.eventlog``) and
-counted in ``calhooks.workers.metrics``.
+counted in ``calhooks.workers.metrics`` under the organization's ``connection`` label.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from calhooks.service.calcom.sealing import Sealer
 from calhooks.service.calcom.tools import TOOLS, get_tool
 from calhooks.service.core import eventindex, timeseries
 from calhooks.workers import metrics
+from calhooks.workers.clients import ConnectionUnavailable, Organizations, Scope
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
 from calhooks.workers.eventlog import EventLog, EventRecorder
 from calhooks.workers.failures import FailedAt, StepFailure, deciding_error, deferral_in
@@ -55,12 +62,17 @@ from calhooks.workers.readcache import ReadCache, trigger_entities, write_entiti
 from calhooks.workers.retries import Defer, RetryPolicy, is_transient
 from calhooks.workers.rules import EventLike as RuleEvent
 from calhooks.workers.rules import StepCall
+from calhooks.workers.rules.scope import Origin
 
 logger = structlog.get_logger(__name__)
 
 
 class EventLike(RuleEvent, Protocol):
-    """What the workers read of ``service.events.Event``: what the rules read, plus its dict."""
+    """What the workers read of ``service.events.Event``: what the rules read, its
+    connection (PCID; ``None``: the environment's organization), plus its dict."""
+
+    @property
+    def connection(self) -> str | None: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -78,12 +90,18 @@ class Rules(Protocol[R]):
     """The rules as the processor uses them: ``calhooks.workers.rules.RuleSet``, or a test's own."""
 
     def matching(
-        self, event: EventLike, *, why_not: dict[str, str] | None = None
+        self,
+        event: EventLike,
+        *,
+        why_not: dict[str, str] | None = None,
+        origin: Origin | None = None,
     ) -> Sequence[R]: ...
 
     def named(self, name: str) -> R | None: ...
 
-    async def run(self, rule: R, event: EventLike, invoke: Invoke) -> object: ...
+    async def run(
+        self, rule: R, event: EventLike, invoke: Invoke, *, origin: Origin | None = None
+    ) -> object: ...
 
 
 @dataclass
@@ -94,6 +112,8 @@ class Attempt:
     state: EventState
     recorder: EventRecorder
     deadline: float
+    #: The event's organization: its client, how the rules see it, its metrics label.
+    scope: Scope
     #: Writes for the attempt's last pipeline besides the ledger's and the log's.
     closing: list[Callable[[Any], None]] = field(default_factory=list)
 
@@ -116,9 +136,12 @@ class Processor:
         sealer: Sealer | None = None,
         step_settle: float = 0.0,
         cache: ReadCache | None = None,
+        organizations: Organizations | None = None,
     ) -> None:
         self.rules = rules
         self.client = client
+        #: Each event's organization (without: connections' events cannot run).
+        self.organizations = organizations
         self.ledger = ledger
         self.once = ExactlyOnce(ledger, client, sealer=sealer, settle=step_settle)
         self.dead_letters = dead_letters
@@ -135,11 +158,16 @@ class Processor:
         recorder = self.eventlog.recorder(event.id)
         token = recorder.activate()
         structlog.contextvars.bind_contextvars(event_id=event.id, trigger=event.trigger)
+        if event.connection is not None:
+            structlog.contextvars.bind_contextvars(connection=event.connection)
+        scope = await self.scope_of(event)
         state = await self.ledger.begin(event.id)
         if self.cache is not None and (changed := trigger_entities(event.trigger)):
-            await self.cache.invalidate(self.client.org_id, changed)
+            await self.cache.invalidate(scope.cache_org(scope.client.org_id), changed)
         if state.runs == 1:
-            metrics.PICKUP_SECONDS.observe(max(0.0, time.time() - event.received_at))
+            metrics.PICKUP_SECONDS.labels(connection=scope.label).observe(
+                max(0.0, time.time() - event.received_at)
+            )
         recorder.add(
             "attempt",
             v=EVENTLOG_FORMAT,
@@ -147,16 +175,17 @@ class Processor:
             worker=self.worker_name,
             trigger=event.trigger,
             received_at=event.received_at,
+            **_connection_fields(scope, tenant=True),
         )
         recorder.kept = state.kept
         state.on_write = recorder.write_into
-        attempt = Attempt(event, state, recorder, time.monotonic() + self.job_timeout)
+        attempt = Attempt(event, state, recorder, time.monotonic() + self.job_timeout, scope)
         metrics.JOBS_RUNNING.inc()
         try:
             return await self._process(attempt)
         except Defer as deferred:
             recorder.add("deferred", delay=round(deferred.delay, 3), reason=deferred.reason)
-            metrics.EVENTS.labels(outcome="deferred").inc()
+            metrics.EVENTS.labels(connection=scope.label, outcome="deferred").inc()
             # One line per event at info, not one per wait (a cancellation may wait 30 times).
             log_deferral = logger.info if state.runs <= 1 else logger.debug
             log_deferral("event.deferred", delay=deferred.delay, reason=deferred.reason)
@@ -165,7 +194,18 @@ class Processor:
             metrics.JOBS_RUNNING.dec()
             await asyncio.shield(self._end(attempt))
             recorder.deactivate(token)
-            structlog.contextvars.unbind_contextvars("event_id", "trigger")
+            structlog.contextvars.unbind_contextvars("event_id", "trigger", "connection")
+
+    async def scope_of(self, event: EventLike) -> Scope:
+        """The event's organization (the environment's without ``organizations``, unless the
+        event came through a connection: then one that cannot be used)."""
+        if self.organizations is not None:
+            return await self.organizations.scope(event.connection)
+        if event.connection is None:
+            return Scope(self.client, None, metrics.ENV_LABEL)
+        origin = Origin(event.connection, event.connection, "")
+        problem = f"connection {event.connection} cannot be read: this worker has no connections"
+        return Scope(self.client, origin, metrics.OTHER_LABEL, problem)
 
     async def _end(self, attempt: Attempt) -> None:
         """The attempt's last write, in one round trip: ledger, booking order, event log."""
@@ -199,6 +239,7 @@ class Processor:
             "outcome": outcome,
             "rules": {rule: state.rules.get(rule, "pending") for rule in state.matched or []},
             "attempts": state.runs,
+            **_connection_fields(attempt.scope, tenant=True),
         }
         eventindex.write_into(pipe, summary, ttl=self.ledger.ttl)
 
@@ -209,7 +250,7 @@ class Processor:
         if state.crashes >= self.policy.max_tries:
             return await self._give_up_crashing(attempt)
         async with self.order.turn(
-            event.id, event.trigger, event.payload, event.received_at
+            event.id, event.trigger, event.payload, event.received_at, event.connection
         ) as turn:
             if turn.uid is not None:
                 recorder.add("booking", **turn.describe())
@@ -217,10 +258,16 @@ class Processor:
                 return await self._skip(attempt, turn, turn.skip_reason)
             rules = self.rules()
             not_matched: dict[str, str] = {}
-            current = {rule.name: rule for rule in rules.matching(event, why_not=not_matched)}
+            origin = attempt.scope.origin
+            current = {
+                rule.name: rule
+                for rule in rules.matching(event, why_not=not_matched, origin=origin)
+            }
             if state.matched is None:
                 self.ledger.record_matched(state, list(current))
                 recorder.add("matched", rules=list(current), not_matched=not_matched)
+            if attempt.scope.problem is not None:
+                return await self._connection_unusable(attempt, turn, attempt.scope.problem)
             dead_at_start = [n for n in state.matched or [] if state.rules.get(n) == "dead"]
             retries: list[tuple[str, BaseException]] = []
             for name in state.matched or []:
@@ -240,7 +287,7 @@ class Processor:
                 delay = max(self.policy.delay(state.failures[n], exc) for n, exc in retries)
                 reason = "; ".join(f"{n}: {describe_error(exc)['message']}" for n, exc in retries)
                 recorder.add("retry", delay=round(delay, 3), reason=reason)
-                metrics.EVENTS.labels(outcome="retried").inc()
+                metrics.EVENTS.labels(connection=attempt.scope.label, outcome="retried").inc()
                 logger.info("event.retry", delay=delay, rules=[n for n, _ in retries])
                 raise Retry(defer=delay)
             if dead_at_start and await self._reopened_meanwhile(event.id, dead_at_start):
@@ -253,13 +300,14 @@ class Processor:
         """Run one rule; returns the error if it should be retried."""
         state, recorder = attempt.state, attempt.recorder
         log = logger.bind(rule=rule.name)
+        label = attempt.scope.label
 
         async def invoke(call: StepCall) -> Any:
             return await self._step(attempt, call)
 
         try:
             async with asyncio.timeout_at(self._loop_deadline(attempt)):
-                await rules.run(rule, attempt.event, invoke)
+                await rules.run(rule, attempt.event, invoke, origin=attempt.scope.origin)
         except Defer:
             raise
         except Exception as exc:
@@ -271,14 +319,14 @@ class Processor:
                 error = TimeoutError(
                     f"attempt ran past CALHOOKS_WORKER_JOB_TIMEOUT ({self.job_timeout}s)"
                 )
-            metrics.RULES.labels(outcome="failed").inc()
+            metrics.RULES.labels(connection=label, outcome="failed").inc()
             if is_transient(error):
                 failures = self.ledger.add_failure(state, rule.name)
                 if not self.policy.gives_up_after(failures):
                     recorder.add(
                         "rule", rule=rule.name, outcome="retry", error=describe_error(error)
                     )
-                    metrics.RULES.labels(outcome="retried").inc()
+                    metrics.RULES.labels(connection=label, outcome="retried").inc()
                     log.warning("rule.retry", failures=failures, error=str(error))
                     return error
                 attempts = failures
@@ -288,7 +336,7 @@ class Processor:
             return None
         self.ledger.set_rule(state, rule.name, "done")
         recorder.add("rule", rule=rule.name, outcome="done")
-        metrics.RULES.labels(outcome="done").inc()
+        metrics.RULES.labels(connection=label, outcome="done").inc()
         if state.kept:
             await self.dead_letters.remove(entry_id(attempt.event.id, rule.name))
         return None
@@ -302,22 +350,30 @@ class Processor:
         key = StepKey(call.rule, call.step, call.index)
         started = time.perf_counter()
         cached: list[str] = []
+        scope = attempt.scope
+        client = scope.client
 
         async def perform() -> Any:
             if call.cache is None or self.cache is None or not tool.read_only:
-                return await self.client.call(tool, **call.params)
-            params = self.client.with_defaults(tool, call.params)
+                return await client.call(tool, **call.params)
+            params = client.with_defaults(tool, call.params)
             output, how = await self.cache.read(
-                tool, params, call.cache, lambda: self.client.call(tool, **params)
+                tool,
+                params,
+                call.cache,
+                lambda: client.call(tool, **params),
+                org=scope.cache_org(params.get("orgId", "-")),
             )
             cached.append(how)
             return output
 
         try:
-            output, how = await self.once.run(attempt.state, key, tool, call.params, perform)
+            output, how = await self.once.run(
+                attempt.state, key, tool, call.params, perform, client=client
+            )
             if self.cache is not None and not tool.read_only and how != "recorded":
-                org = self.client.with_defaults(tool, call.params).get("orgId")
-                await self.cache.invalidate(org, write_entities(tool))
+                org = client.with_defaults(tool, call.params).get("orgId")
+                await self.cache.invalidate(scope.cache_org(org), write_entities(tool))
         except Defer:
             raise
         except Exception as exc:
@@ -368,6 +424,7 @@ class Processor:
                 index=call.index if call else None,
                 tool=call.tool if call else None,
                 params=self._recorded_params(call),
+                **_connection_fields(attempt.scope),
             )
         )
         self.ledger.set_rule(state, rule, "dead")
@@ -378,7 +435,7 @@ class Processor:
             "rule", rule=rule, outcome="dead_lettered", error=describe_error(error)
         )
         attempt.recorder.add("dead_lettered", rule=rule, dead_letter=entry.id)
-        metrics.RULES.labels(outcome="dead_lettered").inc()
+        metrics.RULES.labels(connection=attempt.scope.label, outcome="dead_lettered").inc()
         logger.warning("rule.dead_lettered", rule=rule, dead_letter=entry.id, error=str(error))
 
     def _recorded_params(self, call: FailedAt | None) -> dict[str, Any] | None:
@@ -420,7 +477,7 @@ class Processor:
             attempt.recorder.kept = False
         outcome = "dead_lettered" if dead else "processed"
         attempt.recorder.add("done")
-        metrics.EVENTS.labels(outcome=outcome).inc()
+        metrics.EVENTS.labels(connection=attempt.scope.label, outcome=outcome).inc()
         logger.info("event.done", rules=state.rules)
         return {"rules": dict(state.rules)}
 
@@ -431,7 +488,7 @@ class Processor:
                 await self._rule_skipped(attempt, name, reason)
         self._finish_turn(attempt, turn)
         attempt.recorder.add("skipped", reason=reason)
-        metrics.EVENTS.labels(outcome="skipped").inc()
+        metrics.EVENTS.labels(connection=attempt.scope.label, outcome="skipped").inc()
         logger.info("event.skipped", reason=reason)
         return {"skipped": reason}
 
@@ -444,13 +501,40 @@ class Processor:
         )
         pending = [n for n in (state.matched or []) if n not in state.rules]
         if state.matched is None:
-            pending = [rule.name for rule in self.rules().matching(event)]
+            origin = attempt.scope.origin
+            pending = [rule.name for rule in self.rules().matching(event, origin=origin)]
             self.ledger.record_matched(state, pending)
         for name in pending:
             await self._dead_letter(attempt, name, error, None, state.runs)
         attempt.recorder.add("done")
-        metrics.EVENTS.labels(outcome="dead_lettered").inc()
+        metrics.EVENTS.labels(connection=attempt.scope.label, outcome="dead_lettered").inc()
         return {"rules": dict(state.rules)}
+
+    async def _connection_unusable(
+        self, attempt: Attempt, turn: Turn, problem: str
+    ) -> dict[str, Any]:
+        """The event's connection cannot be used: its matched rules go to the dead-letter
+        queue with the reason (not retried: a replay once it is fixed runs them)."""
+        state = attempt.state
+        error = ConnectionUnavailable(problem)
+        logger.warning("event.connection_unusable", problem=problem)
+        for name in state.matched or []:
+            if name not in state.rules:
+                await self._dead_letter(attempt, name, error, None, state.runs)
+        return await self._complete(attempt, turn)
+
+
+def _connection_fields(scope: Scope, *, tenant: bool = False) -> dict[str, Any]:
+    """The connection of an event, for its records: PCID, name (and tenant) - none for the
+    environment's organization, no name for a connection that no longer exists."""
+    if scope.origin is None:
+        return {}
+    fields: dict[str, Any] = {"connection": scope.origin.pcid}
+    if scope.origin.tenant:  # known: the connection exists
+        fields["connection_name"] = scope.origin.name
+        if tenant:
+            fields["connection_tenant"] = scope.origin.tenant
+    return fields
 
 
 #: Seconds before an attempt cut short by a Redis outage is tried again.

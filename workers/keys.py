@@ -39,19 +39,26 @@ def rate_limit_log(bucket: str) -> str:
     return f"{PREFIX}ratelimit:{bucket}:log"
 
 
-def booking(uid: str) -> str:
+def booking_prefix(connection: str | None = None) -> str:
+    """What the booking keys of one organization start with: the environment organization's
+    (``calhooks:booking:``) or a connection's (``calhooks:conn:<pcid>:booking:``) - two
+    organizations' bookings with the same uid are different bookings."""
+    return f"{PREFIX}booking:" if connection is None else f"{PREFIX}conn:{connection}:booking:"
+
+
+def booking(uid: str, connection: str | None = None) -> str:
     """Hash of what the workers have processed about one booking (created, cancelled...)."""
-    return f"{PREFIX}booking:{uid}"
+    return booking_prefix(connection) + uid
 
 
-def booking_lock(uid: str) -> str:
+def booking_lock(uid: str, connection: str | None = None) -> str:
     """Lock serializing the events of one booking."""
-    return f"{PREFIX}booking:{uid}:lock"
+    return f"{booking(uid, connection)}:lock"
 
 
-def booking_pending(uid: str) -> str:
+def booking_pending(uid: str, connection: str | None = None) -> str:
     """Sorted set of a booking's events being processed, scored by arrival time."""
-    return f"{PREFIX}booking:{uid}:pending"
+    return f"{booking(uid, connection)}:pending"
 
 
 def arq_result(job_id: str) -> str:

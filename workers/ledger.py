@@ -353,8 +353,12 @@ class ExactlyOnce:
         tool: Tool,
         params: Mapping[str, Any],
         perform: Callable[[], Awaitable[Any]],
+        *,
+        client: CalcomClient | None = None,
     ) -> tuple[Any, How]:
-        """The step's output and how it was obtained."""
+        """The step's output and how it was obtained (``client``: the one ``perform`` calls
+        with, which a finder looks with; the ledger's own without)."""
+        client = client or self.client
         record = state.steps.get(key.field)
         if record is not None and record.state == DONE:
             return self.sealer.unseal_output(tool, record.output), "recorded"
@@ -366,7 +370,7 @@ class ExactlyOnce:
         if interrupted and tool.method == "POST":
             finder = self.finders.get(tool.name)
             if finder is not None:
-                found = await finder(self.client, self.client.with_defaults(tool, params))
+                found = await finder(client, client.with_defaults(tool, params))
                 if found is not None:
                     sealed = self.sealer.seal_output(tool, found)
                     await self.ledger.finish_step(state, key, sealed, "found", durable=True)

@@ -38,6 +38,10 @@ is deferred (``Defer``: re-queued without counting an attempt) so it gives its s
 ``Turn`` tells the caller which booking an event is about, the chain's root and the uid it
 replaced; the processor writes that into the event's delivery log (``events show``).
 
+Chains are per organization: the bookings of a connection's events (``Event.connection``)
+live under ``calhooks:conn:<pcid>:booking:<uid>`` (``keys.booking_prefix``), so two
+organizations' bookings with the same uid never share a chain, a lock or a record.
+
 Limits: two events of one chain picked up within the same millisecond may register in
 either order; rule 3 still makes create/cancel and create/reschedule pairs end right. A
 chain is only known from links the workers have seen: when the delivery of a reschedule was
@@ -175,6 +179,8 @@ class Turn:
     #: Skipped because its booking was itself rescheduled since: the booking it replaced
     #: is gone all the same, and is recorded so.
     superseded: bool = False
+    #: The connection (PCID) whose booking it is (``None``: the environment organization's).
+    connection: str | None = None
 
     def describe(self) -> dict[str, str]:
         """The booking and chain, for the event's delivery log."""
@@ -214,7 +220,12 @@ class BookingOrder:
         self._release = redis.register_script(_RELEASE)
 
     async def _acquire(
-        self, uid: str, replaces: str | None, event_id: str, received_at: float
+        self,
+        uid: str,
+        replaces: str | None,
+        event_id: str,
+        received_at: float,
+        connection: str | None = None,
     ) -> _Entered:
         deadline = time.monotonic() + self.lock_wait
         pause = 0.002
@@ -229,14 +240,14 @@ class BookingOrder:
                     self.ttl,
                     uid,
                     replaces or "",
-                    keys.booking(""),
+                    keys.booking_prefix(connection),
                     MAX_CHAIN,
                 ],
             )
             if status == b"ok":
                 entered = _Entered(root.decode(), _decode(flat), _decode(before))
                 if self.leases is not None:
-                    self.leases.hold(keys.booking_lock(entered.root), event_id)
+                    self.leases.hold(keys.booking_lock(entered.root, connection), event_id)
                 return entered
             if time.monotonic() >= deadline:
                 reason = (
@@ -248,34 +259,49 @@ class BookingOrder:
             await self._sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    async def _leave(self, root: str, event_id: str) -> None:
+    async def _leave(self, root: str, event_id: str, connection: str | None) -> None:
+        lock = keys.booking_lock(root, connection)
         if self.leases is not None:
-            self.leases.drop(keys.booking_lock(root))
-        await asyncio.shield(self._release(keys=[keys.booking_lock(root)], args=[event_id]))
+            self.leases.drop(lock)
+        await asyncio.shield(self._release(keys=[lock], args=[event_id]))
 
     async def _stand_aside(self, turn: Turn, event_id: str, received_at: float, why: str) -> None:
         """Wait (bounded) for another event: leave the queue so it does not wait for this one."""
         waited = time.time() - received_at
         if waited < self.wait:
             assert turn.chain is not None
-            await self.redis.zrem(keys.booking_pending(turn.chain), event_id)
+            await self.redis.zrem(keys.booking_pending(turn.chain, turn.connection), event_id)
             raise Defer(min(1.0, self.wait - waited), f"{why}, {self.wait:g} s at most")
 
     @asynccontextmanager
     async def turn(
-        self, event_id: str, trigger: str, payload: Mapping[str, Any], received_at: float
+        self,
+        event_id: str,
+        trigger: str,
+        payload: Mapping[str, Any],
+        received_at: float,
+        connection: str | None = None,
     ) -> AsyncIterator[Turn]:
         """Hold the booking's chain's turn for the duration (no-op for events about no
-        booking). Raises ``Defer`` when the event has to wait longer than ``lock_wait``."""
+        booking); ``connection``: the PCID of the organization the booking is in (``None``:
+        the environment's). Raises ``Defer`` when the event has to wait longer than
+        ``lock_wait``."""
         uid = booking_uid(payload)
         if uid is None:
             yield Turn(None)
             return
         replaces = replaced_uid(trigger, payload)
-        entered = await self._acquire(uid, replaces, event_id, received_at)
+        entered = await self._acquire(uid, replaces, event_id, received_at, connection)
         state = entered.state
         last = max(float(state.get("last", 0)), float(state.get("chain_last", 0)))
-        turn = Turn(uid, None, last > received_at, chain=entered.root, replaces=replaces)
+        turn = Turn(
+            uid,
+            None,
+            last > received_at,
+            chain=entered.root,
+            replaces=replaces,
+            connection=connection,
+        )
         try:
             ended = state.get("ended")
             if ended is not None and (trigger in CREATION or trigger in TERMINAL):
@@ -302,7 +328,7 @@ class BookingOrder:
             yield turn
         finally:
             if not turn.released:
-                await self._leave(entered.root, event_id)
+                await self._leave(entered.root, event_id, connection)
 
     def finish(
         self, pipe: Any, turn: Turn, event_id: str, trigger: str, received_at: float
@@ -313,8 +339,9 @@ class BookingOrder:
         if turn.uid is None:
             return
         root = turn.chain or turn.uid
+        scope = turn.connection
         if self.leases is not None:
-            self.leases.drop(keys.booking_lock(root))
+            self.leases.drop(keys.booking_lock(root, scope))
         fields = {"last_event": event_id}
         if trigger in CREATION:
             fields["created"] = event_id
@@ -324,11 +351,13 @@ class BookingOrder:
         pipe.eval(
             _FINISH,
             5,
-            keys.booking(turn.uid),
-            keys.booking_pending(root),
-            keys.booking_lock(root),
-            keys.booking(root),
-            keys.booking(turn.replaces) if moved and turn.replaces else keys.booking(turn.uid),
+            keys.booking(turn.uid, scope),
+            keys.booking_pending(root, scope),
+            keys.booking_lock(root, scope),
+            keys.booking(root, scope),
+            keys.booking(turn.replaces, scope)
+            if moved and turn.replaces
+            else keys.booking(turn.uid, scope),
             event_id,
             repr(received_at),
             self.ttl,

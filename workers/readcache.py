@@ -16,6 +16,9 @@ entities the read depends on. Nothing else - the CLI, the MCP server, steps with
 * ``memberships`` and ``users`` are one entity: Cal.com's organization users are its
   memberships (creating or deleting one creates or deletes the other).
 
+The events of a connection (``workers.clients``) keep their entries apart, under the
+connection's PCID and ``orgId``: two Cal.com deployments may both have an org 1.
+
 **Invalidation** bumps an entity's generation (one counter per organization and entity):
 a write made by calhooks (``invalidate(org, write_entities(tool))`` after it succeeds) and
 an event whose trigger names the entity (``OOO_CREATED``: ooo; Cal.com's user or
@@ -144,8 +147,8 @@ def trigger_entities(trigger: str) -> tuple[str, ...]:
     return tuple(sorted(names & known_entities()))
 
 
-def _stem(tool: Tool, params: Mapping[str, Any]) -> tuple[str, str]:
-    org = str(params.get("orgId", "-"))
+def _stem(tool: Tool, params: Mapping[str, Any], org: str | None) -> tuple[str, str]:
+    org = str(params.get("orgId", "-")) if org is None else org
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(f"{tool.name}\n{canonical}".encode()).hexdigest()[:32]
     return org, keys.read_cache_entry(org, tool.name, digest)
@@ -165,10 +168,13 @@ class ReadCache:
         params: Mapping[str, Any],
         ttl: float,
         perform: Callable[[], Awaitable[Any]],
+        *,
+        org: str | None = None,
     ) -> tuple[Any, CacheHow]:
         """``perform()``'s answer, from the cache when an entry is there (``params`` complete:
-        with the ``orgId`` the call is sent with)."""
-        org, stem = _stem(tool, params)
+        with the ``orgId`` the call is sent with; ``org``, the organization's name in the
+        cache's keys when it is not that ``orgId``: a connection's)."""
+        org, stem = _stem(tool, params, org)
         generations = [keys.read_cache_generation(org, e) for e in read_entities(tool)]
         lease_ms = int(self.wait * 1000)
         deadline = time.monotonic() + self.wait

@@ -1,6 +1,7 @@
 """``calhooks dlq``: look at, replay and drop the rules that failed for good.
 
-``list`` shows entries newest first (with each one's event id); ``show ID`` prints one
+``list`` shows entries newest first (with each one's organization - ``env``, or its
+connection's name - and event id); ``show ID`` prints one
 (parameters with secrets redacted; ``--json`` for the record); ``replay ID`` or ``replay
 --all`` reopens the rule and queues its event again - the steps that succeeded before are not
 repeated; ``drop ID`` (or ``drop --all --yes``) forgets entries. Times are ISO 8601 (UTC).
@@ -108,6 +109,7 @@ def show_lines(entry: DeadLetter) -> list[str]:
     lines = [
         f"entry    {entry.id}  {entry.status} since {iso(entry.dead_at)}",
         f"event    {entry.event_id}  {entry.trigger}",
+        f"org      {organization_text(entry)}",
         f"failed   {where}" + (f" (tool {entry.tool})" if entry.tool else ""),
         f"tries    {entry.attempts}"
         + (
@@ -126,6 +128,23 @@ def show_lines(entry: DeadLetter) -> list[str]:
         f" `calhooks events show {entry.event_id}` for the whole story"
     )
     return lines
+
+
+def organization_text(entry: DeadLetter) -> str:
+    """The organization of an entry: its connection (``globex (PCID)``, the PCID alone when
+    its name was unknown), or the one the environment configures."""
+    if entry.connection is None:
+        return "the environment's (CALHOOKS_API_KEY)"
+    name = entry.connection_name
+    return f"connection {name} ({entry.connection})" if name else f"connection {entry.connection}"
+
+
+def connection_label(entry: DeadLetter) -> str:
+    """A short name of an entry's organization for one-line lists: ``env``, a connection's
+    name, or its PCID's first 8 characters."""
+    if entry.connection is None:
+        return "env"
+    return entry.connection_name or entry.connection[:8]
 
 
 def _short_error(entry: DeadLetter) -> str:
@@ -162,6 +181,7 @@ def list_entries(
         step = f"{entry.step}[{entry.index}]" if entry.index is not None else entry.step or "-"
         typer.echo(
             f"{entry.id}  {iso(entry.dead_at)}  {entry.status:<9} {entry.trigger:<18} "
+            f"{connection_label(entry):<12} "
             f"event {entry.event_id[:16]}  {entry.rule} / {step}  tries={entry.attempts}  "
             f"{_short_error(entry)}"
         )

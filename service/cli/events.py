@@ -1,13 +1,13 @@
 """``calhooks events show ID``: what happened to one event (its event log and ledger).
 
-Prints the booking the event is about (its uid, the uid it replaced when it is a reschedule,
-and the first booking of its chain of reschedules), each attempt, the rules that matched (and
-why each other rule did not), every Cal.com call and step with its result or error, retries,
-dead letters, and the final state of each rule. Attempts that only waited (a cancellation
-waiting for its booking's creation) are one line: how often, for how long, and what for.
-Times are ISO 8601 in UTC. The id is the one the
-intake answered with (``202 {"id": ...}``); a unique prefix of eight characters or more
-will do.
+Prints the connection the event came through (its name and PCID; none for the organization
+configured by the environment), the booking the event is about (its uid, the uid it replaced
+when it is a reschedule, and the first booking of its chain of reschedules), each attempt,
+the rules that matched (and why each other rule did not), every Cal.com call and step with
+its result or error, retries, dead letters, and the final state of each rule. Attempts that
+only waited (a cancellation waiting for its booking's creation) are one line: how often,
+for how long, and what for. Times are ISO 8601 in UTC. The id is the one the intake
+answered with (``202 {"id": ...}``); a unique prefix of eight characters or more will do.
 """
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ def _error_text(error: Any) -> str:
     if "status" in error:
         return f"{error['status']} {error.get('code', '')}: {error.get('message', '')}"
     return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+def connection_text(record: dict[str, Any]) -> str | None:
+    """The connection of an ``attempt`` record (or dead letter): ``globex (PCID)``, the PCID
+    alone when its name is unknown (removed), ``None`` for the environment's organization."""
+    pcid = record.get("connection")
+    if not pcid:
+        return None
+    name = record.get("connection_name")
+    return f"{name} ({pcid})" if name else str(pcid)
 
 
 def booking_text(record: dict[str, Any]) -> str:
@@ -209,6 +219,9 @@ def show(
     first: dict[str, Any] = next((r for r in report["log"] if r.get("kind") == "attempt"), {})
     trigger = first.get("trigger", "?")
     typer.echo(f"event {resolved}  {trigger}")
+    connection = connection_text(first)
+    if connection is not None:
+        typer.echo(f"connection {connection}")
     booking = next((r for r in reversed(report["log"]) if r.get("kind") == "booking"), None)
     if booking is not None:
         typer.echo(f"booking {booking_text(booking)}")

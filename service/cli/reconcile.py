@@ -78,7 +78,7 @@ async def _run(*, dry_run: bool, budget: int | None) -> RunReport:
     from calhooks.service.calcom.errors import ToolError
     from calhooks.service.core.redisconn import create_redis
     from calhooks.service.core.settings import get_settings
-    from calhooks.workers.reconcile import periodic
+    from calhooks.workers.reconcile import periodic, records
     from calhooks.workers.reconcile.reconciler import Reconciler
 
     settings = get_settings()
@@ -104,7 +104,9 @@ async def _run(*, dry_run: bool, budget: int | None) -> RunReport:
     try:
         if dry_run:
             return await reconciler.run(dry_run=True)
-        return await periodic.run_locked(reconciler)
+        return await periodic.run_locked(
+            reconciler, holder=f"calhooks reconcile on {records.this_process()}"
+        )
     except periodic.Busy:
         fail("another reconciliation pass is running (a worker's); try again shortly")
     except ToolError as exc:

@@ -4,7 +4,8 @@ Server-rendered (Jinja2 templates, plain forms, htmx vendored in ``static/`` onl
 lists live); off unless ``CALHOOKS_CONSOLE_USERS`` names a user. ``create_console`` is what
 ``service/app.py`` mounts. Modules: ``app`` (routes, sign-in gate), ``auth`` (sessions,
 CSRF, rate limit), ``passwords`` (the users setting, scrypt hashes), ``views`` (the pages),
-``eventlist`` (the events query), ``timeline`` (one event), ``rulesfile``, ``charts`` (SVG).
+``eventlist`` (the events query), ``timeline`` (one event), ``reconciliation`` (the
+workers' passes, from their records), ``rulesfile``, ``charts`` (SVG).
 See docs/console.md.
 """
 

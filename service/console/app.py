@@ -33,7 +33,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from calhooks.service.console import views
+from calhooks.service.console import reconciliation, views
 from calhooks.service.console.auth import Auth, Session
 from calhooks.service.console.passwords import parse_users
 from calhooks.service.console.rulesfile import RulesFile
@@ -284,6 +284,8 @@ def create_console(
         Route("/webhooks", gate(views.webhooks), methods=["GET"]),
         Route("/webhooks/test", gate(views.send_test_delivery, operator=True), methods=["POST"]),
         Route("/connections", gate(views.connections), methods=["GET"]),
+        Route("/reconciliation", gate(reconciliation.page), methods=["GET"]),
+        Route("/reconciliation/run", gate(reconciliation.run_now, operator=True), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)

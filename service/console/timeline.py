@@ -25,6 +25,7 @@ from calhooks.workers.eventlog import EventLog, redact
 from calhooks.workers.ledger import Ledger
 from calhooks.workers.rules import RuleSet
 from calhooks.workers.rules.dryrun import QuietLog
+from calhooks.workers.rules.scope import Origin
 
 ID_PREFIX_MIN = 6
 
@@ -67,6 +68,9 @@ class EventView:
     trigger: str = ""
     received_at: float | None = None
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The connection (PCID) it came through and its name (``None``: the environment's org).
+    connection: str | None = None
+    connection_name: str | None = None
 
 
 def error_text(error: Any) -> str:
@@ -164,6 +168,16 @@ async def job_event(redis: aioredis.Redis, event_id: str) -> dict[str, Any] | No
     return None
 
 
+def _origin(
+    view: EventView, summary: dict[str, Any] | None, first: dict[str, Any]
+) -> Origin | None:
+    """The event's connection as the rules see it, from what the worker recorded."""
+    if view.connection is None:
+        return None
+    tenant = (summary or {}).get("connection_tenant") or first.get("connection_tenant") or ""
+    return Origin(view.connection, view.connection_name or view.connection, str(tenant))
+
+
 async def gather(redis: aioredis.Redis, event_id: str, *, ttl: int, rules: RuleSet) -> EventView:
     raw_summary = await redis.get(summary_key(event_id))
     summary = json.loads(raw_summary) if raw_summary else None
@@ -194,6 +208,8 @@ async def gather(redis: aioredis.Redis, event_id: str, *, ttl: int, rules: RuleS
             name.removeprefix("step:"): {"state": r.state, "how": r.how}
             for name, r in state.steps.items()
         },
+        connection=(summary or {}).get("connection") or first.get("connection"),
+        connection_name=(summary or {}).get("connection_name") or first.get("connection_name"),
     )
     if event_data is not None:
         view.payload = json.dumps(redact(event_data.get("raw", event_data)), indent=2, default=str)
@@ -203,7 +219,7 @@ async def gather(redis: aioredis.Redis, event_id: str, *, ttl: int, rules: RuleS
             return view
         view.unmatched = [
             (m.rule.name, m.reason or "")
-            for m in rules.evaluate(event, log=QuietLog())
-            if not m.matched
+            for m in rules.evaluate(event, log=QuietLog(), origin=_origin(view, summary, first))
+            if not m.matched and m.rule.name not in (view.matched or [])
         ]
     return view

@@ -1,4 +1,5 @@
-"""The console's pages: overview, events, one event, rules, dead letters, webhooks, connections.
+"""The console's pages: overview, events, one event, rules, dead letters, webhooks, connections
+(reconciliation has its own module, ``reconciliation``).
 
 Each view is ``async def view(ctx, request, session, form) -> Response``, called by the gate
 in ``console/app.py`` once the visitor is signed in (and, for a POST, the CSRF token and the

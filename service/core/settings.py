@@ -241,6 +241,11 @@ class Settings(BaseSettings):
     worker_dead_letter_max_age: int = Field(
         30 * 24 * 3600, ge=60, description="Seconds a dead-letter entry is kept."
     )
+    metrics_connections: int = Field(
+        20,
+        ge=0,
+        description="Connections with a metrics label of their own in a worker; others: other.",
+    )
 
     # Reconciliation (workers/reconcile/, `calhooks reconcile`; docs/reconciliation.md).
     reconcile_period: float = Field(

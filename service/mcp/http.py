@@ -104,7 +104,7 @@ class McpHttpApp:
         if scope["type"] != "http":
             return
         request = Request(scope)
-        refused = _refuse_early(request)
+        refused = _refuse_method(request)
         if refused is not None:
             await refused(scope, receive, send)
             return
@@ -123,15 +123,19 @@ class McpHttpApp:
             )
             await response(scope, receive, send)
             return
+        # After the token: an unauthenticated caller learns nothing about the server.
+        refused = _refuse_version(request)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
         await self.session_manager.handle_request(
             {**scope, TENANT_SCOPE_KEY: tenant}, receive, send
         )
 
 
-def _refuse_early(request: Request) -> Response | None:
+def _refuse_method(request: Request) -> Response | None:
     """A method other than POST (a GET asks for an event stream and a DELETE ends a session:
-    this stateless server has neither) or an unknown protocol revision, answered with what is
-    wrong; ``None`` for a request to hand to the SDK."""
+    this stateless server has neither), answered with what is wrong; ``None`` for a POST."""
     if request.method == "GET":
         return _error(
             405,
@@ -148,6 +152,12 @@ def _refuse_early(request: Request) -> Response | None:
             {"Allow": "POST"},
             code=_INVALID_REQUEST,
         )
+    return None
+
+
+def _refuse_version(request: Request) -> Response | None:
+    """An unknown protocol revision, answered with the ones this server speaks; ``None`` for
+    a request to hand to the SDK."""
     version = request.headers.get(_VERSION_HEADER)
     if version is None:
         return None

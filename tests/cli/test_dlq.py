@@ -268,3 +268,39 @@ def test_events_show_names_the_booking_and_its_chain(redis_url: str) -> None:
     lines = shown.stdout.splitlines()
     assert lines[1] == "booking uid-C (replaces uid-B, chain uid-A)"
     assert any(line.endswith("  booking uid-C (replaces uid-B, chain uid-A)") for line in lines)
+
+
+def test_entries_and_events_show_their_connection(redis_url: str) -> None:
+    """A connection's entry says which (its name, or its PCID when the worker did not know
+    it); the environment organization's says so; `events show` names the connection too."""
+    pcid = "0b5e6c1e-7a51-4c8e-9d56-3c4e0f6d1a2b"
+    named = dead_letter("d" * 64, connection=pcid, connection_name="globex")
+    unnamed = dead_letter("e" * 64, connection=pcid, dead_at=time.time() + 1)
+    environment = dead_letter("f" * 64, dead_at=time.time() + 2)
+    on_redis(redis_url, lambda r: add_dead(r, named, unnamed, environment))
+    listed = runner.invoke(app, ["dlq", "list"]).stdout.splitlines()
+    assert [line.split()[4] for line in listed] == ["env", pcid[:8], "globex"]
+    shown = runner.invoke(app, ["dlq", "show", named.id]).stdout
+    assert f"org      connection globex ({pcid})" in shown
+    assert (
+        "org      the environment's" in runner.invoke(app, ["dlq", "show", environment.id]).stdout
+    )
+    as_json = json.loads(runner.invoke(app, ["dlq", "show", named.id, "--json"]).stdout)
+    assert (as_json["connection"], as_json["connection_name"]) == (pcid, "globex")
+
+    async def log(redis: aioredis.Redis) -> None:
+        recorder = EventLog(redis, ttl=600).recorder(named.event_id)
+        recorder.add(
+            "attempt",
+            attempt=1,
+            worker="w",
+            trigger="BOOKING_CREATED",
+            connection=pcid,
+            connection_name="globex",
+        )
+        await recorder.flush()
+
+    on_redis(redis_url, log)
+    events = runner.invoke(app, ["events", "show", named.event_id])
+    assert events.exit_code == 0, events.output
+    assert events.stdout.splitlines()[1] == f"connection globex ({pcid})"

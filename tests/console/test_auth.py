@@ -30,6 +30,7 @@ PAGES = [
     "/console/dead-letters/drop?all=1",
     "/console/webhooks",
     "/console/connections",
+    "/console/reconciliation",
 ]
 
 
@@ -179,6 +180,7 @@ def test_read_only_role_cannot_replay_or_drop(client: TestClient) -> None:
         ("/console/dead-letters/replay", {"all": "1", "csrf": csrf}),
         ("/console/dead-letters/drop", {"all": "1", "confirm": "yes", "csrf": csrf}),
         ("/console/webhooks/test", {"csrf": csrf}),
+        ("/console/reconciliation/run", {"csrf": csrf}),
     ):
         answer = client.post(path, data=data)
         assert answer.status_code == 403, path

@@ -5,7 +5,8 @@ time-off booking emitted by the sandbox appears in the live events list without 
 its timeline shows the rule and the Cal.com call; a sandbox fault makes the next booking's
 rule fail for good; it shows in the dead letters; the read-only role cannot replay it; a
 POST without the CSRF token is refused; the fault cleared, the operator replays it and it
-succeeds. Every page is screenshotted into ``tmp/artifacts/console/`` (and, with
+succeeds; the reconciliation page shows the workers' baseline pass and runs one more when
+asked. Every page is screenshotted into ``tmp/artifacts/console/`` (and, with
 ``CALHOOKS_DOCS_SCREENSHOTS=1``, the overview and a timeline into ``docs/images/``).
 
 Chromium comes from the system (``apt-get install chromium``; ``.ci/run`` installs it): no
@@ -45,6 +46,7 @@ PAGES = [
     "/console/dead-letters",
     "/console/webhooks",
     "/console/connections",
+    "/console/reconciliation",
 ]
 DEADLINE = 60.0
 
@@ -268,6 +270,20 @@ def test_console_in_a_browser(dev: Dev, browser: Browser) -> None:
         page.goto(base + path)
         expect(page.locator("main h1")).to_be_visible()
         shot(page, name)
+
+    # Reconciliation: the workers' first pass (the baseline), then one asked for now.
+    def passes() -> int:
+        page.goto(base + "/console/reconciliation")
+        figure = page.locator("dt", has_text="Passes so far").locator("xpath=../dd")
+        return int(figure.inner_text())
+
+    wait_for(lambda: passes() >= 1, "the workers' first reconciliation pass")
+    before = passes()
+    expect(page.get_by_role("row").filter(has_text="baseline")).to_have_count(1)
+    page.get_by_role("button", name="Run a pass now").click()
+    expect(page.get_by_role("status")).to_contain_text("A pass is requested")
+    wait_for(lambda: passes() > before, "the reconciliation pass asked for")
+    shot(page, "reconciliation", docs=True)
     page.goto(base + "/console/dead-letters/drop?all=1")
     shot(page, "drop-confirm")
     page.goto(base + "/console/")

@@ -37,7 +37,7 @@ def record(
 @pytest.mark.parametrize(
     "page",
     ["/console/", "/console/events", "/console/rules", "/console/dead-letters",
-     "/console/webhooks", "/console/connections"],
+     "/console/webhooks", "/console/connections", "/console/reconciliation"],
 )  # fmt: skip
 def test_every_page_renders_for_both_roles(client: TestClient, page: str) -> None:
     for user in (OPERATOR, READER):
@@ -193,3 +193,39 @@ def test_replay_all_queues_every_entry(client: TestClient, sync_redis: redis.Red
     assert sync_redis.zcard("arq:queue") == 3
     assert all(sync_redis.exists(f"arq:job:e{i}e{i}e{i}e{i}") for i in range(3))
     assert len(ids) == 3
+
+
+def test_events_and_dead_letters_show_their_organization(
+    client: TestClient, sync_redis: redis.Redis
+) -> None:
+    """A connection's event and dead letter name it (its PCID on hover and on the pages); the
+    environment organization's say ``env``."""
+    from calhooks.workers.deadletter import DeadLetter
+
+    pcid = "0b5e6c1e-7a51-4c8e-9d56-3c4e0f6d1a2b"
+    with sync_redis.pipeline(transaction=False) as pipe:
+        eventindex.write_into(
+            pipe,
+            {"id": "c0ffee00aa", "trigger": "BOOKING_CREATED", "outcome": "dead_lettered",
+             "received_at": time.time(), "rules": {"r": "dead"}, "attempts": 1,
+             "connection": pcid, "connection_name": "globex"},
+            ttl=3600,
+        )  # fmt: skip
+        pipe.execute()
+    record(sync_redis, "e0e0e0e0ee")
+    entry = DeadLetter(
+        event_id="c0ffee00aa", trigger="BOOKING_CREATED", rule="r", error={"message": "gone"},
+        attempts=1, event={"id": "c0ffee00aa", "connection": pcid}, connection=pcid,
+        connection_name="globex",
+    )  # fmt: skip
+    sync_redis.hset("calhooks:dlq", entry.id, json.dumps(entry.to_dict()))
+    sync_redis.zadd("calhooks:dlq:index", {entry.id: entry.dead_at})
+    sign_in(client, READER)
+    rows = client.get("/console/events/rows").text
+    assert f'<span title="{pcid}">globex</span>' in rows
+    assert "<td>env</td>" in rows
+    event = client.get("/console/events/c0ffee00aa").text
+    assert f"globex <code>{pcid}</code>" in event
+    assert "the environment's" in client.get("/console/events/e0e0e0e0ee").text
+    assert f'<span title="{pcid}">globex</span>' in client.get("/console/dead-letters").text
+    assert f"globex <code>{pcid}</code>" in client.get(f"/console/dead-letters/{entry.id}").text

@@ -352,13 +352,21 @@ def test_web_and_worker_hand_a_delivery_over_through_redis(
     web = _start_web(redis_url, sandbox.url, tmp_path, containers)
     worker = _start_worker(redis_url, sandbox.url, tmp_path, containers)
     before = _metric(
-        worker.get("/metrics").text, "calhooks_worker_events_total", outcome="processed"
+        worker.get("/metrics").text,
+        "calhooks_worker_events_total",
+        connection="env",
+        outcome="processed",
     )
     accepted = _deliver(web, "BOOKING_CREATED")
     assert accepted.status_code == 202, accepted.text
     deadline = time.monotonic() + 60
     while (
-        _metric(worker.get("/metrics").text, "calhooks_worker_events_total", outcome="processed")
+        _metric(
+            worker.get("/metrics").text,
+            "calhooks_worker_events_total",
+            connection="env",
+            outcome="processed",
+        )
         <= before
     ):
         assert time.monotonic() < deadline, f"never processed:\n{worker.output()}"

@@ -287,6 +287,15 @@ async def test_an_unknown_protocol_version_header_says_what_is_wrong(
     assert "_meta" not in message
 
 
+async def test_the_token_is_checked_before_the_protocol_version(mcp_url: str) -> None:
+    """No token and a bad version: 401, so an unauthenticated caller learns nothing else."""
+    headers = {**JSON_ONLY, "MCP-Protocol-Version": "1999-01-01"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        answer = await http.post(mcp_url, json=rpc("tools/list"))
+    assert answer.status_code == 401
+    assert "Unsupported" not in answer.text
+
+
 async def test_a_long_rate_limit_wait_is_a_tool_error_saying_when(
     mcp_settings: Settings, sandbox: RunningSandbox, pcids: Pcids
 ) -> None:

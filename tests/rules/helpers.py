@@ -27,6 +27,7 @@ class FakeEvent:
     created_at: str | None
     payload: dict[str, Any]
     received_at: float = 1_900_000_000.0
+    source: str = "webhook"
 
 
 def event_from(body: Mapping[str, Any], event_id: str = "e1") -> FakeEvent:

@@ -364,6 +364,7 @@ def test_event_context_exposes_the_event_fields() -> None:
         "trigger": "BOOKING_CREATED",
         "createdAt": "2025-10-10T09:12:44.301Z",
         "receivedAt": "2030-03-17T17:46:40.000Z",
+        "source": "webhook",
     }
     assert context.env == {"org_id": 1}
 

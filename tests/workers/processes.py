@@ -127,11 +127,21 @@ def start_intake(env: dict[str, str], tmp_path: Path) -> Process:
 
 
 async def queue_event(
-    redis: aioredis.Redis, body: dict[str, Any], *, received_at: float | None = None
+    redis: aioredis.Redis,
+    body: dict[str, Any],
+    *,
+    received_at: float | None = None,
+    connection: str | None = None,
 ) -> str:
-    """Queue a delivery body as the intake does (its job record, score and wake token)."""
+    """Queue a delivery body as the intake does (its job record, score and wake token), as
+    one of ``connection``'s (a PCID) when given."""
     raw = json.dumps(body, separators=(",", ":")).encode()
-    event = normalise(body, id=event_id(raw), received_at=received_at or time.time())
+    event = normalise(
+        body,
+        id=event_id(raw, connection),
+        received_at=received_at or time.time(),
+        connection=connection,
+    )
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.psetex(f"arq:job:{event.id}", 3_600_000, job_bytes(event, now_ms))

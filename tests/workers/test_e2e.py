@@ -119,8 +119,11 @@ async def test_time_off_booking_creates_ooo_and_its_cancellation_removes_it(
     assert len(sandbox.requests(CREATE_OOO)) == 1
     assert worker.get("/livez").status_code == 200
     metrics = worker.get("/metrics").text
-    assert 'calhooks_worker_events_total{outcome="processed"} 2.0' in metrics
-    assert f'calhooks_calcom_calls_total{{status="201",tool="{CREATE_OOO}"}} 1.0' in metrics
+    assert 'calhooks_worker_events_total{connection="env",outcome="processed"} 2.0' in metrics
+    assert (
+        f'calhooks_calcom_calls_total{{connection="env",status="201",tool="{CREATE_OOO}"}} 1.0'
+        in metrics
+    )
     assert await redis.exists("arq:queue:health-check:w1")
 
 

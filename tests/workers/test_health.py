@@ -75,12 +75,12 @@ async def test_metrics_are_refreshed_and_rendered_for_prometheus(
     base_url: str, state: State
 ) -> None:
     """A scrape refreshes the gauges and returns the text exposition format."""
-    CALCOM_CALLS.labels(tool="cal_x", status="201").inc()
+    CALCOM_CALLS.labels(connection="env", tool="cal_x", status="201").inc()
     async with httpx.AsyncClient(base_url=base_url) as http:
         answer = await http.get("/metrics")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert 'calhooks_calcom_calls_total{status="201",tool="cal_x"}' in answer.text
+    assert 'calhooks_calcom_calls_total{connection="env",status="201",tool="cal_x"}' in answer.text
     assert state.refreshed == 1
 
 

@@ -21,6 +21,7 @@ from calhooks.workers.ledger import Ledger
 from calhooks.workers.ordering import BookingOrder
 from calhooks.workers.retries import Defer, RetryPolicy
 from calhooks.workers.rules import StepCall
+from calhooks.workers.rules.scope import Origin
 from tests.sandbox.server import RunningSandbox
 
 LIST_USERS = "cal_organizations_users_controller_get_organizations_users"
@@ -36,6 +37,8 @@ class FakeEvent:
     payload: dict[str, Any]
     received_at: float = field(default_factory=time.time)
     created_at: str | None = None
+    source: str = "webhook"
+    connection: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,7 +68,11 @@ class PyRules:
         self.rules = {rule.name: rule for rule in rules}
 
     def matching(
-        self, event: EventLike, *, why_not: dict[str, str] | None = None
+        self,
+        event: EventLike,
+        *,
+        why_not: dict[str, str] | None = None,
+        origin: Origin | None = None,
     ) -> Sequence[PyRule]:
         if why_not is not None:
             why_not.update(
@@ -80,7 +87,9 @@ class PyRules:
     def named(self, name: str) -> PyRule | None:
         return self.rules.get(name)
 
-    async def run(self, rule: PyRule, event: EventLike, invoke: Invoke) -> None:
+    async def run(
+        self, rule: PyRule, event: EventLike, invoke: Invoke, *, origin: Origin | None = None
+    ) -> None:
         outputs: dict[str, Any] = {}
         for step_id, build in rule.steps:
             outputs[step_id] = await invoke(build(event, outputs))
@@ -268,7 +277,9 @@ async def test_waiting_for_the_rate_limit_defers_without_counting_an_attempt(
     """A Defer from a step re-queues the event (arq Retry) and records no failure."""
 
     class DeferringRules(PyRules):
-        async def run(self, rule: PyRule, event: EventLike, invoke: Invoke) -> None:
+        async def run(
+            self, rule: PyRule, event: EventLike, invoke: Invoke, *, origin: Origin | None = None
+        ) -> None:
             raise Defer(2.5, "shared Cal.com rate limit")
 
     harness.rules = DeferringRules(TIME_OFF)
@@ -304,7 +315,9 @@ async def test_a_rule_no_longer_matching_is_skipped_on_retry(harness: Harness) -
 class WrappingRules(PyRules):
     """A rules engine that wraps whatever a step raises in its own error."""
 
-    async def run(self, rule: PyRule, event: EventLike, invoke: Invoke) -> None:
+    async def run(
+        self, rule: PyRule, event: EventLike, invoke: Invoke, *, origin: Origin | None = None
+    ) -> None:
         try:
             await super().run(rule, event, invoke)
         except Exception as exc:

@@ -247,10 +247,10 @@ class Recording(Reconciler):
         super().__init__(*args, **kwargs)
         self.log = log
 
-    async def run(self, *, dry_run: bool = False) -> RunReport:
+    async def run(self, *, dry_run: bool = False, holder: str | None = None) -> RunReport:
         self.log.append(("start", id(self)))
         try:
-            return await super().run(dry_run=dry_run)
+            return await super().run(dry_run=dry_run, holder=holder)
         finally:
             self.log.append(("end", id(self)))
 

@@ -1,20 +1,29 @@
 """Reconciliation over real processes: the sandbox, `calhooks serve` and `calhooks worker`s
 with a 1-second reconciliation period. A time-off booking whose deliveries never arrive
 still gets its OOO entry, exactly once, and loses it when cancelled; a delivered booking is
-not recovered a second time (docs/reconciliation.md)."""
+not recovered a second time; a rule on ``event.source == "reconcile"`` runs for the
+recovered booking only; calhooks' own webhook, edited in Cal.com, is re-applied by the web
+process (docs/reconciliation.md)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
+from calhooks.service.core.secretbox import generate_key
+from calhooks.service.events import reapply_key
 from calhooks.service.sandbox import SANDBOX_ORG_ID
+from calhooks.workers.reconcile import records, triggers
 from calhooks.workers.redistyped import hget
 from tests.sandbox.server import RunningSandbox
-from tests.workers.processes import Process, environment, start_intake, start_worker
+from tests.workers.processes import Process, environment, start, start_intake, start_worker
 from tests.workers.test_bookings_e2e import (
     ALICE,
     BOB,
@@ -30,7 +39,25 @@ from tests.workers.test_bookings_e2e import (
 pytestmark = pytest.mark.slow
 
 STATE = f"calhooks:reconcile:{SANDBOX_ORG_ID}:state"
+RECOVERED_RULE = """
+  - name: note-recovered
+    on: [BOOKING_CREATED]
+    when: event.source == "reconcile"
+    steps:
+      - log: "recovered ${{ payload.uid }}"
+"""
 LOCK = f"calhooks:reconcile:{SANDBOX_ORG_ID}:lock"
+
+
+def log_lines(process: Process) -> list[dict[str, Any]]:
+    """A process' JSON log lines."""
+    lines = []
+    for line in process.output().splitlines():
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(line)
+            if isinstance(parsed, dict):
+                lines.append(parsed)
+    return lines
 
 
 async def passes(redis: aioredis.Redis) -> int:
@@ -54,10 +81,13 @@ async def test_lost_deliveries_are_recovered_once_and_delivered_ones_not_again(
     tmp_path: Path,
     processes: list[Process],
 ) -> None:
+    # The example rules, and one for recovered bookings only.
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(EXAMPLES.read_text() + RECOVERED_RULE)
     env = environment(
         redis_server.url,
         sandbox.url,
-        EXAMPLES,
+        rules_file,
         webhook_secrets=SECRET,
         worker_ordering_wait=5,
         reconcile_period=1,
@@ -102,6 +132,18 @@ async def test_lost_deliveries_are_recovered_once_and_delivered_ones_not_again(
     assert stack.calls(CREATE_OOO, BOB) == 1
     assert stack.calls(UPDATE_OOO, BOB) == 0  # not recovered: no second run of the rule
 
+    # event.source tells them apart: the rule on it ran for alice's recovered booking only.
+    status = await records.read_status(redis_client, SANDBOX_ORG_ID)
+    [recovered] = [e for e in status.events if e.subject == f"booking {alices['booking']['uid']}"]
+    assert recovered.trigger == "BOOKING_CREATED"
+    await eventually(lambda: stack.done(recovered.id), what="the recovered event")
+    matched = [r for r in await stack.log(recovered.id) if r["kind"] == "matched"]
+    assert "note-recovered" in matched[-1]["rules"]
+    assert "time-off-creates-ooo" in matched[-1]["rules"]
+    matched = [r for r in await stack.log(delivered) if r["kind"] == "matched"]
+    assert "time-off-creates-ooo" in matched[-1]["rules"]
+    assert "note-recovered" not in matched[-1]["rules"]
+
     # Its cancellation is lost too, and still removes the entry.
     await stack.change(
         f"/bookings/{alices['booking']['uid']}/cancel", orgId=SANDBOX_ORG_ID, reason="no"
@@ -110,3 +152,94 @@ async def test_lost_deliveries_are_recovered_once_and_delivered_ones_not_again(
     await more_passes(redis_client, 2)
     assert stack.calls(DELETE_OOO, ALICE) == 1
     assert stack.calls(CREATE_OOO, ALICE) == 1
+
+
+async def test_someone_editing_the_own_webhook_gets_it_re_applied(
+    sandbox: RunningSandbox,
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    """Someone deactivates calhooks' own webhook in Cal.com; a worker's pass emits
+    ``calhooks.WEBHOOK_CHANGED`` and asks for a re-apply; `calhooks serve` (auto-apply) takes
+    the request and restores the webhook (docs/reconciliation.md, "Re-applying")."""
+    # A pass a second spends ~7 calls: Cal.com's limit is raised to the workers' own, so the
+    # web process' calls (on the same key) are not throttled by them.
+    answer = await sandbox.admin("PUT", "/rate-limit", json={"limit": 1200})
+    assert answer.status_code == 200, answer.text
+    port = free_port()
+    env = environment(
+        redis_server.url,
+        sandbox.url,
+        EXAMPLES,
+        webhook_secrets=SECRET,
+        reconcile_period=1,
+        reconcile_grace=0,
+        worker_rate_limit_per_minute=1200,
+        reconcile_rate_share=0.5,
+        public_url=f"http://127.0.0.1:{port}",
+        webhook_deployment="e2e",
+        webhooks_auto_apply="true",
+        encryption_key=generate_key(),
+    )
+    processes.append(start_worker("w1", env, tmp_path))
+    intake_env = {**env, "CALHOOKS_SPOOL_DIR": str(tmp_path / "spool")}
+    intake = start("intake", ["serve", "--port", str(port)], intake_env, tmp_path, port)
+    processes.append(intake)
+    intake.wait_ready()
+
+    # The web process applies the plan at start: calhooks' own webhook, marked as e2e's.
+    def own() -> Any:
+        found = [w for w in sandbox.store.webhooks.values() if "calhooks=e2e" in w.subscriber_url]
+        return found[0] if len(found) == 1 and found[0].active else None
+
+    webhook = await eventually(own, what="the web process to apply its webhook")
+    assert webhook.subscriber_url.startswith(f"http://127.0.0.1:{port}/")
+    snapshot = records.snapshot_key(SANDBOX_ORG_ID, "webhooks")
+    request = reapply_key("e2e")
+
+    def said(what: str) -> list[dict[str, Any]]:
+        return [line for line in log_lines(intake) if line.get("event") == what]
+
+    async def settled() -> bool:
+        """A pass has the webhook in its snapshot, and any re-apply it asked for (its
+        creation is a change too) is done: the web process is idle."""
+        if not await redis_client.hexists(snapshot, webhook.id):  # type: ignore[misc]
+            return False
+        if await redis_client.exists(request):
+            return False
+        return len(said("webhooks.auto_applied")) == len(said("webhooks.reapply_requested")) + 1
+
+    await eventually(settled, within=60, what="the webhook in a snapshot, the web process idle")
+
+    # Someone deactivates it directly in Cal.com (no webhook tells calhooks).
+    edited_at = time.time()
+    async with sandbox.client() as client:
+        await client.call(
+            "cal_organizations_webhooks_controller_update_org_webhook",
+            webhookId=webhook.id,
+            active=False,
+        )
+    assert not sandbox.store.webhooks[webhook.id].active
+    await eventually(
+        lambda: sandbox.store.webhooks[webhook.id].active,
+        within=60,  # a pass (1 s), then the web process' check (every 15 s)
+        what="the webhook re-applied",
+    )
+    status = await records.read_status(redis_client, SANDBOX_ORG_ID)
+    since = [
+        e for e in status.events if e.trigger == triggers.WEBHOOK_CHANGED and e.at >= edited_at
+    ]
+    changed = since[-1]  # the oldest: the deactivation (the re-apply's change may follow)
+    assert changed.subject == f"webhooks {webhook.id}"
+    await eventually(
+        lambda: changed.id in {line["event_id"] for line in said("webhooks.reapply_requested")},
+        what="the web process to log the re-apply it took",
+    )
+    assert [w.id for w in sandbox.store.webhooks.values()] == [webhook.id]  # restored in place
+
+    # The re-apply's own change is one more WEBHOOK_CHANGED; its re-apply changes nothing.
+    await more_passes(redis_client, 3)
+    assert sandbox.store.webhooks[webhook.id].active
+    assert [w.id for w in sandbox.store.webhooks.values()] == [webhook.id]

@@ -4,9 +4,12 @@ Every worker runs ``every_period``; a pass needs two keys (``calhooks:reconcile:
 
 * ``due`` - ``SET NX PX <period>``: the first worker to set it owns this period's pass, the
   others find it set and wait for the next period;
-* ``lock`` - ``SET NX PX <lock ttl>`` with the holder's token, deleted by the holder when the
-  pass ends (a dead holder's lock lapses after ``lock_ttl``): no two passes ever overlap, even
-  a pass longer than a period, or ``calhooks reconcile`` run by hand meanwhile.
+* ``lock`` - ``SET NX PX <lock ttl>`` with the holder's token and name, deleted by the holder
+  when the pass ends (a dead holder's lock lapses after ``lock_ttl``): no two passes ever
+  overlap, even a pass longer than a period, or ``calhooks reconcile`` run by hand meanwhile.
+
+A pass asked for now (``records.request_run``, the console's "Run a pass now") is taken by
+the first worker to check (``GETDEL``), which runs it at once and starts a new period.
 
 ``budget`` turns the share of the rate limit into list calls per pass: ``per_minute x share
 x period / 60`` (at least 1; no bound when the rate limit is off): 60 calls per 5-minute
@@ -18,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import uuid
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -26,8 +28,8 @@ import structlog
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.core.settings import Settings
-from calhooks.workers.reconcile import metrics
-from calhooks.workers.reconcile.reconciler import Reconciler, RunReport, key_prefix
+from calhooks.workers.reconcile import metrics, records
+from calhooks.workers.reconcile.reconciler import Reconciler, RunReport
 
 logger = structlog.get_logger(__name__)
 
@@ -51,24 +53,34 @@ class Busy(RuntimeError):
 
 
 async def run_locked(
-    reconciler: Reconciler, *, lock_ttl: float = MIN_LOCK_TTL, dry_run: bool = False
+    reconciler: Reconciler,
+    *,
+    lock_ttl: float = MIN_LOCK_TTL,
+    dry_run: bool = False,
+    holder: str | None = None,
 ) -> RunReport:
-    """One pass under the lock; ``Busy`` when another pass is running."""
+    """One pass under the lock, held in ``holder``'s name (default: this process);
+    ``Busy`` when another pass is running."""
     redis = reconciler.redis
-    lock = key_prefix(reconciler.org_id) + "lock"
-    token = uuid.uuid4().hex
+    lock = records.lock_key(reconciler.org_id)
+    holder = holder or records.this_process()
+    token = records.lock_value(holder)
     if not await redis.set(lock, token, nx=True, px=int(lock_ttl * 1000)):
         raise Busy("another reconciliation pass is running")
     try:
-        return await reconciler.run(dry_run=dry_run)
+        return await reconciler.run(dry_run=dry_run, holder=holder)
     finally:
         await redis.eval(_RELEASE, 1, lock, token)  # type: ignore[misc]
 
 
-async def claim_period(redis: aioredis.Redis, org_id: int, period: float) -> bool:
-    """Whether this worker owns the current period's pass (see the module docstring)."""
-    due = key_prefix(org_id) + "due"
-    return bool(await redis.set(due, uuid.uuid4().hex, nx=True, px=int(period * 1000)))
+async def claim_period(
+    redis: aioredis.Redis, org_id: int, period: float, *, force: bool = False
+) -> bool:
+    """Whether this worker owns the current period's pass (see the module docstring);
+    ``force`` starts a new period whether or not the current one was claimed."""
+    due = records.due_key(org_id)
+    value = records.this_process()
+    return bool(await redis.set(due, value, nx=not force, px=int(period * 1000)))
 
 
 async def every_period(
@@ -76,14 +88,20 @@ async def every_period(
     *,
     period: float,
     check_every: float | None = None,
+    holder: str | None = None,
 ) -> None:
-    """Run a pass whenever this worker claims a period, until cancelled."""
+    """Run a pass whenever this worker claims a period, or takes a request for one now,
+    until cancelled."""
     check = check_every if check_every is not None else min(15.0, period / 4)
     while True:
         reconciler = make()
+        redis, org_id = reconciler.redis, reconciler.org_id
         try:
-            if await claim_period(reconciler.redis, reconciler.org_id, period):
-                await run_locked(reconciler, lock_ttl=max(MIN_LOCK_TTL, 2 * period))
+            requested = await records.take_run_request(redis, org_id)
+            if requested is not None:
+                logger.info("reconcile.run_requested", org=org_id, by=requested)
+            if await claim_period(redis, org_id, period, force=requested is not None):
+                await run_locked(reconciler, lock_ttl=max(MIN_LOCK_TTL, 2 * period), holder=holder)
         except Busy:
             metrics.PASSES.labels("busy").inc()
             logger.info("reconcile.busy", org=reconciler.org_id)
@@ -95,8 +113,11 @@ async def every_period(
         await asyncio.sleep(check * (0.5 + random.random()))  # noqa: S311 (jitter)
 
 
-def start(settings: Settings, redis: aioredis.Redis, client: CalcomClient) -> asyncio.Task[None]:
-    """The worker's periodic reconciliation task (``CALHOOKS_RECONCILE_*``)."""
+def start(
+    settings: Settings, redis: aioredis.Redis, client: CalcomClient, *, holder: str | None = None
+) -> asyncio.Task[None]:
+    """The worker's periodic reconciliation task (``CALHOOKS_RECONCILE_*``); its passes hold
+    the lock in ``holder``'s name (the worker's)."""
     assert settings.org_id is not None
     org_id = settings.org_id
 
@@ -117,5 +138,6 @@ def start(settings: Settings, redis: aioredis.Redis, client: CalcomClient) -> as
         )
 
     return asyncio.create_task(
-        every_period(make, period=settings.reconcile_period), name="calhooks-reconcile"
+        every_period(make, period=settings.reconcile_period, holder=holder),
+        name="calhooks-reconcile",
     )

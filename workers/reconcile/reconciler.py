@@ -20,13 +20,16 @@ assignments) is settled from its source's complete listing right after it, at no
 ``service.events.reapply_key``: the web process re-applies the webhook plan
 (``service.subscriptions.startup``).
 
-``dry_run`` lists into memory, writes nothing and returns the events it would emit.
+Every pass but a dry run is added to the history (``records.add_pass``, done or failed) with
+the events it queued (``records.add_events``), for the console. ``dry_run`` lists into
+memory, writes nothing and returns the events it would emit.
 Bookings updated less than ``grace`` seconds ago wait for the next pass (their delivery may
 still be on its way); their snapshot entry keeps its previous value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -36,20 +39,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
 from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.core.webhookmark import owner_of
 from calhooks.service.events import Event, reapply_key
 from calhooks.workers import keys
-from calhooks.workers.reconcile import bookings, metrics, triggers
+from calhooks.workers.reconcile import bookings, metrics, records, triggers
 from calhooks.workers.reconcile.emit import Emitter, change_id
 from calhooks.workers.reconcile.entities import BOOKINGS, DERIVED, KINDS, Kind
 
 logger = structlog.get_logger(__name__)
-
-
-def key_prefix(org_id: int) -> str:
-    return f"{keys.PREFIX}reconcile:{org_id}:"
 
 
 @dataclass
@@ -63,6 +63,8 @@ class RunReport:
     seen: dict[str, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     queued: int = 0
+    #: The events actually queued (not already queued by an earlier pass).
+    queued_events: list[Event] = field(default_factory=list)
 
 
 def _iso(moment: float) -> str:
@@ -113,42 +115,29 @@ class Reconciler:
         self.grace = grace
         self.kinds = tuple(kinds)
         self.deployment = deployment
-        self.prefix = key_prefix(org_id)
         self.emitter = Emitter(redis, queue_name=queue_name, dedupe_window=dedupe_window)
 
-    def _key(self, name: str) -> str:
-        return self.prefix + name
+    async def run(self, *, dry_run: bool = False, holder: str | None = None) -> RunReport:
+        """One pass; returns what it listed and the events it emitted (or would emit).
 
-    async def run(self, *, dry_run: bool = False) -> RunReport:
-        """One pass; returns what it listed and the events it emitted (or would emit)."""
+        A pass that is not a dry run is added to the history (``records``), done or failed,
+        with ``holder`` (default: this process) and the events it queued.
+        """
         report = RunReport()
-        state = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in (await self.redis.hgetall(self._key("state"))).items()  # type: ignore[misc]
-        }
-        names = [kind.name for kind in self.kinds]
-        start = names.index(state["turn"]) if state.get("turn") in names else 0
-        for step in range(len(self.kinds)):
-            kind = self.kinds[(start + step) % len(self.kinds)]
-            listed = await self._list(kind, state, report, dry_run=dry_run)
-            if listed is None:
-                report.pending = kind.name
-                if not dry_run:
-                    await self.redis.hset(self._key("state"), "turn", kind.name)  # type: ignore[misc]
-                break
-            report.seen[kind.name] = len(listed)
-            await self._settle(kind, listed, state, report, dry_run=dry_run)
-            if kind.name in DERIVED:
-                derived, derive = DERIVED[kind.name]
-                entries = derive(listed)
-                report.seen[derived.name] = len(entries)
-                await self._settle(derived, entries, state, report, dry_run=dry_run)
+        started, clock = time.time(), time.monotonic()
+        try:
+            await self._pass(report, dry_run=dry_run)
+        except Exception as exc:
+            if not dry_run:
+                with contextlib.suppress(RedisError, OSError):  # Redis away: nothing to keep
+                    await self._record(report, started, clock, holder, error=exc)
+            raise
         if not dry_run:
-            await self.redis.hincrby(self._key("state"), "passes", 1)  # type: ignore[misc]
             metrics.PASSES.labels("done").inc()
             metrics.CALLS.inc(report.calls)
             for kind_name, count in report.seen.items():
                 metrics.ENTITIES.labels(kind_name).set(count)
+            await self._record(report, started, clock, holder)
         logger.info(
             "reconcile.done",
             org=self.org_id,
@@ -163,11 +152,76 @@ class Reconciler:
         )
         return report
 
+    async def _record(
+        self,
+        report: RunReport,
+        started: float,
+        clock: float,
+        holder: str | None,
+        *,
+        error: BaseException | None = None,
+    ) -> None:
+        """Add the pass and the events it queued to the history the console reads."""
+        await records.add_events(
+            self.redis,
+            self.org_id,
+            (
+                records.QueuedEvent(
+                    event.id, event.trigger, records.subject_of(event.payload), event.received_at
+                )
+                for event in report.queued_events
+            ),
+        )
+        await records.add_pass(
+            self.redis,
+            self.org_id,
+            records.PassRecord(
+                started=round(started, 3),
+                duration=round(time.monotonic() - clock, 3),
+                outcome="done" if error is None else "failed",
+                holder=holder or records.this_process(),
+                calls=report.calls,
+                budget=self.budget,
+                seen=dict(report.seen),
+                events=records.counts(event.trigger for event in report.queued_events),
+                duplicates=len(report.events) - report.queued if error is None else 0,
+                complete=list(report.complete),
+                baselined=list(report.baselined),
+                pending=report.pending,
+                error=None if error is None else f"{type(error).__name__}: {str(error)[:200]}",
+            ),
+        )
+
+    async def _pass(self, report: RunReport, *, dry_run: bool) -> None:
+        state = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in (await self.redis.hgetall(records.state_key(self.org_id))).items()  # type: ignore[misc]
+        }
+        names = [kind.name for kind in self.kinds]
+        start = names.index(state["turn"]) if state.get("turn") in names else 0
+        for step in range(len(self.kinds)):
+            kind = self.kinds[(start + step) % len(self.kinds)]
+            listed = await self._list(kind, state, report, dry_run=dry_run)
+            if listed is None:
+                report.pending = kind.name
+                if not dry_run:
+                    await self.redis.hset(records.state_key(self.org_id), "turn", kind.name)  # type: ignore[misc]
+                break
+            report.seen[kind.name] = len(listed)
+            await self._settle(kind, listed, state, report, dry_run=dry_run)
+            if kind.name in DERIVED:
+                derived, derive = DERIVED[kind.name]
+                entries = derive(listed)
+                report.seen[derived.name] = len(entries)
+                await self._settle(derived, entries, state, report, dry_run=dry_run)
+        if not dry_run:
+            await self.redis.hincrby(records.state_key(self.org_id), "passes", 1)  # type: ignore[misc]
+
     async def _list(
         self, kind: Kind, state: dict[str, str], report: RunReport, *, dry_run: bool
     ) -> dict[str, dict[str, Any]] | None:
         """The kind's complete listing, or ``None`` when the budget ran out first."""
-        staging = self._key(f"next:{kind.name}")
+        staging = records.staging_key(self.org_id, kind.name)
         skip = 0 if dry_run else int(state.get(f"{kind.name}:skip", 0))
         gathered: dict[str, dict[str, Any]] = {}
         if skip == 0 and not dry_run:
@@ -180,7 +234,9 @@ class Reconciler:
             left = None if self.budget is None else self.budget - report.calls
             if left is not None and left < need:
                 if not dry_run:
-                    await self.redis.hset(self._key("state"), f"{kind.name}:skip", str(skip))  # type: ignore[misc]
+                    await self.redis.hset(
+                        records.state_key(self.org_id), f"{kind.name}:skip", str(skip)
+                    )  # type: ignore[misc]
                 return None
             if kind.details and left is not None:
                 take = min(take, left - 1)
@@ -205,7 +261,7 @@ class Reconciler:
                 break
         if dry_run or not skip:
             return gathered
-        await self.redis.hdel(self._key("state"), f"{kind.name}:skip")  # type: ignore[misc]
+        await self.redis.hdel(records.state_key(self.org_id), f"{kind.name}:skip")  # type: ignore[misc]
         return _decode(await self.redis.hgetall(staging))  # type: ignore[misc]
 
     async def _settle(
@@ -218,7 +274,7 @@ class Reconciler:
         dry_run: bool,
     ) -> None:
         """Diff a complete listing against the snapshot; queue its events; keep it."""
-        snapshot_key = self._key(f"snap:{kind.name}")
+        snapshot_key = records.snapshot_key(self.org_id, kind.name)
         before = _decode(await self.redis.hgetall(snapshot_key))  # type: ignore[misc]
         observed = time.time()
         baseline = state.get(f"{kind.name}:baseline") == "1"
@@ -242,17 +298,18 @@ class Reconciler:
         for event in events:
             if await self.emitter.emit(event):
                 report.queued += 1
+                report.queued_events.append(event)
                 metrics.EVENTS.labels(event.trigger).inc()
             if self._own_webhook_changed(event):
                 assert self.deployment is not None
                 await self.redis.set(reapply_key(self.deployment), event.id)
                 logger.info("reconcile.reapply_requested", org=self.org_id, event_id=event.id)
-        staging = self._key(f"next:{kind.name}")
+        staging = records.staging_key(self.org_id, kind.name)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(snapshot_key, staging)
             if after:
                 pipe.hset(snapshot_key, mapping={k: _dumps(v) for k, v in after.items()})
-            pipe.hset(self._key("state"), f"{kind.name}:baseline", "1")
+            pipe.hset(records.state_key(self.org_id), f"{kind.name}:baseline", "1")
             await pipe.execute()
 
     def _own_webhook_changed(self, event: Event) -> bool:

@@ -28,6 +28,7 @@ from calhooks.workers.rules.runner import (
     Unknown,
     run_rule,
 )
+from calhooks.workers.rules.scope import Origin
 
 #: What a dry run shows for ``orgId`` when neither the step nor ``env.org_id`` sets it.
 ORG_ID_UNKNOWN = "orgId: CALHOOKS_ORG_ID is not set"
@@ -66,6 +67,8 @@ class DryRunReport:
     event_id: str
     trigger: str
     rules: list[RuleReport] = field(default_factory=list)
+    #: ``event.source``: ``"webhook"``, or ``"reconcile"`` for an event reconciliation made.
+    source: str = "webhook"
 
     @property
     def failed(self) -> bool:
@@ -77,7 +80,7 @@ class DryRunReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event": {"id": self.event_id, "trigger": self.trigger},
+            "event": {"id": self.event_id, "trigger": self.trigger, "source": self.source},
             "rules": [
                 {
                     "rule": rule.name,
@@ -123,17 +126,18 @@ def _outcome_dict(outcome: StepOutcome) -> dict[str, Any]:
 
 
 async def dry_run(
-    rules: RuleSet, event: EventLike, *, invoke: Invoke = record_only
+    rules: RuleSet, event: EventLike, *, invoke: Invoke = record_only, origin: Origin | None = None
 ) -> DryRunReport:
-    """Match ``event`` against every rule and run the matching ones with ``invoke``."""
-    report = DryRunReport(event.id, event.trigger)
+    """Match ``event`` (of ``origin``'s connection; ``None``: the environment's organization)
+    against every rule and run the matching ones with ``invoke``."""
+    report = DryRunReport(event.id, event.trigger, source=event.source)
     log = QuietLog()
-    for match in rules.evaluate(event, log=log):
+    for match in rules.evaluate(event, log=log, origin=origin):
         entry = RuleReport(match.rule.name, match.matched, match.reason)
         report.rules.append(entry)
         if not match.matched:
             continue
-        context = replace(rules.context(event), org_id_fallback=Unknown(ORG_ID_UNKNOWN))
+        context = replace(rules.context(event, origin), org_id_fallback=Unknown(ORG_ID_UNKNOWN))
         try:
             entry.result = await run_rule(match.rule, context, invoke, log=log)
         except RuleFailed as failed:
@@ -185,6 +189,8 @@ def _format_outcome(outcome: StepOutcome) -> list[str]:
 def format_report(report: DryRunReport, *, show_unmatched: bool = True) -> str:
     """The report as text: one block per rule, the calls with their parameters."""
     lines = [f"event {report.trigger} {report.event_id[:12]}"]
+    if report.source != "webhook":
+        lines[0] += f" (source {report.source})"
     if not report.rules:
         lines.append("no rules")
     for rule in report.rules:

@@ -56,8 +56,9 @@ MAX_VALUE_DEPTH = 256
 
 #: Top-level names every expression may use.
 ROOT_NAMES = ("payload", "event", "env", "steps")
-#: Fields of ``event``.
-EVENT_FIELDS = ("id", "trigger", "createdAt", "receivedAt")
+#: Fields of ``event`` (``source``: ``"webhook"`` for a delivery, ``"reconcile"`` for an
+#: event a reconciliation pass produced).
+EVENT_FIELDS = ("id", "trigger", "createdAt", "receivedAt", "source")
 #: Namespaces of extension functions (``math.greatest``): the parser reports them as names.
 NAMESPACES = frozenset({"math", "sets", "strings", "lists", "optional"})
 

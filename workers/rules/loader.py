@@ -7,10 +7,15 @@ input. The shape of the file (``docs/rules.md`` has the full reference)::
     version: 1                      # optional
     env:                            # constants, as env.<name> in expressions
       org_domain: acme.example
+    connections:                    # optional: env per connection (name or PCID)
+      globex:
+        env: {org_domain: globex.example}
     rules:
       - name: time-off-creates-ooo
         on: BOOKING_CREATED         # one trigger or a list
         when: payload.type == "time-off"
+        connections: [acme, globex] # optional: only these connections' events
+        tenants: [agency]           # optional: or those of these tenants' connections
         steps:
           - id: organizer           # optional; output as steps.organizer
             tool: cal_organizations_users_controller_get_organizations_users
@@ -30,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from calhooks.service.connections.tenants import TenantNameError, check_tenant_name
 from calhooks.service.core.settings import Settings
 from calhooks.workers.reconcile.triggers import PREFIX as RECONCILE_PREFIX
 from calhooks.workers.rules import validator
@@ -50,11 +56,13 @@ from calhooks.workers.rules.model import (
     Template,
 )
 from calhooks.workers.rules.ruleset import RuleSet
+from calhooks.workers.rules.scope import ORG_ID, Audience, ConnectionEnv
 from calhooks.workers.rules.templates import TemplateSyntaxError, split_template, whole_expression
 from calhooks.workers.rules.yamlsource import MAX_FILE_BYTES, Node, YamlProblem, decode, parse_yaml
 
-FILE_KEYS = ("version", "env", "rules")
-RULE_KEYS = ("name", "description", "on", "when", "steps")
+FILE_KEYS = ("version", "env", "connections", "rules")
+CONNECTION_KEYS = ("env",)
+RULE_KEYS = ("name", "description", "on", "when", "connections", "tenants", "steps")
 STEP_KEYS = (
     "id",
     "description",
@@ -137,25 +145,28 @@ class _Parser:
 
     # --- the file ------------------------------------------------------------------------
 
-    def parse_file(self, root: Node | None) -> tuple[dict[str, Any], list[Rule]]:
+    def parse_file(
+        self, root: Node | None
+    ) -> tuple[dict[str, Any], list[Rule], list[ConnectionEnv]]:
         if root is None:
             self.problem(0, "the file is empty: it needs a 'rules:' list")
-            return {}, []
+            return {}, [], []
         if not root.is_map:
             self.problem(root.line, f"the file must be a mapping with 'rules:', not {_kind(root)}")
-            return {}, []
+            return {}, [], []
         self.unknown_keys(root, FILE_KEYS)
         version = root.value.get("version")
         if version is not None and version.value != 1:
             self.problem(version.line, f"unsupported version {version.value!r}; this is version 1")
         env = self.parse_env(root.value.get("env"))
+        connections = self.parse_connections(root.value.get("connections"))
         rules_node = root.value.get("rules")
         if rules_node is None:
             self.problem(root.line, "missing 'rules:' (a list of rules; [] for none)")
-            return env, []
+            return env, [], connections
         if not rules_node.is_list:
             self.problem(rules_node.line, f"'rules' must be a list, not {_kind(rules_node)}")
-            return env, []
+            return env, [], connections
         rules = []
         names: dict[str, int] = {}
         for index, rule_node in enumerate(rules_node.value, start=1):
@@ -171,14 +182,51 @@ class _Parser:
                 continue
             names[rule.name] = rule.line
             rules.append(rule)
-        return env, rules
+        return env, rules, connections
 
-    def parse_env(self, node: Node | None) -> dict[str, Any]:
+    def parse_connections(self, node: Node | None) -> list[ConnectionEnv]:
+        """The top-level ``connections:``: by connection name or PCID, an ``env``."""
+        if node is None or node.value is None:
+            return []
+        if not node.is_map:
+            self.problem(
+                node.line,
+                "'connections' must be a mapping of connection names (or PCIDs) to their"
+                f" settings, not {_kind(node)}",
+            )
+            return []
+        entries = []
+        for ref, value in node.items():
+            line = node.key_lines[ref]
+            if not ref.strip():
+                self.problem(line, "connections: a connection name cannot be empty")
+                continue
+            if value.value is None:
+                entries.append(ConnectionEnv(ref, {}, line))
+                continue
+            if not value.is_map:
+                self.problem(
+                    line, f"connections.{ref} must be a mapping (env: ...), not {_kind(value)}"
+                )
+                continue
+            self.unknown_keys(value, CONNECTION_KEYS)
+            env = self.parse_env(value.value.get("env"), f"connections.{ref}.env")
+            if ORG_ID in env:
+                self.problem(
+                    value.key_lines.get("env", line),
+                    f"connections.{ref}.env.{ORG_ID}: a connection's org id is the one stored"
+                    " with it (calhooks connections add --org-id)",
+                )
+                continue
+            entries.append(ConnectionEnv(ref, env, line))
+        return entries
+
+    def parse_env(self, node: Node | None, key: str = "env") -> dict[str, Any]:
         if node is None or node.value is None:
             return {}
         if not node.is_map:
             self.problem(
-                node.line, f"'env' must be a mapping of names to values, not {_kind(node)}"
+                node.line, f"'{key}' must be a mapping of names to values, not {_kind(node)}"
             )
             return {}
         env = {}
@@ -189,7 +237,7 @@ class _Parser:
                 continue
             plain = value.plain()
             if "${{" in json.dumps(plain):
-                self.problem(line, f"env.{name} holds ${{{{ }}}}: env values are constants")
+                self.problem(line, f"{key}.{name} holds ${{{{ }}}}: env values are constants")
                 continue
             env[name] = plain
         return env
@@ -219,8 +267,35 @@ class _Parser:
         description = self.text(node.value.get("description"), "description", name)
         triggers = self.parse_triggers(node, name)
         when = self.condition(node.value.get("when"), "when", name)
+        audience = self.parse_audience(node, name)
         steps = self.parse_steps(node.value.get("steps"), node.line, name)
-        return Rule(name, node.line, triggers, tuple(steps), when, description or "")
+        return Rule(name, node.line, triggers, tuple(steps), when, description or "", audience)
+
+    def parse_audience(self, node: Node, rule: str) -> Audience:
+        """``connections:`` (names or PCIDs) and ``tenants:``: one string or a list each."""
+        found: dict[str, list[str]] = {"connections": [], "tenants": []}
+        lines: dict[tuple[str, str], int] = {}
+        for key, names in found.items():
+            list_node = node.value.get(key)
+            if list_node is None:
+                continue
+            items = list_node.value if list_node.is_list else [list_node]
+            if not items:
+                self.problem(list_node.line, f"'{key}' lists nothing (leave it out for all)", rule)
+            for item in items:
+                if not isinstance(item.value, str) or not item.value.strip():
+                    self.problem(item.line, f"'{key}' holds names, not {_kind(item)}", rule)
+                    continue
+                if key == "tenants":
+                    try:
+                        check_tenant_name(item.value)
+                    except TenantNameError as error:
+                        self.problem(item.line, f"tenants: {error}", rule)
+                        continue
+                if item.value not in names:
+                    names.append(item.value)
+                    lines[(key, item.value)] = item.line
+        return Audience(tuple(found["connections"]), tuple(found["tenants"]), lines)
 
     def text(self, node: Node | None, key: str, rule: str, step: str | None = None) -> str | None:
         if node is None:
@@ -595,12 +670,55 @@ def parse_rules(
         root = parse_yaml(decode(data))
     except YamlProblem as problem:
         raise RulesError([Problem(source, problem.line, problem.message)]) from None
-    file_env, rules = parser.parse_file(root)
+    file_env, rules, connections = parser.parse_file(root)
     merged_env = {**file_env, **(env or {})}
-    validator.validate(rules, merged_env, parser.problem, parser.unparsed_ids)
+    _validate(parser, rules, merged_env, connections)
     if parser.problems:
         raise RulesError(parser.problems)
-    return RuleSet(tuple(rules), merged_env, source)
+    return RuleSet(tuple(rules), merged_env, source, connections=tuple(connections))
+
+
+def _validate(
+    parser: _Parser, rules: list[Rule], env: dict[str, Any], connections: list[ConnectionEnv]
+) -> None:
+    """Check the rules with the ``env`` of every organization they may run for.
+
+    The environment organization's (and of connections without an entry) first; then, for
+    each entry of ``connections:``, the rules that may run for it with its ``env``: what
+    only that ``env`` gets wrong is reported once, naming the connection.
+    """
+    with_entry = {entry.ref for entry in connections}
+    everywhere = [
+        rule
+        for rule in rules
+        if rule.audience.tenants
+        or rule.audience.everyone
+        or any(ref not in with_entry for ref in rule.audience.connections)
+    ]
+    validator.validate(everywhere, env, parser.problem, parser.unparsed_ids)
+    seen = {(p.line, p.message, p.rule, p.step) for p in parser.problems}
+    for entry in connections:
+        for_it = [
+            rule
+            for rule in rules
+            if rule.audience.tenants
+            or rule.audience.everyone
+            or entry.ref in rule.audience.connections
+        ]
+        variant = {name: value for name, value in env.items() if name != ORG_ID} | dict(entry.env)
+
+        def report(
+            line: int,
+            message: str,
+            rule: str | None = None,
+            step: str | None = None,
+            ref: str = entry.ref,
+        ) -> None:
+            if (line, message, rule, step) not in seen:
+                seen.add((line, message, rule, step))
+                parser.problem(line, f"{message} (with the env of connection {ref!r})", rule, step)
+
+        validator.validate(for_it, variant, report, parser.unparsed_ids)
 
 
 def load_rules(path: str | Path, *, env: Mapping[str, Any] | None = None) -> RuleSet:

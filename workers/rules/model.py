@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from calhooks.workers.rules.expressions import Expression
+from calhooks.workers.rules.scope import Audience
 
 StepKind = Literal["tool", "log", "let"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -131,6 +132,8 @@ class Rule:
     steps: tuple[Step, ...]
     when: Expression | None = None
     description: str = ""
+    #: The connections and tenants it runs for (``connections:``, ``tenants:``; empty: all).
+    audience: Audience = field(default_factory=Audience)
 
     def __repr__(self) -> str:
         return f"Rule({self.name!r}, on={list(self.triggers)})"

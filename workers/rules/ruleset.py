@@ -31,6 +31,7 @@ from calhooks.workers.rules.runner import (
     logger,
     run_rule,
 )
+from calhooks.workers.rules.scope import ConnectionEnv, Origin, env_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +45,17 @@ class Match:
 
 @dataclass(frozen=True, eq=False)
 class RuleSet:
-    """The rules of one file, in file order, with the ``env`` their expressions see."""
+    """The rules of one file, in file order, with the ``env`` their expressions see.
+
+    ``env`` is the environment organization's; ``connections`` (the file's ``connections:``)
+    changes it for a connection's events (``env_for``).
+    """
 
     rules: tuple[Rule, ...] = ()
     env: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<rules>"
     limits: Limits = field(default_factory=Limits)
+    connections: tuple[ConnectionEnv, ...] = ()
 
     @cached_property
     def triggers(self) -> frozenset[str]:
@@ -69,13 +75,20 @@ class RuleSet:
     def named(self, name: str) -> Rule | None:
         return self._by_name.get(name)
 
-    def context(self, event: EventLike) -> EventContext:
-        return EventContext.of(event, self.env)
+    def env_for(self, origin: Origin | None) -> dict[str, Any]:
+        """The ``env`` of the events of ``origin`` (``None``: the environment's org)."""
+        return env_for(self.env, self.connections, origin)
 
-    def evaluate(self, event: EventLike, *, log: Log | None = None) -> list[Match]:
+    def context(self, event: EventLike, origin: Origin | None = None) -> EventContext:
+        return EventContext.of(event, self.env_for(origin))
+
+    def evaluate(
+        self, event: EventLike, *, log: Log | None = None, origin: Origin | None = None
+    ) -> list[Match]:
         """Every rule with whether it matches ``event`` and, when it does not, the reason.
 
-        A rule matches when it runs on the event's trigger and its ``when`` is true. A
+        A rule matches when it runs on the event's trigger, is for the event's organization
+        (``origin``: its connection; ``None``, the environment's) and its ``when`` is true. A
         ``when`` that cannot be evaluated (a field this delivery lacks, a null where a map
         was expected ...) does not match; the reason is logged, nothing is raised.
         """
@@ -87,18 +100,21 @@ class RuleSet:
             if event.trigger not in rule.triggers:
                 matches.append(Match(rule, False, f"runs on {', '.join(rule.triggers)}"))
                 continue
+            if not rule.audience.includes(origin):
+                matches.append(Match(rule, False, f"runs {rule.audience.describe()}"))
+                continue
             if rule.when is None:
                 matches.append(Match(rule, True))
                 continue
             try:
-                sizes = sizes if sizes is not None else self.context(event).sizes()
+                sizes = sizes if sizes is not None else self.context(event, origin).sizes()
                 check_cost(rule.when, sizes, self.limits.cost)
             except BudgetExceeded as error:
                 # Matched, so that running it fails it with this reason (a dead letter).
                 matches.append(Match(rule, True, f"when: {error}"))
                 continue
             try:
-                context = context or self.context(event).cel_context()
+                context = context or self.context(event, origin).cel_context()
                 value = evaluate(rule.when, context)
             except EvaluationError as error:
                 matches.append(Match(rule, False, f"when: {error.reason}"))
@@ -114,7 +130,7 @@ class RuleSet:
         for match in matches:
             if match.matched:
                 log.info("rule.matched", rule=match.rule.name)
-            elif event.trigger in match.rule.triggers:
+            elif event.trigger in match.rule.triggers and match.rule.audience.includes(origin):
                 log.info("rule.not_matched", rule=match.rule.name, reason=match.reason)
         return matches
 
@@ -124,19 +140,27 @@ class RuleSet:
         *,
         log: Log | None = None,
         why_not: dict[str, str] | None = None,
+        origin: Origin | None = None,
     ) -> list[Rule]:
         """The rules ``event`` matches, in file order; ``why_not`` gets the others' reasons."""
-        matches = self.evaluate(event, log=log)
+        matches = self.evaluate(event, log=log, origin=origin)
         if why_not is not None:
             why_not.update({m.rule.name: m.reason or "" for m in matches if not m.matched})
         return [match.rule for match in matches if match.matched]
 
     async def run(
-        self, rule: Rule, event: EventLike, invoke: Invoke, *, log: Log | None = None
+        self,
+        rule: Rule,
+        event: EventLike,
+        invoke: Invoke,
+        *,
+        log: Log | None = None,
+        origin: Origin | None = None,
     ) -> RuleResult:
-        """Run ``rule`` for ``event`` (see ``run_rule``); ``RuleFailed`` when a step fails."""
+        """Run ``rule`` for ``event`` of ``origin`` (see ``run_rule``); ``RuleFailed`` when a
+        step fails."""
         bound = (log or logger).bind(event_id=event.id, trigger=event.trigger)
-        context = self.context(event)
+        context = self.context(event, origin)
         if rule.when is not None:
             try:
                 check_cost(rule.when, context.sizes(), self.limits.cost)

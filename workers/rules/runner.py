@@ -116,6 +116,8 @@ class EventLike(Protocol):
     def payload(self) -> dict[str, Any]: ...
     @property
     def received_at(self) -> float: ...
+    @property
+    def source(self) -> str: ...
 
 
 class Log(Protocol):
@@ -193,6 +195,7 @@ class EventContext:
                 "trigger": event.trigger,
                 "createdAt": event.created_at,
                 "receivedAt": format_datetime(received) if received else None,
+                "source": event.source,
             },
             env=dict(env),
         )

@@ -56,12 +56,12 @@ from calhooks.workers.rules.model import (
     Step,
     Template,
 )
+from calhooks.workers.rules.scope import ORG_ID  # always a valid env name: CALHOOKS_ORG_ID
+
+# or the connection's org id provide it (either may be unknown when a file is only checked)
 
 #: Names a loop variable may not take (it would hide them).
 RESERVED_NAMES = frozenset(ROOT_NAMES) | NAMESPACES | {"get"}
-#: Always a valid ``env`` name: ``CALHOOKS_ORG_ID`` provides it (it may be unset when a
-#: file is only checked).
-ORG_ID = "org_id"
 PING = "PING"
 
 _FORMATS = FormatChecker(formats=["email"])
