@@ -24,6 +24,12 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from calhooks.service.core import lean
+
+# Before any calhooks module imports structlog or redis-py: keeps rich and PyJWT, which
+# calhooks never uses, out of the process (see calhooks.service.core.lean).
+lean.install()
+
 if TYPE_CHECKING:
     from calhooks.service.calcom import (
         TOOLS,
