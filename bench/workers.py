@@ -30,6 +30,7 @@ import hmac
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -223,7 +224,22 @@ def processed(workers: list[Proc]) -> int:
     return total
 
 
-async def drain(redis_server: EmbeddedRedis, workdir: Path, max_jobs: int, events: int) -> None:
+def start_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid``'s raw (collapsed) stacks to ``output`` until SIGINT."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+         "--rate", "250", "--nonblocking", "--pid", str(pid), "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def drain(
+    redis_server: EmbeddedRedis,
+    workdir: Path,
+    max_jobs: int,
+    events: int,
+    profile: Path | None = None,
+) -> None:
     latency = 0.05
     with cluster(redis_server, workdir) as run:
         sandbox = run.sandbox("--no-rate-limit", "--latency", str(latency))
@@ -232,6 +248,10 @@ async def drain(redis_server: EmbeddedRedis, workdir: Path, max_jobs: int, event
         )
         redis = aioredis.Redis.from_url(redis_server.url)
         await redis.flushall()
+        spy = None
+        if profile is not None:
+            spy = start_spy(worker.process.pid, profile / f"worker-{max_jobs}.txt")
+            await asyncio.sleep(1.0)
         cpu_before = cpu_seconds(worker.process.pid)
         started = time.perf_counter()
         await enqueue(redis, [booking(n, f"drain{max_jobs}") for n in range(events)])
@@ -239,12 +259,16 @@ async def drain(redis_server: EmbeddedRedis, workdir: Path, max_jobs: int, event
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(worker.process.pid) - cpu_before
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         await redis.aclose()
     rate = events / elapsed
     ideal = max_jobs / latency
     print(
         f"drain   max_jobs={max_jobs:<4} {events} events in {elapsed:5.2f} s: {rate:7.1f} events/s"
         f"  = {rate / ideal:.2f}x ideal ({ideal:.0f}/s)   worker CPU {cpu / elapsed * 100:4.0f}%"
+        f" = {cpu / events * 1000:.2f} ms/event"
     )
 
 
@@ -379,13 +403,16 @@ async def main() -> None:
     parser.add_argument(
         "--direct", action="store_true", help="latency: queue events directly, not via the intake"
     )
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy's raw stacks of the drained worker here"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["drain", "ratelimit", "latency"])
     options = parser.parse_args()
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if "drain" not in options.skip:
             await drain(redis_server, workdir, 10, options.events)
-            await drain(redis_server, workdir, 100, options.events * 2)
+            await drain(redis_server, workdir, 100, options.events * 2, options.profile)
         if "ratelimit" not in options.skip:
             await rate_limit(redis_server, workdir, options.ratelimit_seconds)
         if "latency" not in options.skip:
