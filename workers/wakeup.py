@@ -217,6 +217,12 @@ class WakeableWorker(Worker):
             log.warning("worker.job_lease_lost", job_id=job_id)
             task.cancel()
 
+    def _releasing(self, job_id: str) -> None:
+        """Stop renewing the job's lease before its end deletes the key: a renewal racing
+        with that write would otherwise report the lease lost."""
+        if self.leases is not None:
+            self.leases.drop(in_progress_key_prefix + job_id)
+
     def _delete_in_progress(self, pipe: Any, job_id: str) -> None:
         """Add to ``pipe``: delete the job's in-progress key if it still holds our token."""
         pipe.eval(RELEASE_IF_MINE, 1, in_progress_key_prefix + job_id, self.token)
@@ -233,6 +239,7 @@ class WakeableWorker(Worker):
     ) -> None:
         """arq's ``finish_job`` as one script (``jobstart.FINISH_JOB``), deleting the
         in-progress key only while it is this worker's."""
+        self._releasing(job_id)
         if self._finish is None:
             self._finish = self.pool.register_script(FINISH_JOB)
         if finish and result_data:
@@ -262,6 +269,7 @@ class WakeableWorker(Worker):
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq's ``finish_failed_job``, with the same care for the in-progress key."""
+        self._releasing(job_id)
         async with self.pool.pipeline(transaction=True) as tr:
             tr.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
             self._delete_in_progress(tr, job_id)
