@@ -17,11 +17,15 @@ makes four round trips per job (``WATCH`` its in-progress key, ``EXISTS``, ``ZSC
 ``MULTI``/``PSETEX``/``EXEC``); here one Lua script reads the due jobs and claims as many as
 the worker has room for, atomically, in one round trip - the same checks (not in progress
 elsewhere, still queued, due) and the same in-progress key, so arq workers of either kind
-can share a queue.
+can share a queue. The same script does arq's start of each job it claims (read the job,
+count the try, take it out of the abort set), and a job's end is one script too
+(``calhooks.workers.jobstart``): a job costs the worker runtime two round trips fewer.
 
-Everything else - how jobs are run, retried and finished, and the shutdown signals - is
-arq's own code: only ``Worker.main``'s loop and ``_poll_iteration`` are replaced (their
-bodies follow arq 0.28's; ``pyproject.toml`` pins arq below 0.29 for that reason).
+How jobs are run, retried and finished is arq's own code: ``Worker.main``'s loop and
+``_poll_iteration`` are replaced (their bodies follow arq 0.28's), and ``run_job`` runs as
+``jobstart.run_started_job``, arq 0.28's body after its opening transaction;
+``pyproject.toml`` pins arq below 0.29 and ``tests/workers/test_arq_upstream.py`` pins the
+digests of the methods replaced.
 
 Two more things arq's ``Worker`` does not do:
 

@@ -80,7 +80,10 @@ async def test_a_job_runs_once_and_its_end_leaves_only_the_result(
         await eventually(lambda: finished(job), within=20, what="the job to finish")
         assert worker.ctx["tries"] == [("a", 1)]
     info = await job.result_info()
-    assert info is not None and info.success and info.result == "A" and info.job_try == 1
+    assert info is not None
+    assert info.success
+    assert info.result == "A"
+    assert info.job_try == 1
     assert await redis_client.exists("arq:job:a", "arq:retry:a", "arq:in-progress:a") == 0
     assert 3_500_000 < await redis_client.pttl("arq:result:a") <= 3_600_000
     assert await redis_client.zscore("arq:queue", "a") is None
@@ -96,7 +99,9 @@ async def test_a_retried_job_runs_again_with_its_try_counted(
         await eventually(lambda: finished(job), within=20, what="the retried job to finish")
         assert worker.ctx["tries"] == [("r", 1), ("r", 2)]
     info = await job.result_info()
-    assert info is not None and info.success and info.job_try == 2
+    assert info is not None
+    assert info.success
+    assert info.job_try == 2
 
 
 async def test_a_job_past_its_max_tries_fails_without_running(
@@ -109,7 +114,8 @@ async def test_a_job_past_its_max_tries_fails_without_running(
         await eventually(lambda: finished(job), within=20, what="the job to give up")
         assert worker.ctx["tries"] == [("m", 1), ("m", 2)]
     info = await job.result_info()
-    assert info is not None and not info.success
+    assert info is not None
+    assert not info.success
     assert "max 2 retries exceeded" in str(info.result)
     assert await redis_client.exists("arq:job:m", "arq:retry:m", "arq:in-progress:m") == 0
 
@@ -139,7 +145,8 @@ async def test_a_job_aborted_before_it_started_never_runs(
         await eventually(lambda: finished(job), within=20, what="the aborted job to end")
         assert worker.ctx["tries"] == []
     info = await job.result_info()
-    assert info is not None and not info.success
+    assert info is not None
+    assert not info.success
     assert isinstance(info.result, asyncio.CancelledError)
     assert await redis_client.zscore("arq:abort", "x") is None
 
