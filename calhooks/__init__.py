@@ -16,7 +16,9 @@ the wheel installs them here):
   (``calhooks.service.core``);
 * ``calhooks.workers`` - the arq workers and the rules engine (``calhooks.workers.rules``).
 
-Names are imported on first use, so ``import calhooks`` costs nothing.
+Names are imported on first use, so ``import calhooks`` costs nothing: it only installs
+``calhooks.service.core.lean`` (standard library), which keeps libraries' unused extras
+out of the process.
 """
 
 from __future__ import annotations
