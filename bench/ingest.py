@@ -34,7 +34,7 @@ and the hand-written parts against the library (``intake``/``redispy``, ``handlo
     .venv/bin/python bench/ingest.py [--duration 10] [--connections 64] [--threads 2]
         [--sizes 1500,2048,4096]
         [--targets bare,naive,intake,serve,redispy,handlog,connection]
-        [--rounds 1] [--json summary.json]
+        [--rounds 1] [--json summary.json] [--profile DIR]
 
 ``--rounds N`` measures the targets N times, interleaved (A B A B ...) at each size, and keeps
 each target's best round (best req/s; median latencies and CPU per request): on a shared
@@ -54,6 +54,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -587,6 +588,11 @@ def main() -> None:
     parser.add_argument(
         "--json", type=Path, help="also write each target's summary here (one size only)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy's raw stacks of each target's server here (pip install py-spy)",
+    )
     parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
@@ -690,9 +696,13 @@ def measure(
             count = min(count, 20_000)
         pool = write_pools(work, f"pool-{target}", count, args.threads, 0, size, secret)
         before = _intake_counts(url) if queues else {}
+        spy = _start_spy(pid, args.profile / f"{target}-{size}.txt") if args.profile else None
         cpu_before = _cpu_seconds(pid)
         result = wrk(url, script, pool, args, args.duration, path)
         result.cpu_us = (_cpu_seconds(pid) - cpu_before) / max(result.requests, 1) * 1e6
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=120)
         result.target = target
         if queues:
             after = _intake_counts(url)
@@ -704,6 +714,16 @@ def measure(
         for written in work.glob(f"pool-{target}-*.txt"):
             written.unlink()
     return result
+
+
+def _start_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid``'s raw (collapsed) stacks into ``output`` until SIGINT."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
+         "--rate", "500", "--nonblocking", "--pid", str(pid), "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -143,7 +143,10 @@ def _shared_processors() -> list[Processor]:
 def _renderer(log_format: Literal["auto", "json", "console"], stream: TextIO) -> Processor:
     console = log_format == "console" or (log_format == "auto" and stream.isatty())
     if console:
-        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # Plain tracebacks whether or not rich was imported (core/lean.py keeps it out).
+        return structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     return structlog.processors.JSONRenderer()
 
 
