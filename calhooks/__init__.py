@@ -16,21 +16,15 @@ the wheel installs them here):
   (``calhooks.service.core``);
 * ``calhooks.workers`` - the arq workers and the rules engine (``calhooks.workers.rules``).
 
-Names are imported on first use, so ``import calhooks`` costs nothing: it only installs
-``calhooks.service.core.lean`` (standard library), which keeps libraries' unused extras
-out of the process.
+Names are imported on first use, so ``import calhooks`` costs nothing and changes nothing in
+the importing process (calhooks' own processes trim libraries' extras at their entry point,
+``calhooks.service.cli.main``; see ``calhooks.service.core.lean``).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
-
-from calhooks.service.core import lean
-
-# Before any calhooks module imports structlog or redis-py: keeps rich and PyJWT, which
-# calhooks never uses, out of the process (see calhooks.service.core.lean).
-lean.install()
 
 if TYPE_CHECKING:
     from calhooks.service.calcom import (

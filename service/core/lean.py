@@ -1,7 +1,9 @@
 """Keeps libraries' optional extras out of calhooks' processes, which never use them.
 
-Installed by ``calhooks/__init__.py``, so before any calhooks module imports structlog or
-redis-py. Both are plain import-system features, used here because neither library offers a
+Installed by the processes' entry point, the ``calhooks.service.cli`` package (``calhooks``
+and ``python -m calhooks.service`` load it first), before anything imports structlog or
+redis-py; ``import calhooks`` alone does not install it, so a program using the client is
+unaffected. Both are plain import-system features, used here because neither library offers a
 setting for it (measured in docs/performance.md, "Memory"):
 
 * **rich, imported by structlog** (~4 MB, 80 modules): structlog imports rich when it is

@@ -21,7 +21,7 @@ def run(code: str) -> str:
 def test_long_running_processes_load_neither_rich_nor_pyjwt(entry: str) -> None:
     """The web process and the worker import structlog and redis-py without their extras."""
     loaded = run(
-        f"import sys, {entry}\n"
+        f"import sys, calhooks.service.cli, {entry}\n"
         "print(sorted({m.partition('.')[0] for m in sys.modules"
         " if m.startswith(('rich', 'jwt.', 'cryptography.hazmat'))}))"
     )
@@ -31,7 +31,7 @@ def test_long_running_processes_load_neither_rich_nor_pyjwt(entry: str) -> None:
 def test_pyjwt_is_imported_on_first_use() -> None:
     """redis-py's token module still reaches the real PyJWT when it calls it."""
     out = run(
-        "import calhooks, sys\n"
+        "import calhooks.service.cli, sys\n"
         "import redis.auth.token as token\n"
         "before = 'jwt.api_jwt' in sys.modules\n"
         "encoded = token.jwt.encode({'sub': 'x'}, 'k' * 32, algorithm='HS256')\n"
@@ -44,7 +44,7 @@ def test_pyjwt_is_imported_on_first_use() -> None:
 def test_rich_stays_importable_and_structlog_renders_without_it() -> None:
     """Only structlog's own import misses rich; the console renderer prints plain tracebacks."""
     out = run(
-        "import calhooks, structlog, sys\n"
+        "import calhooks.service.cli, structlog, sys\n"
         "print(structlog.dev.rich is None, 'rich' in sys.modules)\n"
         "import rich.console\n"
         "print(rich.console.Console.__name__)"
