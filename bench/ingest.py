@@ -17,7 +17,10 @@ One run, on loopback, each server in its own process with the same uvicorn optio
   pipeline. ``intake`` against ``redispy`` is what justifies keeping the hand-written pipe;
 * ``handlog`` - the same intake with its per-delivery line written by the hand-written
   batching writer that structlog's fast path replaced (``bench/replaced.py``), to reproduce
-  that measurement.
+  that measurement;
+* ``connection`` - the same intake with ``CONNECTIONS`` connections stored, every delivery
+  posted to one connection's URL (``/webhooks/cal/<pcid>``) and signed with that connection's
+  secret (kept in its store in Redis): the per-connection path against ``intake``.
 
 The load generator is ``wrk`` (Debian: ``apt-get install wrk``) with ``-t2 -c64`` by default
 and a Lua script that sends distinct Cal.com-shaped bodies, each signed with HMAC-SHA256
@@ -29,8 +32,9 @@ each target's ratio to ``bare`` per size, what each queueing target did with the
 and the hand-written parts against the library (``intake``/``redispy``, ``handlog``/``intake``).
 
     .venv/bin/python bench/ingest.py [--duration 10] [--connections 64] [--threads 2]
-        [--sizes 1500,2048,4096] [--targets bare,naive,intake,serve,redispy,handlog]
-        [--rounds 1] [--json summary.json]
+        [--sizes 1500,2048,4096]
+        [--targets bare,naive,intake,serve,redispy,handlog,connection]
+        [--rounds 1] [--json summary.json] [--profile DIR]
 
 ``--rounds N`` measures the targets N times, interleaved (A B A B ...) at each size, and keeps
 each target's best round (best req/s; median latencies and CPU per request): on a shared
@@ -50,6 +54,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,12 +74,14 @@ from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port  # noq
 PATH = "/webhooks/cal"
 SECRET = "bench-signing-secret"  # noqa: S105 - a benchmark's own key
 SIZES = (1500, 2048, 4096)
-TARGETS = ("bare", "naive", "intake", "serve", "redispy", "handlog")
+TARGETS = ("bare", "naive", "intake", "serve", "redispy", "handlog", "connection")
+#: Connections stored for the ``connection`` target (one of them receives the deliveries).
+CONNECTIONS = 200
 #: What a run measures unless ``--targets`` says otherwise (``redispy`` and ``handlog`` are
 #: for ``bench/handwritten.py``, which names them).
 DEFAULT_TARGETS = ("bare", "naive", "intake", "serve")
 #: The intake built in this script's own server process (``create_app``), as configured here.
-INTAKES = ("intake", "redispy", "handlog")
+INTAKES = ("intake", "redispy", "handlog", "connection")
 #: The targets that queue deliveries (their outcomes and queue are reported).
 QUEUEING = (*INTAKES, "serve")
 
@@ -269,7 +276,13 @@ def _naive_app(redis_url: str) -> Any:
 
 
 def _intake_app(
-    redis_url: str, spool_dir: str, log_file: str, *, redis_py: bool = False, handlog: bool = False
+    redis_url: str,
+    spool_dir: str,
+    log_file: str,
+    *,
+    redis_py: bool = False,
+    handlog: bool = False,
+    encryption_key: str | None = None,
 ) -> Any:
     from calhooks.service.app import create_app
     from calhooks.service.core.logs import configure_logging
@@ -283,6 +296,7 @@ def _intake_app(
         webhook_secrets=SECRET,
         spool_dir=Path(spool_dir),
         data_dir=Path(spool_dir),
+        encryption_key=encryption_key,
         _env_file=None,
     )
     app = create_app(settings)
@@ -310,12 +324,59 @@ def serve(target: str, port: int, redis_url: str, work_dir: str) -> None:
         app = _intake_app(
             redis_url, f"{work_dir}/spool", f"{work_dir}/{target}.log",
             redis_py=target == "redispy", handlog=target == "handlog",
+            encryption_key=_key(work_dir) if target == "connection" else None,
         )  # fmt: skip
     options = server_options(Settings(_env_file=None))
     options.update(loop="uvloop", http="httptools", log_level="warning")
     if target not in INTAKES:
         options["log_config"] = uvicorn.config.LOGGING_CONFIG
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options)).run()
+
+
+# ---------------------------------------------------------------- the connection target
+
+
+def _key(work_dir: str | Path) -> str:
+    """The run's encryption key (written once by the driver, read by the server process)."""
+    path = Path(work_dir) / "encryption.key"
+    if not path.exists():
+        from calhooks.service.core.secretbox import generate_key
+
+        path.write_text(generate_key())
+    return path.read_text().strip()
+
+
+def seed_connections(redis_url: str, work_dir: Path) -> tuple[str, str]:
+    """``CONNECTIONS`` connections, each with a webhook secret in its own store, as
+    ``calhooks webhooks apply --all-connections`` leaves them; the path of the one receiving
+    the deliveries and its secret."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from calhooks.service.calcom.client import Credentials
+    from calhooks.service.connections.store import ConnectionStore
+    from calhooks.service.core.secretbox import SecretBox
+    from calhooks.service.subscriptions.secret_store import WebhookSecretStore, store_name
+
+    async def seed() -> tuple[str, str]:
+        client = aioredis.Redis.from_url(redis_url)
+        box = SecretBox(_key(work_dir))
+        try:
+            connections = ConnectionStore(client, box)
+            found = []
+            for n in range(CONNECTIONS):
+                info = await connections.add(
+                    f"org-{n}", Credentials(api_key=f"cal_bench_{n}"), org_id=n + 1
+                )
+                store = WebhookSecretStore(client, box, deployment=store_name("default", info.pcid))
+                found.append((info.pcid, (await store.add(make_current=True)).value))
+        finally:
+            await client.aclose()
+        pcid, secret = found[CONNECTIONS // 2]
+        return f"{PATH}/{pcid}", secret
+
+    return asyncio.run(seed())
 
 
 # ---------------------------------------------------------------- the driver
@@ -364,10 +425,16 @@ def _template() -> dict[str, Any]:
 
 
 def write_pools(
-    directory: Path, prefix: str, count: int, threads: int, first: int, size: int
+    directory: Path,
+    prefix: str,
+    count: int,
+    threads: int,
+    first: int,
+    size: int,
+    secret: str = SECRET,
 ) -> Path:
     template = _template()
-    key = SECRET.encode()
+    key = secret.encode()
     files = [open(directory / f"{prefix}-{t}.txt", "wb") for t in range(threads)]  # noqa: SIM115
     try:
         for n in range(count):
@@ -475,10 +542,17 @@ def parse_wrk(output: str) -> Result:
     )
 
 
-def wrk(url: str, script: Path, pool: Path, args: argparse.Namespace, seconds: float) -> Result:
+def wrk(
+    url: str,
+    script: Path,
+    pool: Path,
+    args: argparse.Namespace,
+    seconds: float,
+    path: str = PATH,
+) -> Result:
     command = [
         "wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--latency",
-        "--timeout", "5s", "-s", str(script), url + PATH, "--", str(pool), PATH,
+        "--timeout", "5s", "-s", str(script), url + path, "--", str(pool), path,
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_wrk(output)
@@ -513,6 +587,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--json", type=Path, help="also write each target's summary here (one size only)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy's raw stacks of each target's server here (pip install py-spy)",
     )
     parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -603,19 +682,27 @@ def measure(
         [*_redis_cli(), "-p", str(redis.port), "FLUSHALL"], check=True, capture_output=True
     )
     queues = target in QUEUEING
+    path, secret = PATH, SECRET
+    if target == "connection":
+        path, secret = seed_connections(redis.url, work)
+        warm_pool = write_pools(work, f"warm-{target}", 5000, args.threads, 10**9, size, secret)
     with server(target, redis.url, work) as (url, pid):
-        warm = wrk(url, script, warm_pool, args, args.warmup)
+        warm = wrk(url, script, warm_pool, args, args.warmup, path)
         # Only the intake needs every body distinct (a repeat is a cheaper duplicate):
         # size its pool from the warm-up rate, with room to spare.
         # A slow warm-up (the first requests pay for connections) must not undersize it.
         count = int(max(warm.requests_per_second * 2.5, 8_000) * args.duration)
         if not queues:
             count = min(count, 20_000)
-        pool = write_pools(work, f"pool-{target}", count, args.threads, 0, size)
+        pool = write_pools(work, f"pool-{target}", count, args.threads, 0, size, secret)
         before = _intake_counts(url) if queues else {}
+        spy = _start_spy(pid, args.profile / f"{target}-{size}.txt") if args.profile else None
         cpu_before = _cpu_seconds(pid)
-        result = wrk(url, script, pool, args, args.duration)
+        result = wrk(url, script, pool, args, args.duration, path)
         result.cpu_us = (_cpu_seconds(pid) - cpu_before) / max(result.requests, 1) * 1e6
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=120)
         result.target = target
         if queues:
             after = _intake_counts(url)
@@ -624,9 +711,19 @@ def measure(
                 f"outcomes in the measured run: {counts}; jobs in the arq queue "
                 f"(warm-up included): {_zcard(redis.port)}"
             )
-        for path in work.glob(f"pool-{target}-*.txt"):
-            path.unlink()
+        for written in work.glob(f"pool-{target}-*.txt"):
+            written.unlink()
     return result
+
+
+def _start_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid``'s raw (collapsed) stacks into ``output`` until SIGINT."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
+         "--rate", "500", "--nonblocking", "--pid", str(pid), "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -675,6 +772,12 @@ def _report(results: dict[str, Result], args: argparse.Namespace, size: int) -> 
         print(f"intake / naive: {gain:.1f}x")
     if "intake" in results and "redispy" in results:
         _compare("RedisPipe against redis-py", results["intake"], results["redispy"])
+    if "connection" in results and "intake" in results:
+        share = results["connection"].requests_per_second / results["intake"].requests_per_second
+        print(
+            f"connection / intake: {share:.2f}x ({CONNECTIONS} connections stored; the"
+            " environment's URL against one connection's)"
+        )
     if "handlog" in results and "intake" in results:
         _compare(
             "the replaced batching writer against structlog's fast path",

@@ -11,6 +11,9 @@ Each event matches one rule with one step, a read (list users by the event's att
    a sandbox that throttles like Cal.com (120 per 60-s window, then a 60-s block), with more
    events queued than fit in the run: the most calls the sandbox served in any 60 s (as a
    share of the limit) and how many 429s it answered.
+0. **overhead** - N no-op jobs through ``WakeableWorker`` in this process (no rules, no
+   Cal.com): the CPU per job of the worker runtime alone - claim, arq's start and end, leases.
+   Steadier than the drains on a loaded machine, since it counts CPU, not time.
 3. **latency** - signed deliveries posted to the intake at 200 events/s: from the moment
    the intake received each one (``Event.received_at``) to the moment the worker sent its
    first Cal.com call (the ``sent_at`` of the delivery log's first ``call``), p50/p99. Also
@@ -30,6 +33,7 @@ import hmac
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -224,7 +228,51 @@ def processed(workers: list[Proc]) -> int:
     return total
 
 
-async def drain(redis_server: EmbeddedRedis, workdir: Path, max_jobs: int, events: int) -> None:
+def start_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid``'s raw (collapsed) stacks to ``output`` until SIGINT."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+         "--rate", "250", "--nonblocking", "--pid", str(pid), "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def noop(_ctx: dict[str, Any], _n: int) -> None:
+    """The overhead part's job: nothing."""
+
+
+async def overhead(redis_server: EmbeddedRedis, events: int, max_jobs: int = 100) -> None:
+    from arq.connections import RedisSettings, create_pool
+
+    from calhooks.workers.wakeup import WakeableWorker
+
+    settings = RedisSettings.from_dsn(redis_server.url)
+    pool = await create_pool(settings)
+    await pool.flushall()
+    for n in range(events):
+        await pool.enqueue_job("noop", n, _job_id=f"noop-{n}")
+    worker = WakeableWorker(
+        functions=[noop], redis_settings=settings, handle_signals=False, burst=True,
+        max_jobs=max_jobs, poll_delay=0.5,
+    )  # fmt: skip
+    cpu_before = time.process_time()
+    await worker.main()
+    cpu = time.process_time() - cpu_before
+    await worker.close()
+    await pool.aclose()
+    print(
+        f"overhead max_jobs={max_jobs:<4} {worker.jobs_complete} no-op jobs:"
+        f" {cpu / events * 1e6:5.0f} us of CPU per job (the worker runtime alone)"
+    )
+
+
+async def drain(
+    redis_server: EmbeddedRedis,
+    workdir: Path,
+    max_jobs: int,
+    events: int,
+    profile: Path | None = None,
+) -> None:
     latency = 0.05
     with cluster(redis_server, workdir) as run:
         sandbox = run.sandbox("--no-rate-limit", "--latency", str(latency))
@@ -233,6 +281,10 @@ async def drain(redis_server: EmbeddedRedis, workdir: Path, max_jobs: int, event
         )
         redis = aioredis.Redis.from_url(redis_server.url)
         await redis.flushall()
+        spy = None
+        if profile is not None:
+            spy = start_spy(worker.process.pid, profile / f"worker-{max_jobs}.txt")
+            await asyncio.sleep(1.0)
         cpu_before = cpu_seconds(worker.process.pid)
         started = time.perf_counter()
         await enqueue(redis, [booking(n, f"drain{max_jobs}") for n in range(events)])
@@ -240,12 +292,16 @@ async def drain(redis_server: EmbeddedRedis, workdir: Path, max_jobs: int, event
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(worker.process.pid) - cpu_before
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         await redis.aclose()
     rate = events / elapsed
     ideal = max_jobs / latency
     print(
         f"drain   max_jobs={max_jobs:<4} {events} events in {elapsed:5.2f} s: {rate:7.1f} events/s"
         f"  = {rate / ideal:.2f}x ideal ({ideal:.0f}/s)   worker CPU {cpu / elapsed * 100:4.0f}%"
+        f" = {cpu / events * 1000:.2f} ms/event"
     )
 
 
@@ -380,13 +436,20 @@ async def main() -> None:
     parser.add_argument(
         "--direct", action="store_true", help="latency: queue events directly, not via the intake"
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=["drain", "ratelimit", "latency"])
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy's raw stacks of the drained worker here"
+    )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["overhead", "drain", "ratelimit", "latency"]
+    )
     options = parser.parse_args()
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        if "overhead" not in options.skip:
+            await overhead(redis_server, options.events)
         if "drain" not in options.skip:
             await drain(redis_server, workdir, 10, options.events)
-            await drain(redis_server, workdir, 100, options.events * 2)
+            await drain(redis_server, workdir, 100, options.events * 2, options.profile)
         if "ratelimit" not in options.skip:
             await rate_limit(redis_server, workdir, options.ratelimit_seconds)
         if "latency" not in options.skip:

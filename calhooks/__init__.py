@@ -16,7 +16,9 @@ the wheel installs them here):
   (``calhooks.service.core``);
 * ``calhooks.workers`` - the arq workers and the rules engine (``calhooks.workers.rules``).
 
-Names are imported on first use, so ``import calhooks`` costs nothing.
+Names are imported on first use, so ``import calhooks`` costs nothing and changes nothing in
+the importing process (calhooks' own processes trim libraries' extras at their entry point,
+``calhooks.service.cli.main``; see ``calhooks.service.core.lean``).
 """
 
 from __future__ import annotations

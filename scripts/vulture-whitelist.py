@@ -47,5 +47,10 @@ Status.gathering
 BookingRecord.rescheduled  # Cal.com's flag on a replaced booking, in the sandbox's booking answers
 # Counters read by tests and when debugging a worker.
 LeaseKeeper.renewals
+# arq's job counters, kept by jobstart.run_started_job as arq's run_job keeps them; arq's
+# health check (Worker.heart_beat -> record_health) reports them.
+WakeableWorker.jobs_complete
+WakeableWorker.jobs_failed
+WakeableWorker.jobs_retried
 WakeableWorker.outages
 Quarantined.quarantined_at  # shown by `calhooks spool quarantine` (as JSON, via asdict)

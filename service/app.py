@@ -4,7 +4,11 @@
 spool, the acceptor and its replay task - and returns a Starlette app whose lifespan starts and
 stops them. Routes:
 
-* ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``calhooks.service.intake.endpoint``;
+* ``POST <CALHOOKS_WEBHOOK_PATH>`` (``/webhooks/cal``) - ``calhooks.service.intake.endpoint``,
+  for the environment's organization; ``POST <CALHOOKS_WEBHOOK_PATH>/<pcid>`` - the same
+  endpoint for the connection ``pcid``, verified with that connection's secrets only (they
+  and the list of connections come from ``service.subscriptions.startup``, kept in memory by
+  ``service.intake.connection_secrets``). Both are dispatched before the middleware stack;
 * ``GET /livez``, ``/readyz``, ``/metrics`` - ``calhooks.service.intake.health``; with
   ``CALHOOKS_PROBE_PORT`` set, on that port only (a request's port is its local address,
   ``scope["server"]``: the server listens on both, see ``listen_sockets``), and the probe port
@@ -38,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calhooks.service.core.settings import Settings, get_settings
 from calhooks.service.intake.acceptor import Acceptor
+from calhooks.service.intake.connection_secrets import ConnectionSecrets
 from calhooks.service.intake.endpoint import RETRY_AFTER_SECONDS, IntakeEndpoint
 from calhooks.service.intake.health import PROBE_TIMEOUT, Health
 from calhooks.service.intake.queue import EventQueue, Pacing
@@ -66,6 +71,8 @@ class Intake:
     acceptor: Acceptor
     endpoint: IntakeEndpoint
     eviction: EvictionCheck
+    #: Each connection's secrets (``None``: connections unavailable - no encryption key).
+    connections: ConnectionSecrets | None = None
 
 
 def spool_directory(settings: Settings) -> Path:
@@ -79,6 +86,7 @@ def build_intake(
     redis_url: str | None = None,
     secret_sources: Sequence[SecretSource] = (),
     drain_interval: float = 1.0,
+    connections: ConnectionSecrets | None = None,
 ) -> Intake:
     """The intake's parts for ``settings``, not started (``create_app``'s lifespan does that)."""
     pipe = RedisPipe(
@@ -103,9 +111,11 @@ def build_intake(
         allow_unsigned=settings.allow_unsigned,
         read_budget=ReadBudget(settings.effective_read_budget()),
         read_timeout=settings.body_read_timeout,
+        path=settings.webhook_path,
+        connections=connections,
     )
     eviction = EvictionCheck(pipe)
-    return Intake(settings, pipe, queue, spool, secrets, acceptor, endpoint, eviction)
+    return Intake(settings, pipe, queue, spool, secrets, acceptor, endpoint, eviction, connections)
 
 
 def listen_sockets(host: str, port: int, probe_port: int | None) -> list[socket.socket]:
@@ -170,6 +180,10 @@ class ErrorGuard:
 class WebApp(Starlette):
     """Starlette, with the webhook path dispatched before the middleware stack and router.
 
+    The webhook path is ``hot_path`` itself (the environment's organization) and anything
+    under ``hot_path/`` (a connection's URL, ``hot_path/<pcid>``): one string comparison
+    or prefix test per request, whatever the number of connections.
+
     The intake is the hot path and handles every failure itself (it never raises), so it
     skips the layers the other routes need; its path is still a route of the app too.
     Requests to ``probe_port`` (when set) go to ``probe_app`` and nowhere else.
@@ -186,6 +200,8 @@ class WebApp(Starlette):
     ) -> None:
         super().__init__(**kwargs)
         self.hot_path = hot_path
+        # A webhook path of "/" has no room for connection URLs under it.
+        self.hot_prefix = hot_path.rstrip("/") + "/" if hot_path.rstrip("/") else ""
         self.hot_app = hot_app
         self.probe_port = probe_port
         self.probe_app = probe_app
@@ -197,14 +213,27 @@ class WebApp(Starlette):
                 # No scope["app"]: the bare router then answers 404/405 itself.
                 await self.probe_app(scope, receive, send)
                 return
-        path = scope.get("path")
-        if scope["type"] == "http" and (
-            path == self.hot_path or path == scope.get("root_path", "") + self.hot_path
-        ):
+        if scope["type"] == "http" and self._is_hot(scope):
             scope["app"] = self
             await self.hot_app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def _is_hot(self, scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        if path == self.hot_path or (self.hot_prefix and path.startswith(self.hot_prefix)):
+            return True
+        root: str = scope.get("root_path", "")
+        if not root or not path.startswith(root):
+            return False
+        path = path[len(root) :]
+        return path == self.hot_path or bool(self.hot_prefix and path.startswith(self.hot_prefix))
+
+
+def connection_route(webhook_path: str, endpoint: ASGIApp) -> list[BaseRoute]:
+    """``<webhook path>/<pcid>`` as a route too (requests normally take the fast path)."""
+    base = webhook_path.rstrip("/")
+    return [Route(base + "/{pcid:path}", endpoint, name="intake_connection")] if base else []
 
 
 def probe_routes(intake: Intake) -> list[BaseRoute]:
@@ -215,6 +244,7 @@ def probe_routes(intake: Intake) -> list[BaseRoute]:
         secrets=intake.secrets,
         acceptor=intake.acceptor,
         eviction=intake.eviction,
+        connections=intake.connections,
         max_body_bytes=settings.max_body_bytes,
         allow_unsigned=settings.allow_unsigned,
     )
@@ -232,7 +262,15 @@ async def running(intake: Intake, *, probe_port: int) -> AsyncIterator[None]:
     settings = intake.settings
     intake.spool.open()
     await intake.secrets.refresh()
-    if intake.secrets.ready and not intake.secrets.keys() and not settings.allow_unsigned:
+    if intake.connections is not None:
+        await intake.connections.refresh()
+    with_connections = intake.connections is not None and intake.connections.with_secret() > 0
+    if (
+        intake.secrets.ready
+        and not intake.secrets.keys()
+        and not settings.allow_unsigned
+        and not with_connections
+    ):
         log.error(
             "intake.no_valid_secret",
             hint="no valid webhook signing secret: every delivery would get 401; "
@@ -243,6 +281,10 @@ async def running(intake: Intake, *, probe_port: int) -> AsyncIterator[None]:
         asyncio.create_task(intake.secrets.run(settings.webhook_secrets_refresh)),
         asyncio.create_task(intake.acceptor.run()),
     ]
+    if intake.connections is not None:
+        background.append(
+            asyncio.create_task(intake.connections.run(settings.webhook_secrets_refresh))
+        )
     log.info(
         "intake.started",
         path=settings.webhook_path,
@@ -250,6 +292,7 @@ async def running(intake: Intake, *, probe_port: int) -> AsyncIterator[None]:
         spool=str(intake.spool.directory),
         probe_port=probe_port,
         read_budget_bytes=intake.endpoint.budget.total,
+        connections=intake.connections.count if intake.connections is not None else None,
     )
     try:
         yield
@@ -280,6 +323,7 @@ def create_app(
         redis_url=redis_url,
         secret_sources=[*secret_sources, *subscriptions.sources],
         drain_interval=drain_interval,
+        connections=subscriptions.connections,
     )
     probes = probe_routes(intake)
     separate_probes = settings.probe_port is not None and settings.probe_port != settings.port
@@ -318,6 +362,7 @@ def create_app(
         probe_app=ErrorGuard(Router(routes=probes)) if separate_probes else None,
         routes=[
             Route(settings.webhook_path, intake.endpoint, name="intake"),
+            *connection_route(settings.webhook_path, intake.endpoint),
             *([] if separate_probes else probes),
             *routes,  # before the MCP routes: a caller's own route wins
             *mcp_routes(mcp),

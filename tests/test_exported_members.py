@@ -46,13 +46,15 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 
 def test_import_calhooks_loads_nothing_else() -> None:
-    """``import calhooks`` is free: the client and its dependencies load on first use."""
+    """``import calhooks`` is free: the client and its dependencies load on first use, and no
+    import hook is installed in the importing program (``core.lean`` is the CLI's)."""
     code = (
         "import sys, calhooks; "
-        "print(sorted(m for m in sys.modules if m.startswith(('calhooks.', 'httpx'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('calhooks.', 'httpx', 'structlog',"
+        " 'redis', 'pydantic'))), 'jwt' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "[] False"
 
 
 def test_package_is_marked_typed() -> None:

@@ -96,10 +96,13 @@ class LeaseKeeper:
             keys=[key for key, _ in items], args=[self.lease_ms, *(value for _, value in items)]
         )
         self.renewals += 1
-        lost = [items[int(position) - 1][0] for position in positions]
-        for key in lost:
-            if self.held.get(key) == dict(items)[key]:
-                del self.held[key]
+        lost = []
+        for position in positions:
+            key, value = items[int(position) - 1]
+            if self.held.get(key) != value:
+                continue  # dropped during the round trip (its job ended): released, not lost
+            del self.held[key]
+            lost.append(key)
             logger.warning("lease.lost", key=key)
             if self.on_lost is not None:
                 self.on_lost(key)

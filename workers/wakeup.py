@@ -17,11 +17,15 @@ makes four round trips per job (``WATCH`` its in-progress key, ``EXISTS``, ``ZSC
 ``MULTI``/``PSETEX``/``EXEC``); here one Lua script reads the due jobs and claims as many as
 the worker has room for, atomically, in one round trip - the same checks (not in progress
 elsewhere, still queued, due) and the same in-progress key, so arq workers of either kind
-can share a queue.
+can share a queue. The same script does arq's start of each job it claims (read the job,
+count the try, take it out of the abort set), and a job's end is one script too
+(``calhooks.workers.jobstart``): a job costs the worker runtime two round trips fewer.
 
-Everything else - how jobs are run, retried and finished, and the shutdown signals - is
-arq's own code: only ``Worker.main``'s loop and ``_poll_iteration`` are replaced (their
-bodies follow arq 0.28's; ``pyproject.toml`` pins arq below 0.29 for that reason).
+How jobs are run, retried and finished is arq's own code: ``Worker.main``'s loop and
+``_poll_iteration`` are replaced (their bodies follow arq 0.28's), and ``run_job`` runs as
+``jobstart.run_started_job``, arq 0.28's body after its opening transaction;
+``pyproject.toml`` pins arq below 0.29 and ``tests/workers/test_arq_upstream.py`` pins the
+digests of the methods replaced.
 
 Two more things arq's ``Worker`` does not do:
 
@@ -67,6 +71,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
 
 from calhooks.service.events import WAKE_LIST_LENGTH, wake_key
+from calhooks.workers.jobstart import FINISH_JOB, START_JOB_LUA, Started, run_started_job
 from calhooks.workers.leases import REDIS_AWAY, RELEASE_IF_MINE, LeaseKeeper
 from calhooks.workers.redistyped import blpop
 
@@ -79,24 +84,32 @@ OUTAGE_MAX_PAUSE = 0.5
 DEFAULT_LEASE = 10.0
 
 
-# KEYS[1] queue. ARGV: now (ms), in-progress TTL (ms), in-progress key prefix, most to
-# claim, most due jobs to look at, this worker's token (the in-progress keys' value).
-# Returns {{id, score, id, score, ...}, due jobs seen}.
-_CLAIM = """
+# KEYS[1] queue, KEYS[2] arq's abort set. ARGV: now (ms), in-progress TTL (ms), in-progress key
+# prefix, most to claim, most due jobs to look at, this worker's token (the in-progress keys'
+# value), then START_JOB_LUA's (abort jobs "1"/"0", job and retry key prefixes).
+# Returns {{id, score, job, try, aborted, id, ...}, due jobs seen}.
+_CLAIM = (
+    """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[5])
 local room = tonumber(ARGV[4])
 local claimed = {}
+local taken = 0
 for _, id in ipairs(due) do
-  if #claimed >= room * 2 then break end
+  if taken >= room then break end
   local progress = ARGV[3] .. id
   if redis.call('EXISTS', progress) == 0 then
     redis.call('PSETEX', progress, ARGV[2], ARGV[6])
+    taken = taken + 1
     claimed[#claimed + 1] = id
     claimed[#claimed + 1] = redis.call('ZSCORE', KEYS[1], id)
+"""
+    + START_JOB_LUA
+    + """
   end
 end
 return {claimed, #due}
 """
+)
 
 
 class WakeableWorker(Worker):
@@ -130,6 +143,7 @@ class WakeableWorker(Worker):
         self._room.set()
         self._woken_by_token = False
         self._claim: AsyncScript | None = None
+        self._finish: AsyncScript | None = None
         self._backlog = False
 
     @property
@@ -162,7 +176,7 @@ class WakeableWorker(Worker):
         if self._claim is None:
             self._claim = self.pool.register_script(_CLAIM)
         claimed, due = await self._claim(
-            keys=[self.queue_name],
+            keys=[self.queue_name, abort_jobs_ss],
             args=[
                 timestamp_ms(),
                 int(self.in_progress_timeout_s * 1000),
@@ -170,18 +184,25 @@ class WakeableWorker(Worker):
                 room,
                 self.queue_read_limit,
                 self.token,
+                "1" if self.allow_abort_jobs else "0",
+                job_key_prefix,
+                retry_key_prefix,
             ],
         )
         # Due jobs were left for want of room: poll again as soon as a slot frees.
-        self._backlog = len(claimed) // 2 < int(due)
-        for raw_id, raw_score in zip(claimed[::2], claimed[1::2], strict=True):
+        self._backlog = len(claimed) // 5 < int(due)
+        for at in range(0, len(claimed), 5):
+            raw_id, raw_score, job, job_try, aborted = claimed[at : at + 5]
             await self.sem.acquire()
             self.job_counter += 1
             job_id = raw_id.decode()
             progress = in_progress_key_prefix + job_id
             if self.leases is not None:
                 self.leases.hold(progress, self.token)
-            task = self.loop.create_task(self.run_job(job_id, int(float(raw_score))))
+            started = Started(job, int(job_try), bool(aborted))
+            task = self.loop.create_task(
+                run_started_job(self, job_id, int(float(raw_score)), started)
+            )
             task.add_done_callback(functools.partial(self._job_left, progress))
             self.tasks[job_id] = task
 
@@ -200,6 +221,12 @@ class WakeableWorker(Worker):
             log.warning("worker.job_lease_lost", job_id=job_id)
             task.cancel()
 
+    def _releasing(self, job_id: str) -> None:
+        """Stop renewing the job's lease before its end deletes the key: a renewal racing
+        with that write would otherwise report the lease lost."""
+        if self.leases is not None:
+            self.leases.drop(in_progress_key_prefix + job_id)
+
     def _delete_in_progress(self, pipe: Any, job_id: str) -> None:
         """Add to ``pipe``: delete the job's in-progress key if it still holds our token."""
         pipe.eval(RELEASE_IF_MINE, 1, in_progress_key_prefix + job_id, self.token)
@@ -214,28 +241,39 @@ class WakeableWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """arq's ``finish_job``, deleting the in-progress key only while it is this worker's."""
-        async with self.pool.pipeline(transaction=True) as tr:
-            delete_keys = []
-            if keep_in_progress is None:
-                self._delete_in_progress(tr, job_id)
-            else:
-                tr.pexpire(in_progress_key_prefix + job_id, to_ms(keep_in_progress))
-            if finish:
-                if result_data:
-                    expire = None if keep_result_forever else result_timeout_s
-                    tr.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
-                delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
-                tr.zrem(abort_jobs_ss, job_id)
-                tr.zrem(self.queue_name, job_id)
-            elif incr_score:
-                tr.zincrby(self.queue_name, incr_score, job_id)
-            if delete_keys:
-                tr.delete(*delete_keys)
-            await tr.execute()
+        """arq's ``finish_job`` as one script (``jobstart.FINISH_JOB``), deleting the
+        in-progress key only while it is this worker's."""
+        self._releasing(job_id)
+        if self._finish is None:
+            self._finish = self.pool.register_script(FINISH_JOB)
+        if finish and result_data:
+            expire = None if keep_result_forever else result_timeout_s
+            result_px = "" if expire is None else str(to_ms(expire))
+        else:
+            result_data, result_px = b"", ""
+        await self._finish(
+            keys=[
+                in_progress_key_prefix + job_id,
+                result_key_prefix + job_id,
+                retry_key_prefix + job_id,
+                job_key_prefix + job_id,
+                abort_jobs_ss,
+                self.queue_name,
+            ],
+            args=[
+                self.token,
+                "" if keep_in_progress is None else to_ms(keep_in_progress),
+                "1" if finish else "0",
+                result_data,
+                result_px,
+                incr_score or "",
+                job_id,
+            ],
+        )
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         """arq's ``finish_failed_job``, with the same care for the in-progress key."""
+        self._releasing(job_id)
         async with self.pool.pipeline(transaction=True) as tr:
             tr.delete(retry_key_prefix + job_id, job_key_prefix + job_id)
             self._delete_in_progress(tr, job_id)

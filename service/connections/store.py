@@ -226,6 +226,11 @@ class ConnectionStore:
             infos = [info for info in infos if info.tenant == tenant]
         return sorted(infos, key=lambda info: (info.tenant, info.name, info.pcid))
 
+    async def pcids(self) -> list[str]:
+        """Every connection's PCID (one ``HKEYS``: nothing parsed, nothing decrypted)."""
+        raw = await cast(Awaitable[list[bytes]], self._redis.hkeys(RECORDS_KEY))
+        return [pcid.decode() for pcid in raw]
+
     async def get(self, pcid: str, *, tenant: str | None) -> Connection | None:
         """The connection ``pcid`` with its credentials; ``None`` if unknown to ``tenant``.
 

@@ -41,19 +41,46 @@ _SECRET_KEYS = re.compile(
 # the 37 tool names, which are all ``cal_organizations_...`` and must stay readable in logs.
 _API_KEY = re.compile(r"\bcal_(?!organizations_)[A-Za-z0-9_]{6,}")
 _registered: set[str] = set()
+#: The registered secrets as one pattern (``None``: rebuild at next use; see ``_pattern``).
+_matcher: re.Pattern[str] | None = None
 
 
 def register_secret(value: str | None) -> None:
     """Mask every later occurrence of ``value`` in log lines (ignored if short or empty)."""
-    if value and len(value) >= 6:
+    global _matcher
+    if value and len(value) >= 6 and value not in _registered:
         _registered.add(value)
+        _matcher = None
+
+
+def _pattern() -> re.Pattern[str] | None:
+    """One regular expression matching every registered secret, rebuilt when one is added.
+
+    A deployment with many connections registers hundreds of webhook secrets, and every
+    string of every log line is scrubbed: testing each secret in turn made a log line cost
+    about a microsecond per secret. The pattern is grouped by first character, longest secret
+    first, so the regex engine skips a position unless its character starts some secret and
+    factors out what the secrets of a group share (``whsec_``): a line without a secret costs
+    about the same with one secret registered or hundreds.
+    """
+    global _matcher
+    matcher = _matcher
+    if matcher is None and _registered:
+        groups: dict[str, list[str]] = {}
+        for secret in sorted(_registered, key=len, reverse=True):
+            groups.setdefault(secret[0], []).append(re.escape(secret[1:]))
+        matcher = re.compile(
+            "|".join(f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items())
+        )
+        _matcher = matcher
+    return matcher
 
 
 def scrub_text(value: str) -> str:
     """``value`` with registered secrets and Cal.com API keys masked."""
-    for secret in _registered:
-        if secret in value:
-            value = value.replace(secret, REDACTED)
+    matcher = _pattern()
+    if matcher is not None:
+        value = matcher.sub(REDACTED, value)
     return _API_KEY.sub(REDACTED, value)
 
 
@@ -116,7 +143,10 @@ def _shared_processors() -> list[Processor]:
 def _renderer(log_format: Literal["auto", "json", "console"], stream: TextIO) -> Processor:
     console = log_format == "console" or (log_format == "auto" and stream.isatty())
     if console:
-        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # Plain tracebacks whether or not rich was imported (core/lean.py keeps it out).
+        return structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     return structlog.processors.JSONRenderer()
 
 

@@ -8,7 +8,13 @@ rotated without losing what is stored.
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
+# ``cryptography`` (~7 MB) is imported when a key is first used, not with this module: the
+# settings import it, and a process without CALHOOKS_ENCRYPTION_KEY never encrypts.
 
 
 class SecretBoxError(Exception):
@@ -17,6 +23,8 @@ class SecretBoxError(Exception):
 
 def generate_key() -> str:
     """A fresh key for ``CALHOOKS_ENCRYPTION_KEY``."""
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode()
 
 
@@ -25,6 +33,9 @@ class SecretBox:
         parts = [k.strip() for k in keys.split(",") if k.strip()]
         if not parts:
             raise SecretBoxError("CALHOOKS_ENCRYPTION_KEY is empty")
+        from cryptography.fernet import Fernet, MultiFernet
+
+        self._fernet: MultiFernet
         try:
             self._fernet = MultiFernet([Fernet(k.encode()) for k in parts])
         except ValueError as exc:
@@ -37,6 +48,8 @@ class SecretBox:
 
     def decrypt(self, token: str | bytes) -> str:
         raw = token.encode() if isinstance(token, str) else token
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(raw).decode()
         except InvalidToken as exc:

@@ -135,7 +135,10 @@ class Settings(BaseSettings):
         None, description="JSON file of signing secrets with expiries, re-read when it changes."
     )
     webhook_secrets_refresh: float = Field(
-        5.0, gt=0, description="Seconds between checks of the secrets file for changes."
+        5.0,
+        gt=0,
+        description="Seconds between refreshes of the webhook secrets (the secrets file, the"
+        " secrets in Redis) and of the connections whose URLs the intake serves.",
     )
     allow_unsigned: bool = Field(
         False,

@@ -1,5 +1,9 @@
 """Handing an accepted delivery to durable storage: the Redis queue, else the disk spool.
 
+A delivery that came in through a connection's URL keeps its connection (``Event.connection``,
+the PCID) all the way: the spool record carries the PCID, and a replayed event is rebuilt with
+it, so it has the same id and connection as had it been queued live.
+
 ``Acceptor.accept`` tries the queue with a deadline (``CALHOOKS_REDIS_DEADLINE``). When Redis
 fails or is too slow it trips a breaker and spools the delivery instead; while the breaker is
 open, deliveries go straight to the spool, so an outage costs no deadline per request. A
@@ -87,7 +91,7 @@ class Acceptor:
                 metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
                 return Stored.QUEUED if result is Enqueued.QUEUED else Stored.DUPLICATE
         try:
-            await self.spool.append(event.received_at, raw)
+            await self.spool.append(event.received_at, raw, event.connection)
         except SpoolError as error:
             raise Unavailable(str(error)) from error
         return Stored.SPOOLED
@@ -133,7 +137,13 @@ class Acceptor:
     async def _replay(self, records: Sequence[Record]) -> None:
         # A body that parsed when spooled but no longer does (a newer release is stricter)
         # raises BodyError here: the spool quarantines that record and goes on.
-        events = [event_from_body(raw, received_at=received_at) for received_at, raw in records]
+        # A connection's record carries its PCID: the event keeps its connection and its id.
+        events = [
+            event_from_body(
+                record.body, received_at=record.received_at, connection=record.connection
+            )
+            for record in records
+        ]
         results = await asyncio.gather(
             *(self.queue.enqueue(event, deadline=self.replay_deadline) for event in events)
         )

@@ -8,11 +8,14 @@ Per request, in this order (the first failing step answers):
       body is read chunk by chunk and never buffered past the limit)
 401   ``X-Cal-Signature-256`` missing, malformed, or ``no-secret-provided`` unless
       ``CALHOOKS_ALLOW_UNSIGNED`` (decided from the header: the body is not read)
+401   ``<webhook path>/<pcid>`` names no connection (after a reload of the connections, so a
+      connection just added is found; see ``connection_secrets``); the body is not read
 503   reading the body would pass the read budget (``CALHOOKS_READ_BUDGET_BYTES``, bytes of
       bodies held at once over all connections), with ``Retry-After``
 408   the body did not arrive within ``CALHOOKS_BODY_READ_TIMEOUT`` seconds
 401   the signature matches no valid secret (checked on the raw bytes, before any parsing;
-      a mismatch waits for a reload of the secrets first, so a just-added one is found)
+      a mismatch waits for a reload of the secrets first, so a just-added one is found) -
+      on a connection's URL, that connection's secrets only
 400   not JSON, not an object, nested deeper than ``MAX_JSON_DEPTH``, no usable
       ``triggerEvent`` (the message says which)
 200   ``PING`` (the dashboard's test delivery): ``{"ping": true}``, not queued
@@ -21,6 +24,13 @@ Per request, in this order (the first failing step answers):
 503   Redis and the spool both refused, or anything unexpected (logged with a traceback),
       with ``Retry-After``; never a 500
 ====  ==========================================================================
+
+Two kinds of URL reach it: ``<webhook path>`` is the environment organization's
+(``CALHOOKS_API_KEY``/``CALHOOKS_ORG_ID``), verified with the shared ``SecretProvider``
+(``CALHOOKS_WEBHOOK_SECRETS``, ``_FILE``, the stored secrets of the deployment), and its events
+have no connection; ``<webhook path>/<pcid>`` is the connection ``pcid``'s, verified with that
+connection's secrets only, and its events carry ``connection=pcid``. A delivery signed for one
+organization and sent to another's URL therefore matches no secret there: 401, nothing stored.
 
 It is a bare ASGI callable rather than a Starlette endpoint because it is the hot path: no
 ``Request`` object, headers scanned once, responses pre-encoded. One structured log line per
@@ -47,6 +57,7 @@ from calhooks.service.events import PING, BodyError, event_from_body
 from calhooks.service.intake import metrics
 from calhooks.service.intake.acceptor import Acceptor, Stored, Unavailable
 from calhooks.service.intake.accesslog import AccessLog
+from calhooks.service.intake.connection_secrets import MAX_PCID, ConnectionSecrets
 from calhooks.service.intake.readbudget import SMALL_BODY, ReadBudget
 from calhooks.service.intake.secrets import SecretProvider
 from calhooks.service.intake.signatures import Verdict, header_verdict, verify
@@ -118,8 +129,14 @@ class IntakeEndpoint:
         read_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
         delivery_log: AccessLog | None = None,
+        path: str = "/webhooks/cal",
+        connections: ConnectionSecrets | None = None,
     ) -> None:
         self.log = delivery_log or AccessLog()
+        #: ``<path>/<pcid>``: a connection's URL; ``connections`` None: there are none.
+        base = path.rstrip("/")
+        self._prefix = base + "/" if base else None  # "/" leaves no room for connections
+        self.connections = connections
         # Request ids: unique per process and cheap (no system call per request).
         self._id_prefix = os.urandom(3).hex().encode()
         self._id_counter = itertools.count(1)
@@ -138,6 +155,9 @@ class IntakeEndpoint:
             "overloaded",
             _error_body("overloaded", "too many bodies being received; retry shortly"),
             headers=[(b"retry-after", b"%d" % OVERLOADED_RETRY_AFTER), _CLOSE],
+        )
+        self._unknown_connection = _error_body(
+            "unknown_connection", "no connection has this URL (unknown PCID)"
         )
         self._too_slow = _Answer(
             408,
@@ -223,6 +243,20 @@ class IntakeEndpoint:
         early = header_verdict(header, allow_unsigned=self.allow_unsigned)
         if early is not None and not early.accepted:
             return request_id, self._refused(early, declared, unread=True)
+        secrets = self.secrets
+        connection = self._connection_of(scope)
+        if connection is not None:
+            connections = self.connections
+            found = await connections.lookup(connection) if connections is not None else None
+            if found is None:
+                return request_id, _Answer(
+                    401,
+                    "unknown_connection",
+                    self._unknown_connection,
+                    headers=[_CLOSE],
+                    connection=connection[:MAX_PCID],
+                )
+            secrets = found
         held = _Held()
         try:
             try:
@@ -238,9 +272,25 @@ class IntakeEndpoint:
                 return request_id, self._too_slow
             if body is None:
                 return request_id, None
-            return request_id, await self._deliver(body, header)
+            return request_id, await self._deliver(body, header, secrets, connection)
         finally:
             self.budget.give(held.bytes)
+
+    def _connection_of(self, scope: Scope) -> str | None:
+        """The PCID of a connection's URL (``<path>/<pcid>``), ``None`` for the bare path.
+
+        Anything after the prefix is taken as the PCID, as is: a PCID no connection has (or
+        with a slash in it) is simply unknown."""
+        prefix = self._prefix
+        if prefix is None:
+            return None
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root + prefix):
+            path = path[len(root) :]
+        if not path.startswith(prefix):
+            return None
+        return path[len(prefix) :]
 
     async def _read_body(self, receive: Receive, held: _Held, *, small: bool) -> bytes | None:
         """The body (``None`` if the client left); ``_TooLarge`` as soon as it passes the
@@ -286,24 +336,28 @@ class IntakeEndpoint:
             bytes=size,
         )
 
-    async def _deliver(self, body: bytes, header: str | None) -> _Answer:
-        verdict = verify(body, header, self.secrets.keys(), allow_unsigned=self.allow_unsigned)
-        if verdict in (Verdict.MISMATCH, Verdict.NO_SECRETS) and (
-            await self.secrets.refresh_if_stale()
-        ):
-            verdict = verify(body, header, self.secrets.keys(), allow_unsigned=self.allow_unsigned)
+    async def _deliver(
+        self, body: bytes, header: str | None, secrets: SecretProvider, connection: str | None
+    ) -> _Answer:
+        verdict = verify(body, header, secrets.keys(), allow_unsigned=self.allow_unsigned)
+        if verdict in (Verdict.MISMATCH, Verdict.NO_SECRETS) and (await secrets.refresh_if_stale()):
+            verdict = verify(body, header, secrets.keys(), allow_unsigned=self.allow_unsigned)
         if not verdict.accepted:
-            return self._refused(verdict, len(body))
+            answer = self._refused(verdict, len(body))
+            if connection is not None:
+                answer.fields["connection"] = connection
+            return answer
         received_at = self.clock()
         try:
-            event = event_from_body(body, received_at=received_at)
+            event = event_from_body(body, received_at=received_at, connection=connection)
         except BodyError as error:
             return _Answer(
                 400, "bad_body", _error_body("bad_body", str(error)), reason=str(error),
                 bytes=len(body),
             )  # fmt: skip
+        where: dict[str, Any] = {} if connection is None else {"connection": connection}
         if event.trigger == PING:
-            return _Answer(200, "ping", b'{"ping":true}', event_id=event.id, trigger=PING)
+            return _Answer(200, "ping", b'{"ping":true}', event_id=event.id, trigger=PING, **where)
         try:
             stored = await self.acceptor.accept(event, body)
         except Unavailable as error:
@@ -315,6 +369,7 @@ class IntakeEndpoint:
                 event_id=event.id,
                 trigger=event.trigger,
                 reason=str(error),
+                **where,
             )
         if stored is Stored.DUPLICATE:
             return _Answer(
@@ -323,9 +378,10 @@ class IntakeEndpoint:
                 b'{"id":"%s","duplicate":true}' % event.id.encode(),
                 event_id=event.id,
                 trigger=event.trigger,
+                **where,
             )
         metrics.count_event(event.trigger)
-        fields: dict[str, Any] = {"event_id": event.id, "trigger": event.trigger}
+        fields: dict[str, Any] = {"event_id": event.id, "trigger": event.trigger, **where}
         if not event.known:
             fields["unknown_trigger"] = True
         return _Answer(202, stored.value, b'{"id":"%s"}' % event.id.encode(), **fields)
@@ -337,6 +393,7 @@ _LEVELS = {
     "duplicate": "info",
     "ping": "info",
     "bad_signature": "warning",
+    "unknown_connection": "warning",
     "bad_body": "warning",
     "too_large": "warning",
     "too_slow": "warning",

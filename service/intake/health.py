@@ -5,7 +5,11 @@
 * ``GET /readyz`` - "can this pod accept a delivery durably now?" 200 when at least one
   webhook secret is valid (or unsigned deliveries are allowed) and either Redis answers
   ``PING`` or the spool is writable with room for one more delivery of the largest size;
-  503 otherwise. A Redis outage alone never makes the pod unready: that would take every pod
+  503 otherwise. The secret may be the environment organization's or any connection's: a
+  connection without a secret yet (its webhook not applied) gets 401s on its own URL and
+  makes no pod unready - ``connections`` in the body counts those known and those with a
+  secret, and a connection listing that failed (Redis away) keeps the ones known before.
+  A Redis outage alone never makes the pod unready: that would take every pod
   out of the Service exactly when the spool is there to take the deliveries (Cal.com does not
   retry). Redis' state is in the body and in ``calhooks_intake_redis_up`` - alert on those.
   The JSON body says what was checked, with states only (``ok``, ``unreachable``,
@@ -28,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 
 from calhooks.service.intake import metrics
 from calhooks.service.intake.acceptor import REDIS_ERRORS, Acceptor
+from calhooks.service.intake.connection_secrets import ConnectionSecrets
 from calhooks.service.intake.queue import EventQueue
 from calhooks.service.intake.redischeck import EvictionCheck
 from calhooks.service.intake.secrets import SecretProvider
@@ -51,7 +56,9 @@ class Health:
         eviction: EvictionCheck,
         max_body_bytes: int,
         allow_unsigned: bool = False,
+        connections: ConnectionSecrets | None = None,
     ) -> None:
+        self.connections = connections
         self.queue = queue
         self.secrets = secrets
         self.acceptor = acceptor
@@ -78,7 +85,12 @@ class Health:
         if redis_ok:
             await self.eviction.check(PROBE_TIMEOUT)
         secrets = self.secrets.status()
-        secrets_ok = secrets["valid"] > 0 or self.allow_unsigned
+        connections = self.connections.status() if self.connections is not None else None
+        secrets_ok = (
+            secrets["valid"] > 0
+            or self.allow_unsigned
+            or (connections is not None and connections["with_secret"] > 0)
+        )
         storage = "redis" if redis_ok else "spool" if spool_state is SpoolState.OK else None
         reasons = []
         if not secrets_ok:
@@ -99,6 +111,7 @@ class Health:
             "redis": "ok" if redis_ok else "unreachable",
             "redis_maxmemory_policy": self.eviction.policy or "unknown",
             "secrets": secrets,
+            **({} if connections is None else {"connections": connections}),
             "spool": {"state": spool_state.value, "bytes": spool.size, "limit": spool.max_bytes},
             "reasons": reasons,
             "warnings": warnings,
@@ -136,6 +149,9 @@ class Health:
         metrics.SPOOL_BYTES.set(self.acceptor.spool.size)
         try:
             metrics.SECRETS.set(len(self.secrets.keys()))
+            if self.connections is not None:
+                metrics.CONNECTIONS.set(self.connections.count)
+                metrics.CONNECTIONS_WITH_SECRET.set(self.connections.with_secret())
         except Exception:  # a broken secret source must not take the metrics down with it
             log.exception("readiness.secrets_uncountable")
         return Response(

@@ -5,7 +5,8 @@ exposes each set on its own port without clashes.
 
 * ``calhooks_intake_deliveries_total{outcome}`` - every request to the webhook path, by how it
   ended: ``accepted`` (queued, 202), ``spooled`` (on disk while Redis is away, 202),
-  ``duplicate`` (200), ``ping`` (200, not queued), ``bad_signature`` (401), ``bad_body`` (400),
+  ``duplicate`` (200), ``ping`` (200, not queued), ``bad_signature`` (401),
+  ``unknown_connection`` (401: a connection URL whose PCID is no connection), ``bad_body`` (400),
   ``too_large`` (413), ``too_slow`` (408: the body took longer than
   ``CALHOOKS_BODY_READ_TIMEOUT``), ``overloaded`` (503: the read budget was full),
   ``bad_method`` (405), ``unavailable`` (503: Redis and spool both
@@ -18,6 +19,8 @@ exposes each set on its own port without clashes.
   queue: ``queued``, or ``duplicate`` (already queued live or by an earlier replay).
 * ``calhooks_intake_spool_quarantined_total`` - spooled records that could not be queued for a
   reason other than Redis, moved to the spool's ``quarantine/`` directory (alert on any).
+* ``calhooks_intake_connections`` and ``calhooks_intake_connections_with_secret`` (refreshed when
+  scraped): connections the intake knows, and those of them with a valid secret;
 * gauges refreshed when scraped: ``calhooks_queue_ready_jobs`` (jobs due now - the backlog to
   autoscale workers on; deferred retries are not counted), ``calhooks_intake_redis_up``,
   ``calhooks_intake_spool_bytes``, ``calhooks_intake_webhook_secrets`` (valid now);
@@ -26,6 +29,10 @@ exposes each set on its own port without clashes.
   ``calhooks_intake_spool_writable`` (a delivery of the largest size fits), and
   ``calhooks_intake_redis_noeviction`` (1: ``noeviction``; 0: another ``maxmemory-policy``,
   which can evict queued jobs - alert on it; -1: unknown).
+
+Every series is aggregate over the environment organization and all connections: a label per
+connection would grow with the connections (hundreds). Which connection a delivery came
+through is in its access log line (``connection``, the PCID).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ OUTCOMES = (
     "duplicate",
     "ping",
     "bad_signature",
+    "unknown_connection",
     "bad_body",
     "too_large",
     "too_slow",
@@ -119,6 +127,16 @@ SPOOL_BYTES = Gauge(
 )
 SECRETS = Gauge(
     "calhooks_intake_webhook_secrets", "Webhook signing secrets valid now.", registry=REGISTRY
+)
+CONNECTIONS = Gauge(
+    "calhooks_intake_connections",
+    "Connections the intake knows (each verified on its own URL with its own secrets).",
+    registry=REGISTRY,
+)
+CONNECTIONS_WITH_SECRET = Gauge(
+    "calhooks_intake_connections_with_secret",
+    "Connections with at least one valid webhook signing secret.",
+    registry=REGISTRY,
 )
 
 for _outcome in OUTCOMES:

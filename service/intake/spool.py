@@ -8,7 +8,13 @@ replayed twice (or also queued live) is queued once.
 Layout: ``<dir>/<time_ns>-<pid>-<seq>.spool`` segment files of framed records::
 
     magic "CHS1" | body length u32 | CRC-32 u32 | received_at f64 | body bytes
-    (big-endian; the CRC covers received_at and the body)
+    magic "CHS2" | length u32      | CRC-32 u32 | received_at f64 | PCID length u8 | PCID | body
+    (big-endian; the CRC covers received_at and everything after it)
+
+A delivery of the environment's organization is a ``CHS1`` record, as before connections
+existed (so a spool written by an older release replays unchanged); one that came in through a
+connection's URL is a ``CHS2`` record carrying the connection's PCID, so its replayed event
+keeps its connection (and its event id, which hashes the PCID).
 
 * Durable: appends are written and ``fsync``-ed before the caller is answered - in groups:
   every append waiting while a write is in progress goes in the next single write + fsync.
@@ -43,7 +49,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
@@ -53,6 +59,11 @@ from calhooks.service.intake.metrics import QUARANTINED
 log = structlog.get_logger("calhooks.intake.spool")
 
 MAGIC = b"CHS1"
+#: A record of a connection's delivery: the PCID (length-prefixed) before the body.
+MAGIC_CONNECTION = b"CHS2"
+_MAGICS = (MAGIC, MAGIC_CONNECTION)
+#: Longest PCID a record can carry (a u8 length).
+MAX_CONNECTION = 255
 _HEADER = struct.Struct(">4sIId")
 HEADER_SIZE = _HEADER.size
 #: No record is larger; a bigger length field is damage, not data.
@@ -65,7 +76,16 @@ QUARANTINE = "quarantine"
 #: Longest reason kept with a quarantined record.
 MAX_REASON = 500
 
-Record = tuple[float, bytes]
+
+class Record(NamedTuple):
+    """One spooled delivery: when it was received, its exact bytes, and its connection's PCID
+    (``None``: the environment's organization)."""
+
+    received_at: float
+    body: bytes
+    connection: str | None = None
+
+
 Replay = Callable[[Sequence[Record]], Awaitable[None]]
 
 
@@ -89,10 +109,18 @@ class SpoolUnavailable(SpoolError):
     """The spool directory cannot be written (missing, read-only, disk full, I/O error)."""
 
 
-def encode_record(received_at: float, body: bytes) -> bytes:
+def encode_record(received_at: float, body: bytes, connection: str | None = None) -> bytes:
+    """One framed record (``CHS1``, or ``CHS2`` when it carries a connection)."""
     stamp = struct.pack(">d", received_at)
-    crc = zlib.crc32(body, zlib.crc32(stamp))
-    return _HEADER.pack(MAGIC, len(body), crc, received_at) + body
+    if connection is None:
+        crc = zlib.crc32(body, zlib.crc32(stamp))
+        return _HEADER.pack(MAGIC, len(body), crc, received_at) + body
+    pcid = connection.encode()
+    if not 0 < len(pcid) <= MAX_CONNECTION:
+        raise SpoolError(f"a connection id of {len(pcid)} bytes cannot be spooled")
+    payload = bytes([len(pcid)]) + pcid + body
+    crc = zlib.crc32(payload, zlib.crc32(stamp))
+    return _HEADER.pack(MAGIC_CONNECTION, len(payload), crc, received_at) + payload
 
 
 @dataclass
@@ -109,15 +137,29 @@ def decode_records(data: bytes) -> Decoded:
     while position < end:
         record_end = _record_end(data, position)
         if record_end is None:
-            following = data.find(MAGIC, position + 1)
-            stop = end if following < 0 else following
+            stop = _next_magic(data, position + 1)
             skipped += stop - position
             position = stop
             continue
-        received_at = _HEADER.unpack_from(data, position)[3]
-        records.append((received_at, data[position + HEADER_SIZE : record_end]))
+        magic, _, _, received_at = _HEADER.unpack_from(data, position)
+        payload = data[position + HEADER_SIZE : record_end]
         position = record_end
+        if magic == MAGIC:
+            records.append(Record(received_at, payload))
+            continue
+        size = payload[0] if payload else 0
+        if not size or size + 1 > len(payload):  # intact by its CRC, yet not a record: skip it
+            skipped += HEADER_SIZE + len(payload)
+            continue
+        connection = payload[1 : size + 1].decode("utf-8", "replace")
+        records.append(Record(received_at, payload[size + 1 :], connection))
     return Decoded(records, skipped)
+
+
+def _next_magic(data: bytes, start: int) -> int:
+    """Where the next record may start (either magic) at or after ``start``; else the end."""
+    found = [at for at in (data.find(magic, start) for magic in _MAGICS) if at >= 0]
+    return min(found, default=len(data))
 
 
 def _record_end(data: bytes, position: int) -> int | None:
@@ -125,7 +167,7 @@ def _record_end(data: bytes, position: int) -> int | None:
     if position + HEADER_SIZE > len(data):
         return None
     magic, length, crc, _ = _HEADER.unpack_from(data, position)
-    if magic != MAGIC or length > MAX_RECORD_BODY:
+    if magic not in _MAGICS or length > MAX_RECORD_BODY + 1 + MAX_CONNECTION:
         return None
     record_end = position + HEADER_SIZE + length
     if record_end > len(data):
@@ -228,9 +270,10 @@ class Spool:
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    async def append(self, received_at: float, body: bytes) -> None:
-        """Store one delivery; returns once it is on disk (``SpoolFull``/``SpoolUnavailable``)."""
-        record = encode_record(received_at, body)
+    async def append(self, received_at: float, body: bytes, connection: str | None = None) -> None:
+        """Store one delivery (of ``connection``, a PCID, when given); returns once it is on
+        disk (``SpoolFull``/``SpoolUnavailable``)."""
+        record = encode_record(received_at, body, connection)
         if self._bytes + self._reserved + len(record) > self.max_bytes:
             raise SpoolFull(f"spool holds {self._bytes} bytes (limit {self.max_bytes})")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -354,9 +397,10 @@ class Spool:
         directory = self.directory / QUARANTINE
         directory.mkdir(exist_ok=True, mode=0o700)
         now = time.time()
-        for index, ((received_at, body), reason) in enumerate(rejected):
+        for index, ((received_at, body, connection), reason) in enumerate(rejected):
             document = {
-                "event_id": event_id(body),
+                "event_id": event_id(body, connection),
+                "connection": connection,
                 "received_at": received_at,
                 "quarantined_at": now,
                 "segment": segment,

@@ -1,7 +1,11 @@
 """What calhooks wants in the organization: one webhook for this deployment.
 
-* subscriber URL: ``CALHOOKS_PUBLIC_URL`` + the intake path (``CALHOOKS_WEBHOOK_PATH``),
-  marked with the deployment name (see ``ownership``);
+The organization is the environment's (``CALHOOKS_API_KEY``/``CALHOOKS_ORG_ID``) or a
+connection's (``connection``: its PCID); everything below is the same for both but the URL.
+
+* subscriber URL: ``CALHOOKS_PUBLIC_URL`` + the intake path (``CALHOOKS_WEBHOOK_PATH``, then
+  ``/<pcid>`` for a connection), marked with the deployment name (``<deployment>.<pcid>`` for
+  a connection; see ``ownership``);
 * active;
 * triggers: the union of the triggers the loaded rules use and
   ``CALHOOKS_WEBHOOK_EXTRA_TRIGGERS``, each one Cal.com accepts (``WEBHOOK_TRIGGERS``);
@@ -18,12 +22,15 @@ from calhooks.service.calcom.webhooks import WEBHOOK_TRIGGERS
 from calhooks.service.core.settings import Settings
 from calhooks.service.subscriptions.errors import DesiredStateError, OwnershipError
 from calhooks.service.subscriptions.ownership import subscriber_url
-from calhooks.service.subscriptions.secret_store import StoredSecret
+from calhooks.service.subscriptions.secret_store import StoredSecret, store_name
 
 
 @dataclass(frozen=True, slots=True)
 class DesiredWebhook:
-    """The one webhook this deployment should have; ``secret`` is ``None`` until one exists."""
+    """The one webhook this deployment should have; ``secret`` is ``None`` until one exists.
+
+    ``deployment`` is the ownership mark: the deployment's name, or ``<deployment>.<pcid>``
+    for a connection's webhook."""
 
     subscriber_url: str
     deployment: str
@@ -96,29 +103,35 @@ def desired_webhook(
     settings: Settings,
     rule_triggers: Iterable[str],
     secret: StoredSecret | None,
+    connection: str | None = None,
 ) -> DesiredWebhook:
-    """The desired webhook from the settings, the rules' triggers and the current secret."""
+    """The desired webhook from the settings, the rules' triggers and the current secret (of
+    the environment's organization, or of the connection ``connection``, a PCID)."""
     rule_triggers = tuple(rule_triggers)
     problems = desired_problems(settings, rule_triggers)
     if problems:
         raise DesiredStateError("; ".join(problems))
     url = subscriber_url(
-        settings.public_url or "", settings.webhook_path, settings.webhook_deployment
+        settings.public_url or "", settings.webhook_path, settings.webhook_deployment, connection
     )
     extra = parse_triggers(settings.webhook_extra_triggers or "")
     triggers = normalize_triggers([*rule_triggers, *extra])
-    return DesiredWebhook(url, settings.webhook_deployment, triggers, secret)
+    mark = store_name(settings.webhook_deployment, connection)
+    return DesiredWebhook(url, mark, triggers, secret)
 
 
-def desired_factory(settings: Settings, rule_triggers: Iterable[str]) -> DesiredFactory:
-    """A ``DesiredFactory`` for ``settings`` and the rules' triggers.
+def desired_factory(
+    settings: Settings, rule_triggers: Iterable[str], connection: str | None = None
+) -> DesiredFactory:
+    """A ``DesiredFactory`` for ``settings`` and the rules' triggers (for the connection
+    ``connection`` when given).
 
     Raises ``DesiredStateError`` at once when they cannot make a webhook.
     """
     triggers = tuple(rule_triggers)
-    desired_webhook(settings, triggers, None)  # fail now, not halfway through a command
+    desired_webhook(settings, triggers, None, connection)  # fail now, not halfway through
 
     def build(secret: StoredSecret | None) -> DesiredWebhook:
-        return desired_webhook(settings, triggers, secret)
+        return desired_webhook(settings, triggers, secret, connection)
 
     return build

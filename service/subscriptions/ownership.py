@@ -14,6 +14,15 @@ Every webhook calhooks creates points at ::
   this intake without the mark (made by hand, signed with an operator's own secret);
 * two deployments (staging, production) sharing one organization keep apart by their names.
 
+A connection's webhook (``calhooks webhooks apply --connection``) delivers to the intake's
+URL for that connection and is marked with the connection's store name::
+
+    <CALHOOKS_PUBLIC_URL><intake path>/<pcid>?calhooks=<CALHOOKS_WEBHOOK_DEPLOYMENT>.<pcid>
+
+so each connection's webhook is its own: when two connections (or a connection and the
+environment's organization) are one and the same Cal.com organization, none of them takes the
+others' webhooks for its stale ones, and ``--prune`` never deletes them.
+
 The intake ignores the query string, so the mark costs nothing at delivery time.
 """
 
@@ -27,7 +36,16 @@ from calhooks.service.core.webhookmark import MARK, owner_of
 from calhooks.service.subscriptions.errors import OwnershipError
 
 _DEPLOYMENT = re.compile(WEBHOOK_DEPLOYMENT_PATTERN)
-__all__ = ["MARK", "check_deployment", "is_own", "owner_of", "same_endpoint", "subscriber_url"]
+_PCID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+__all__ = [
+    "MARK",
+    "check_connection_id",
+    "check_deployment",
+    "is_own",
+    "owner_of",
+    "same_endpoint",
+    "subscriber_url",
+]
 
 
 def check_deployment(name: str) -> str:
@@ -40,8 +58,11 @@ def check_deployment(name: str) -> str:
     return name
 
 
-def subscriber_url(public_url: str, intake_path: str, deployment: str) -> str:
-    """The URL this deployment's webhook delivers to, carrying its ownership mark."""
+def subscriber_url(
+    public_url: str, intake_path: str, deployment: str, connection: str | None = None
+) -> str:
+    """The URL this deployment's webhook delivers to, carrying its ownership mark - for the
+    environment's organization, or for the connection ``connection`` (a PCID)."""
     parts = urlsplit(public_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise OwnershipError(
@@ -50,8 +71,19 @@ def subscriber_url(public_url: str, intake_path: str, deployment: str) -> str:
     if parts.query or parts.fragment:
         raise OwnershipError(f"public URL must have no query or fragment, got {public_url!r}")
     path = parts.path.rstrip("/") + "/" + intake_path.strip("/")
-    query = urlencode({MARK: check_deployment(deployment)})
+    mark = check_deployment(deployment)
+    if connection is not None:
+        path = path.rstrip("/") + "/" + check_connection_id(connection)
+        mark = f"{mark}.{connection}"
+    query = urlencode({MARK: mark})
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+def check_connection_id(pcid: str) -> str:
+    """``pcid`` if it can be a path segment of the intake's URL (letters, digits, ``._-``)."""
+    if not _PCID.match(pcid):
+        raise OwnershipError(f"connection id {pcid!r} cannot be part of a URL")
+    return pcid
 
 
 def is_own(url: str, deployment: str) -> bool:

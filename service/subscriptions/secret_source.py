@@ -69,6 +69,7 @@ class StoredSecretsSource:
                 if changed:
                     logger.info(
                         "secrets.redis_loaded",
+                        store=self.store.deployment,
                         version=snapshot.version,
                         count=len(loaded),
                     )
@@ -77,7 +78,7 @@ class StoredSecretsSource:
         except (SecretStoreError, aioredis.RedisError, OSError, ValueError) as exc:
             message = str(exc) or type(exc).__name__
             if message != self.error:
-                logger.error("secrets.redis_unusable", reason=message)
+                logger.error("secrets.redis_unusable", store=self.store.deployment, reason=message)
             self.error = message
             return False
         self.error = None

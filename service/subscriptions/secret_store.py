@@ -4,7 +4,10 @@ A secret is 256 random bits from ``secrets`` (``whsec_`` + 43 URL-safe character
 stored sealed with ``SecretBox`` (Fernet, ``CALHOOKS_ENCRYPTION_KEY``) together with its id, so
 a ciphertext moved to another id is refused. Redis never holds a secret in clear.
 
-Keys, per deployment (``CALHOOKS_WEBHOOK_DEPLOYMENT``), prefix ``calhooks:webhooks:<name>:``:
+Keys, per deployment (``CALHOOKS_WEBHOOK_DEPLOYMENT``), prefix ``calhooks:webhooks:<name>:``.
+The environment's organization uses the deployment's name; each connection has a store of its
+own, named ``<deployment>.<pcid>`` (``store_name``), so its secrets, lock, replicas record and
+last apply never mix with another organization's:
 
 * ``secrets`` - hash, id -> JSON ``{"id", "created_at", "sealed"}``; records never change;
 * ``expiry`` - hash, id -> Unix time after which the secret is no longer accepted (absent:
@@ -91,8 +94,27 @@ class ReplicaState:
     at: float
 
 
+def store_name(deployment: str, connection: str | None = None) -> str:
+    """The store of the environment's organization (``deployment``) or of a connection's
+    (``<deployment>.<pcid>``)."""
+    return deployment if connection is None else f"{deployment}.{connection}"
+
+
 def keys_prefix(deployment: str) -> str:
     return f"calhooks:webhooks:{deployment}:"
+
+
+def webhook_box(settings: Settings) -> SecretBox:
+    """The ``SecretBox`` sealing webhook secrets (``CALHOOKS_ENCRYPTION_KEY``)."""
+    if settings.encryption_key is None:
+        raise SecretStoreError(
+            "CALHOOKS_ENCRYPTION_KEY is required to keep webhook secrets in Redis"
+            " (make one with: calhooks keygen)"
+        )
+    try:
+        return SecretBox(settings.encryption_key.get_secret_value())
+    except SecretBoxError as exc:
+        raise SecretStoreError(str(exc)) from exc
 
 
 class WebhookSecretStore:
@@ -132,17 +154,13 @@ class WebhookSecretStore:
         return value if isinstance(value, dict) else None
 
     @classmethod
-    def from_settings(cls, settings: Settings, redis: aioredis.Redis) -> WebhookSecretStore:
-        if settings.encryption_key is None:
-            raise SecretStoreError(
-                "CALHOOKS_ENCRYPTION_KEY is required to keep webhook secrets in Redis"
-                " (make one with: calhooks keygen)"
-            )
-        try:
-            box = SecretBox(settings.encryption_key.get_secret_value())
-        except SecretBoxError as exc:
-            raise SecretStoreError(str(exc)) from exc
-        return cls(redis, box, deployment=settings.webhook_deployment)
+    def from_settings(
+        cls, settings: Settings, redis: aioredis.Redis, *, connection: str | None = None
+    ) -> WebhookSecretStore:
+        """The store of the environment's organization, or of the connection ``connection``
+        (a PCID)."""
+        deployment = store_name(settings.webhook_deployment, connection)
+        return cls(redis, webhook_box(settings), deployment=deployment)
 
     # Reading.
 

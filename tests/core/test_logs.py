@@ -145,3 +145,21 @@ def test_objects_without_secrets_are_left_to_the_renderer(stream: io.StringIO) -
     structlog.get_logger("t").info("plain", obj=Holder("harmless"), raw=b"bytes")
     [line] = lines(stream)
     assert (line["obj"], line["raw"]) == ("Holder(harmless)", "b'bytes'")
+
+
+def test_hundreds_of_registered_secrets_are_all_masked() -> None:
+    """Every connection's webhook secret is registered: each is masked wherever it appears,
+    the longer of two overlapping ones whole, regex characters literally."""
+    import secrets as random_secrets
+
+    from calhooks.service.core.logs import REDACTED, register_secret, scrub_text
+
+    many = ["whsec_" + random_secrets.token_urlsafe(32) for _ in range(300)]
+    for secret in many:
+        register_secret(secret)
+    register_secret("prefix-secret")
+    register_secret("prefix-secret-longer")
+    register_secret("a.b*c+(d)")
+    line = f"x {many[0]} y {many[-1]}z prefix-secret-longer a.b*c+(d) aXbbc+(d)"
+    assert scrub_text(line) == (f"x {REDACTED} y {REDACTED}z {REDACTED} {REDACTED} aXbbc+(d)")
+    assert scrub_text("nothing to hide") == "nothing to hide"

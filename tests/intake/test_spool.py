@@ -59,7 +59,7 @@ def test_records_round_trip_and_damage_is_skipped() -> None:
     damaged = bytearray(records[1])
     damaged[HEADER_SIZE + 2] ^= 0xFF
     decoded = decode_records(records[0] + bytes(damaged) + records[2])
-    assert decoded.records == [(0.0, b'{"n":0}'), (2.0, b'{"n":2}')]
+    assert decoded.records == [Record(0.0, b'{"n":0}'), Record(2.0, b'{"n":2}')]
     assert decoded.skipped_bytes == len(damaged)
 
 
@@ -68,7 +68,7 @@ def test_a_torn_tail_is_ignored() -> None:
     whole, torn = encode_record(1.0, b"first"), encode_record(2.0, b"second")
     for cut in (3, HEADER_SIZE, len(torn) - 1):
         decoded = decode_records(whole + torn[:cut])
-        assert decoded.records == [(1.0, b"first")]
+        assert decoded.records == [Record(1.0, b"first")]
         assert decoded.skipped_bytes == cut
 
 
@@ -86,7 +86,7 @@ async def test_appends_are_replayed_in_order_and_then_deleted(spool: Spool) -> N
     assert len(segments(spool)) == 1
     collector = Collector()
     assert await spool.replay(collector, batch=7) == 50
-    assert collector.records == [(float(n), b"body-%d" % n) for n in range(50)]
+    assert collector.records == [Record(float(n), b"body-%d" % n) for n in range(50)]
     assert segments(spool) == []
     assert (spool.size, spool.pending()) == (0, False)
 
@@ -101,7 +101,7 @@ async def test_a_failed_replay_keeps_the_segment(spool: Spool) -> None:
     assert len(segments(spool)) == 1
     collector.fail = False
     assert await spool.replay(collector) == 1
-    assert collector.records == [(1.0, b"kept")]
+    assert collector.records == [Record(1.0, b"kept")]
 
 
 async def test_appends_after_a_replay_go_to_a_new_segment(spool: Spool) -> None:
@@ -111,7 +111,7 @@ async def test_appends_after_a_replay_go_to_a_new_segment(spool: Spool) -> None:
     await spool.append(2.0, b"b")
     collector = Collector()
     await spool.replay(collector)
-    assert collector.records == [(2.0, b"b")]
+    assert collector.records == [Record(2.0, b"b")]
 
 
 async def test_what_a_previous_process_left_is_counted_and_replayed(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ async def test_what_a_previous_process_left_is_counted_and_replayed(tmp_path: Pa
     assert second.pending()
     collector = Collector()
     assert await second.replay(collector) == 1
-    assert collector.records == [(1.0, b"from-before")]
+    assert collector.records == [Record(1.0, b"from-before")]
     await second.aclose()
 
 
@@ -140,7 +140,7 @@ async def test_a_segment_locked_by_another_writer_is_left_alone(spool: Spool) ->
         assert await spool.replay(collector) == 0
         assert other.exists()
     assert await spool.replay(collector) == 1
-    assert collector.records == [(5.0, b"theirs")]
+    assert collector.records == [Record(5.0, b"theirs")]
 
 
 async def test_a_full_spool_refuses(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ class Picky:
 
     async def __call__(self, records: Sequence[Record]) -> None:
         for record in records:
-            if self.poison in record[1]:
+            if self.poison in record.body:
                 raise RecursionError("maximum recursion depth exceeded")
         self.records.extend(records)
 
@@ -222,7 +222,7 @@ async def test_a_record_that_raises_is_quarantined_and_replay_goes_past_it(tmp_p
         picky = Picky(b'"poison":true')
         before = quarantined_total()
         assert await spool.replay(picky, transient=(ConnectionError,)) == 2
-        assert [body for _, body in picky.records] == [
+        assert [record.body for record in picky.records] == [
             b'{"n":0,"poison":false}',
             b'{"n":2,"poison":false}',
         ]
@@ -266,5 +266,44 @@ async def test_check_says_ok_full_or_unwritable(tmp_path: Path) -> None:
         spool.directory.write_text("a file where the directory was")
         assert await spool.check(1000) is SpoolState.UNWRITABLE
         assert spool.error is not None
+    finally:
+        await spool.aclose()
+
+
+async def test_a_connection_record_keeps_its_connection(spool: Spool) -> None:
+    """A connection's delivery is a CHS2 record: replay gets its PCID back, next to CHS1 ones;
+    a quarantined one is named by the event id its connection gives it."""
+    pcid = "0b8f7f5e-7c1d-4a39-9d55-4f1c2f0e9a11"
+    await spool.append(1.0, b'{"env":true}')
+    await spool.append(2.0, b'{"conn":true}', pcid)
+    data = b"".join(path.read_bytes() for path in segments(spool))
+    assert data.count(b"CHS1") == 1
+    assert data.count(b"CHS2") == 1
+    collector = Collector()
+    assert await spool.replay(collector) == 2
+    assert collector.records == [
+        Record(1.0, b'{"env":true}'),
+        Record(2.0, b'{"conn":true}', pcid),
+    ]
+    damaged = bytearray(encode_record(3.0, b"x", pcid))
+    damaged[HEADER_SIZE + 3] ^= 0xFF  # inside the PCID: the CRC covers it
+    assert decode_records(bytes(damaged) + encode_record(4.0, b"y", pcid)).records == [
+        Record(4.0, b"y", pcid)
+    ]
+
+
+async def test_a_quarantined_connection_record_has_its_connection_event_id(
+    tmp_path: Path,
+) -> None:
+    """The quarantine names the record by the event id its connection gives it."""
+    pcid = "c-1"
+    spool = Spool(tmp_path / "spool", max_bytes=1024 * 1024)
+    spool.open()
+    try:
+        await spool.append(1.0, b'{"poison":true}', pcid)
+        assert await spool.replay(Picky(b"poison"), transient=(ConnectionError,)) == 0
+        (held,) = list_quarantine(spool.directory)
+        assert held.event_id == event_id(b'{"poison":true}', pcid)
+        assert held.event_id != event_id(b'{"poison":true}')
     finally:
         await spool.aclose()

@@ -1,8 +1,10 @@
 """arq's private methods that ``workers/wakeup.py`` overrides or copies, pinned to arq 0.28.
 
 ``WakeableWorker`` replaces ``main`` and ``_poll_iteration``, hooks
-``_release_sem_dec_counter_on_complete``, ``finish_job`` and ``finish_failed_job`` (its job
-leases), and its claim script follows ``start_jobs``. A new arq
+``_release_sem_dec_counter_on_complete`` and ``finish_failed_job`` (its job leases), replaces
+``finish_job`` by one script, and its claim script follows ``start_jobs`` and does
+``run_job``'s opening transaction; ``workers/jobstart.py`` runs the rest of ``run_job``
+(a copy of arq's body after that transaction). A new arq
 release that changes any of them must be read before calhooks runs on it: this test fails
 with the method's name, and the fix is to review ``workers/wakeup.py`` against the new code,
 then record the new digest here.
@@ -26,6 +28,7 @@ PINNED = {
     "close": "5bcc9cb356680829",
     "finish_job": "903f09c92830d3fd",
     "finish_failed_job": "3e16087f318a7acf",
+    "run_job": "589a19059ff84ee7",
 }
 
 

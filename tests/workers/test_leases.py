@@ -83,6 +83,21 @@ async def test_the_keeper_renews_what_it_holds_and_reports_what_it_lost(
     assert keeper.held == {"mine": "me"}
 
 
+async def test_a_key_released_during_a_renewal_is_not_reported_lost(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A job that ends while a renewal is on the wire deletes its key and drops it: the
+    renewal finds the key gone, but it was released, not lost (no warning, no ``on_lost``)."""
+    reported: list[str] = []
+    keeper = LeaseKeeper(redis_client, lease=2.0, on_lost=reported.append)
+    keeper.hold("ended", "me")  # not in Redis: the job's end already deleted it
+    renewal = asyncio.create_task(keeper.renew())
+    await asyncio.sleep(0)  # the renewal has taken its list of keys and is on the wire
+    keeper.drop("ended")
+    assert await renewal == []
+    assert reported == []
+
+
 async def test_a_claimed_job_holds_a_short_lease_renewed_for_as_long_as_it_runs(
     redis_server: EmbeddedRedis, pool: ArqRedis
 ) -> None:
