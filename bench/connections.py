@@ -20,8 +20,8 @@ email), made with the event's connection's key.
    seconds (65) so that every key is seen over a whole minute.
 
 ``--set NAME=VALUE`` changes a setting of the intake and workers for the run, e.g.
-``--set WORKER_JOB_TIMEOUT=2`` (the workers then wait at most 0.5 s for their key's rate limit
-before deferring an event, instead of up to 30 s in its worker slot) or
+``--set WORKER_RATE_LIMIT_HOLD=30`` (the workers then sleep up to 30 s in a worker slot
+waiting for their key's rate limit, instead of booking the slot and deferring past 1 s) or
 ``--set CONNECTION_RATE=100 CONNECTION_BURST=15`` (a pace within the key's budget).
 
     .venv/bin/python bench/connections.py [--connections 100] [--events 20] [--skip burst]
@@ -441,7 +441,7 @@ async def main() -> None:
         nargs="*",
         default=[],
         metavar="NAME=VALUE",
-        help="settings of the intake and workers, e.g. CONNECTION_BURST=15 WORKER_JOB_TIMEOUT=2",
+        help="settings of the intake and workers, e.g. CONNECTION_BURST=15 WORKER_RATE_LIMIT_HOLD=30",
     )
     options = parser.parse_args()
     settings = {}

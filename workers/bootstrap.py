@@ -286,6 +286,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             per_minute=settings.worker_rate_limit_per_minute,
             window=settings.worker_rate_limit_window,
             max_wait=rate_limit_wait,
+            hold=settings.worker_rate_limit_hold,
         )
 
     # aiohttp under httpx (workers.transport); the pool holds a connection per running event.

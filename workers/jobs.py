@@ -49,7 +49,7 @@ from calhooks.service.calcom.client import CalcomClient
 from calhooks.service.calcom.sealing import Sealer
 from calhooks.service.calcom.tools import TOOLS, get_tool
 from calhooks.service.core import eventindex, timeseries
-from calhooks.workers import metrics
+from calhooks.workers import metrics, ratelimit
 from calhooks.workers.clients import ConnectionUnavailable, Organizations, Scope
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue, describe_error, entry_id
 from calhooks.workers.eventlog import EventLog, EventRecorder
@@ -157,6 +157,7 @@ class Processor:
         """One attempt at an event; raises ``arq.Retry`` to be run again."""
         recorder = self.eventlog.recorder(event.id)
         token = recorder.activate()
+        ticket = ratelimit.TICKET.set(event.id)
         structlog.contextvars.bind_contextvars(event_id=event.id, trigger=event.trigger)
         if event.connection is not None:
             structlog.contextvars.bind_contextvars(connection=event.connection)
@@ -194,6 +195,7 @@ class Processor:
             metrics.JOBS_RUNNING.dec()
             await asyncio.shield(self._end(attempt))
             recorder.deactivate(token)
+            ratelimit.TICKET.reset(ticket)
             structlog.contextvars.unbind_contextvars("event_id", "trigger", "connection")
 
     async def scope_of(self, event: EventLike) -> Scope:

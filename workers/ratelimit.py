@@ -26,8 +26,17 @@ Feedback from Cal.com's answers (``SharedRateLimit.after``):
 * an ``X-RateLimit-Limit-*`` lower than the configured limit lowers ``L`` to it (a key
   with a custom, lower limit).
 
-A reservation further away than ``max_wait`` is not taken; ``acquire`` raises ``Defer`` so
-the job gives its slot back and comes back later instead of sleeping through its timeout.
+**Waiting without holding a worker slot.** A job sleeps in its slot for a wait of at most
+``hold`` seconds (``CALHOOKS_WORKER_RATE_LIMIT_HOLD``, 1 s). A longer wait, up to ``max_wait``,
+is reserved all the same - under the event's *ticket* (``TICKET``, the event id, set by the
+job for its attempt) - and ``acquire`` raises ``Defer`` for exactly that wait: the job gives
+its slot back and, when it runs again, its first request finds the slot it reserved and goes
+at once, without reserving another. So a key's backlog waits in the queue, in the order its
+slots were reserved, each job re-queued once, while the worker slots serve other keys (other
+organizations): one organization's flood cannot fill every slot with sleepers. A request
+without a ticket (outside a job) sleeps up to ``max_wait`` as before. A reservation further
+away than ``max_wait`` is not taken; ``acquire`` raises ``Defer`` and the job tries again
+later.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -58,8 +68,16 @@ def jitter_margin(window: float) -> float:
     return max(0.25, window / 60)
 
 
-# KEYS[1] state hash, KEYS[2] send log; ARGV limit per window, span s, max_wait s, member.
-# Returns {wait seconds, reserved 0|1, the block (epoch s) the reservation respects}.
+#: The event the running job's requests are for (its id): the name a slot reserved ahead of a
+#: ``Defer`` is kept under in the send log, so that the job finds it again when it comes back.
+TICKET: ContextVar[str | None] = ContextVar("calhooks_ratelimit_ticket", default=None)
+
+_TICKET_PREFIX = "ticket:"
+
+# KEYS[1] state hash, KEYS[2] send log; ARGV limit per window, span s, max_wait s, member,
+# ticket member ("" without a ticket), hold s.
+# Returns {wait seconds, reserved 0|1|2 (2: reserved under the ticket, ahead of a Defer),
+# the block (epoch s) the reservation respects}.
 _RESERVE = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -72,6 +90,16 @@ local learned = tonumber(state[2])
 if learned and learned < limit then limit = learned end
 local allowed = math.max(limit - 1, 1)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(now - window))
+local ticket = ARGV[5]
+if ticket ~= '' then
+  local held = redis.call('ZSCORE', KEYS[2], ticket)
+  if held then
+    -- The slot this event reserved before it was deferred: it is this request's.
+    redis.call('ZREM', KEYS[2], ticket)
+    redis.call('ZADD', KEYS[2], held, ARGV[4])
+    return {tostring(math.max(tonumber(held) - now, 0)), 1, tostring(blocked)}
+  end
+end
 local count = redis.call('ZCARD', KEYS[2])
 local at = math.max(now, blocked)
 if count > 0 then
@@ -86,9 +114,13 @@ local wait = at - now
 if wait > max_wait then
   return {tostring(wait), 0, tostring(blocked)}
 end
-redis.call('ZADD', KEYS[2], at, ARGV[4])
+local reserved, member = 1, ARGV[4]
+if ticket ~= '' and wait > tonumber(ARGV[6]) then
+  reserved, member = 2, ticket
+end
+redis.call('ZADD', KEYS[2], at, member)
 redis.call('PEXPIRE', KEYS[2], math.ceil((at - now + window + 1) * 1000))
-return {tostring(wait), 1, tostring(blocked)}
+return {tostring(wait), reserved, tostring(blocked)}
 """
 
 # KEYS[1] bucket; ARGV block seconds (0: none), learned limit (0: none). Returns blocked-for s.
@@ -147,6 +179,7 @@ class SharedRateLimit:
         per_minute: int = 120,
         window: float = 60.0,
         max_wait: float = 30.0,
+        hold: float = 1.0,
         on_wait: Callable[[float], None] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
@@ -160,6 +193,8 @@ class SharedRateLimit:
         #: Requests allowed per window (what Cal.com's X-RateLimit-Limit-* counts).
         self.per_window = max(1, round(per_minute * window / 60))
         self.max_wait = max_wait
+        #: Longest wait slept in a job's slot; a longer one is reserved under its ticket.
+        self.hold = min(hold, max_wait)
         self.on_wait = on_wait
         self._sleep = sleep
         self._reserve = redis.register_script(_RESERVE)
@@ -171,16 +206,27 @@ class SharedRateLimit:
         return self.per_minute > 0
 
     async def acquire(self) -> float:
-        """Wait for a slot; return the seconds waited. Raises ``Defer`` past ``max_wait``."""
+        """Wait for a slot; return the seconds waited. Raises ``Defer`` past ``max_wait``, and
+        past ``hold`` within a job (the slot then reserved for when it comes back)."""
         if not self.enabled:
             return 0.0
+        ticket = TICKET.get()
         raw_wait, reserved, raw_block = await self._reserve(
             keys=[self.key, self.log_key],
-            args=[self.per_window, self.span, self.max_wait, uuid.uuid4().hex],
+            args=[
+                self.per_window,
+                self.span,
+                self.max_wait,
+                uuid.uuid4().hex,
+                _TICKET_PREFIX + ticket if ticket else "",
+                self.hold,
+            ],
         )
         waited = float(raw_wait)
         if not reserved:
             raise Defer(waited, "shared Cal.com rate limit")
+        if int(reserved) == 2:
+            raise Defer(waited, "shared Cal.com rate limit (slot reserved)")
         if waited > 0:
             await self._sleep(waited)
             # A 429 seen by another worker while this one slept blocks it too.

@@ -56,6 +56,7 @@ from redis.exceptions import RedisError
 
 from calhooks.service.calcom.tools import TOOLS, Tool
 from calhooks.workers import keys
+from calhooks.workers.reconcile.triggers import PREFIX as RECONCILE_PREFIX
 
 logger = structlog.get_logger(__name__)
 
@@ -141,9 +142,14 @@ def write_entities(tool: Tool) -> tuple[str, ...]:
 
 
 def trigger_entities(trigger: str) -> tuple[str, ...]:
-    """The entities an event changes, from its trigger's subject (``OOO_CREATED``: ooo)."""
-    subject = trigger.split("_", 1)[0].lower()
-    names = {_entity(subject), _entity(subject + "s")}
+    """The entities an event changes, from the words of its trigger before the verb
+    (``OOO_CREATED``: ooo; reconciliation's ``calhooks.MEMBERSHIP_ROLE_CHANGED``: users;
+    ``calhooks.ATTRIBUTE_OPTION_ASSIGNED``: attributes, options and users - an assignment
+    changes its user, as the assigning write does)."""
+    *words, verb = trigger.removeprefix(RECONCILE_PREFIX).lower().split("_")
+    if verb in ("assigned", "unassigned"):
+        words.append("user")
+    names = {_entity(word) for word in words} | {_entity(word + "s") for word in words}
     return tuple(sorted(names & known_entities()))
 
 

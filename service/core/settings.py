@@ -228,6 +228,15 @@ class Settings(BaseSettings):
     worker_rate_limit_window: float = Field(
         60.0, gt=0, description="Seconds of the fixed window Cal.com counts requests in."
     )
+    worker_rate_limit_hold: float = Field(
+        1.0,
+        ge=0,
+        description=(
+            "Longest a job holds its worker slot waiting for its API key's rate-limit budget;"
+            " a longer wait reserves the request's slot and re-queues the job for then, so"
+            " the slot serves other organizations meanwhile."
+        ),
+    )
     worker_ordering_wait: float = Field(
         30.0, ge=0, description="Seconds a cancellation waits for its booking's creation."
     )

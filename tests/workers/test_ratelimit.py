@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from calhooks.service.calcom.client import Credentials
 from calhooks.service.core.embedded_redis import EmbeddedRedis
-from calhooks.workers.ratelimit import SharedRateLimit, advertised_limit, bucket_name
+from calhooks.workers.ratelimit import TICKET, SharedRateLimit, advertised_limit, bucket_name
 from calhooks.workers.retries import Defer
 
 
@@ -173,3 +173,67 @@ async def test_a_shorter_window_scales_the_limit(redis_client: aioredis.Redis) -
     assert limiter.per_window == 12
     times = await grant_times(limiter, 40)
     assert most_in_any_window(times, window=6) <= 11
+
+
+async def test_a_job_past_its_hold_reserves_its_slot_and_defers_for_exactly_that_wait(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Within a job (a ticket), a wait past ``hold`` is reserved, not slept: Defer for it;
+    coming back, the job's request takes the reserved slot instead of reserving another."""
+    sleep = FakeSleep()
+    limiter = SharedRateLimit(
+        redis_client, "acct", per_minute=60, max_wait=120, hold=1.0, sleep=sleep
+    )
+    for _ in range(59):
+        await limiter.acquire()
+    ticket = TICKET.set("event-1")
+    try:
+        with pytest.raises(Defer, match="slot reserved") as deferred:
+            await limiter.acquire()
+        assert 60 < deferred.value.delay <= 61
+        assert await redis_client.zcard(limiter.log_key) == 60  # the slot is held
+        assert await limiter.acquire() == pytest.approx(deferred.value.delay, abs=0.5)
+        assert await redis_client.zcard(limiter.log_key) == 60  # ...and was this request's
+        assert await redis_client.zscore(limiter.log_key, "ticket:event-1") is None
+    finally:
+        TICKET.reset(ticket)
+    assert sleep.waits
+    assert max(sleep.waits) <= 61
+
+
+async def test_each_deferred_job_holds_its_own_slot_in_order(redis_client: aioredis.Redis) -> None:
+    """Three jobs of a saturated key are each deferred to a later slot of their own."""
+    limiter = SharedRateLimit(
+        redis_client, "acct", per_minute=60, max_wait=300, hold=0.5, sleep=FakeSleep()
+    )
+    for _ in range(59):
+        await limiter.acquire()
+    for event in ("a", "b", "c"):
+        ticket = TICKET.set(event)
+        try:
+            with pytest.raises(Defer):
+                await limiter.acquire()
+        finally:
+            TICKET.reset(ticket)
+    log = await redis_client.zrange(limiter.log_key, 0, -1, withscores=True)
+    held = [(member, at) for member, at in log if member.startswith(b"ticket:")]
+    assert [member for member, _ in held] == [b"ticket:a", b"ticket:b", b"ticket:c"]
+    assert most_in_any_window([at for _, at in log], window=60.0) <= 59
+
+
+async def test_a_short_wait_within_the_hold_is_slept_in_the_slot(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A job whose wait is within ``hold`` keeps its slot and sleeps (no re-queue)."""
+    sleep = FakeSleep()
+    limiter = SharedRateLimit(
+        redis_client, "acct", per_minute=60, max_wait=120, hold=100, sleep=sleep
+    )
+    for _ in range(59):
+        await limiter.acquire()
+    ticket = TICKET.set("event-2")
+    try:
+        assert 60 < await limiter.acquire() <= 61
+    finally:
+        TICKET.reset(ticket)
+    assert await redis_client.zscore(limiter.log_key, "ticket:event-2") is None

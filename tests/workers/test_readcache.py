@@ -203,3 +203,12 @@ def test_entities_come_from_the_registry_paths() -> None:
     assert trigger_entities("OOO_CREATED") == ("ooo",)
     assert trigger_entities("BOOKING_CREATED") == ()
     assert trigger_entities("MEMBERSHIP_DELETED") == ("users",)
+    # Reconciliation's events invalidate like Cal.com's triggers and calhooks' own writes.
+    assert trigger_entities("calhooks.MEMBERSHIP_ROLE_CHANGED") == ("users",)
+    assert trigger_entities("calhooks.USER_UPDATED") == ("users",)
+    assert trigger_entities("calhooks.OOO_DELETED") == ("ooo",)
+    assert trigger_entities("calhooks.ATTRIBUTE_OPTION_ASSIGNED") == (
+        "attributes",
+        "options",
+        "users",
+    )
