@@ -441,7 +441,7 @@ async def main() -> None:
         nargs="*",
         default=[],
         metavar="NAME=VALUE",
-        help="settings of the intake and workers, e.g. CONNECTION_BURST=15 WORKER_RATE_LIMIT_HOLD=30",
+        help="intake and worker settings, e.g. CONNECTION_BURST=15 WORKER_RATE_LIMIT_HOLD=30",
     )
     options = parser.parse_args()
     settings = {}
