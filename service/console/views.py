@@ -500,7 +500,8 @@ async def send_test_delivery(
     ref = ref.strip() if isinstance(ref, str) else ""
     result = await webhookstate.send_ping(ctx.settings, ctx.redis, ref)
     state = await webhookstate.page_state(ctx.settings, ctx.redis, _page_number(request))
-    return ctx.render(request, session, "webhooks.html", ping_result=result, **state)
+    status = 400 if result.get("bad_input") else 200
+    return ctx.render(request, session, "webhooks.html", status, ping_result=result, **state)
 
 
 async def connections(

@@ -180,11 +180,15 @@ async def _target(settings: Settings, redis: aioredis.Redis, ref: str) -> Target
 async def send_ping(settings: Settings, redis: aioredis.Redis, ref: str) -> dict[str, Any]:
     """A PING for the organization ``ref`` names ("" for the environment's): the sandbox pings
     its webhook; against Cal.com, a PING signed with the organization's current secret.
-    ``{"ok", "text", "url", "label"}``; a failure is a result too, never raised."""
+    ``{"ok", "text", "url", "label"}`` (and ``"bad_input"`` when ``ref`` names no
+    organization); a failure is a result too, never raised."""
     label = "environment organization" if not ref else f"connection {ref}"
     try:
         target = await _target(settings, redis, ref)
-        label = target.label
+    except SubscriptionError as exc:  # names no organization: the form's fault
+        return {"ok": False, "text": str(exc), "url": "", "label": label, "bad_input": True}
+    label = target.label
+    try:
         target.check()
         store = target.store(settings, redis)
         snapshot = await store.snapshot()

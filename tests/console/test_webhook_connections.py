@@ -149,6 +149,7 @@ async def test_each_connection_has_its_section_with_its_plan(
     assert "<dt>Plan</dt><dd>in sync</dd>" in found[""]
     assert "<dt>Plan</dt><dd>-</dd>" in found[broken.pcid]
     assert 'class="bad" role="alert"' in found[broken.pcid]
+    assert "401" in found[broken.pcid]  # Cal.com refused the key
     assert not any(w.secret and w.secret in page.text for w in sandbox.store.webhooks.values())
 
 
@@ -204,7 +205,7 @@ async def test_an_unknown_connection_is_one_line_not_a_500(console: Console) -> 
         answer = client.post(
             "/console/webhooks/test", data={"csrf": csrf_of(page.text), "connection": "nope"}
         )
-    assert answer.status_code == 200
+    assert answer.status_code == 400
     assert "unknown connection &#39;nope&#39;" in answer.text
 
 
