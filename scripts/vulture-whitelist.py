@@ -10,6 +10,7 @@ from calhooks.service.cli import reconcile
 from calhooks.service.console.auth import Session
 from calhooks.service.console.rulesfile import RulesFile
 from calhooks.service.console.timeline import EventView
+from calhooks.service.console.webhookstate import Section
 from calhooks.service.core import embedded_redis
 from calhooks.service.intake.accesslog import AccessLog
 from calhooks.service.intake.spool import Quarantined
@@ -38,6 +39,7 @@ Session.signed_in
 RulesFile.loaded_at
 RulesFile.modified_at
 EventView.unmatched
+Section.secret_age
 PassRecord.duplicates
 Status.total_passes
 Status.lock_left

@@ -17,27 +17,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import httpx
 from redis.exceptions import RedisError
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from calhooks.service.calcom.client import CalcomClient
-from calhooks.service.calcom.errors import ToolError
 from calhooks.service.connections.store import ConnectionStore, ConnectionStoreError
-from calhooks.service.console import charts, eventlist, timeline
+from calhooks.service.console import charts, eventlist, timeline, webhookstate
 from calhooks.service.console.auth import Session
 from calhooks.service.core import eventindex, timeseries
 from calhooks.service.events import BodyError, Event, event_from_body
-from calhooks.service.subscriptions import ping, report
-from calhooks.service.subscriptions.apply import plan_current
-from calhooks.service.subscriptions.desired import desired_factory
-from calhooks.service.subscriptions.errors import PingError, SecretStoreError, SubscriptionError
-from calhooks.service.subscriptions.plan import plan_webhooks
-from calhooks.service.subscriptions.remote import list_webhooks
-from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 from calhooks.workers.deadletter import DeadLetter, DeadLetterQueue
 from calhooks.workers.deadletter import replay as replay_entry
 from calhooks.workers.eventlog import EventLog, redact
@@ -487,74 +476,32 @@ async def drop(ctx: Context, request: Request, session: Session, form: FormData 
     return _back(request, f"Dropped {dropped} dead letter(s).")
 
 
-async def _webhook_state(ctx: Context) -> dict[str, Any]:
-    settings = ctx.settings
-    state: dict[str, Any] = {
-        "secrets": [],
-        "replicas": {},
-        "plan": None,
-        "error": None,
-        "secrets_error": None,
-        "last_apply": None,
-    }
+def _page_number(request: Request) -> int:
     try:
-        store = WebhookSecretStore.from_settings(settings, ctx.redis)
-        snapshot = await store.snapshot()
-        state["secrets"] = report.secrets_rows(snapshot, time.time(), show_secret=False)
-        state["replicas"] = await store.replicas()
-        state["last_apply"] = await store.last_apply()
-    except SecretStoreError as exc:
-        state["secrets_error"] = str(exc)
-        return {**state, "error": str(exc)}
-    try:
-        desired = desired_factory(settings, load_rule_triggers(settings))
-        async with CalcomClient.from_settings(settings) as cal:
-            plan = await plan_current(cal, store, desired, prune=False)
-        state["plan"] = report.plan_lines(plan, show_secret=False)
-        state["plan_changes"] = plan.has_changes
-    except (SubscriptionError, ToolError, httpx.HTTPError) as exc:
-        state["error"] = str(exc) or type(exc).__name__
-    return state
+        return int(request.query_params.get("page", "1"))
+    except ValueError:
+        return 1
 
 
 async def webhooks(
     ctx: Context, request: Request, session: Session, _: FormData | None
 ) -> Response:
-    state = await _webhook_state(ctx)
+    state = await webhookstate.page_state(ctx.settings, ctx.redis, _page_number(request))
     return ctx.render(request, session, "webhooks.html", ping_result=None, **state)
 
 
 async def send_test_delivery(
-    ctx: Context, request: Request, session: Session, _: FormData | None
+    ctx: Context, request: Request, session: Session, form: FormData | None
 ) -> Response:
-    """A test delivery: the sandbox pings its webhook; against Cal.com, a signed PING."""
-    settings = ctx.settings
-    result: dict[str, Any]
-    try:
-        store = WebhookSecretStore.from_settings(settings, ctx.redis)
-        snapshot = await store.snapshot()
-        desired = desired_factory(settings, load_rule_triggers(settings))(snapshot.current)
-        async with CalcomClient.from_settings(settings) as cal:
-            webhook = plan_webhooks(desired, await list_webhooks(cal)).kept
-        async with httpx.AsyncClient(timeout=settings.api_timeout) as http:
-            if await ping.is_sandbox(http, settings.api_url):
-                if webhook is None:
-                    raise PingError(f"no webhook delivers to {desired.subscriber_url} yet")
-                outcome = await ping.sandbox_ping(http, settings.api_url, webhook.id)
-            else:
-                if snapshot.current is None:
-                    raise PingError("no webhook secret yet: apply the webhook plan first")
-                outcome = await ping.direct_ping(
-                    http,
-                    desired.subscriber_url,
-                    snapshot.current,
-                    webhook_id=webhook.id if webhook else None,
-                )
-        result = {"ok": outcome.verified, "text": outcome.verdict(), "url": outcome.url}
-    except (SubscriptionError, ToolError, httpx.HTTPError) as exc:
-        result = {"ok": False, "text": str(exc) or type(exc).__name__, "url": ""}
-    state = await _webhook_state(ctx)
-    return ctx.render(request, session, "webhooks.html", ping_result=result, **state)
+    """A test delivery for the organization the form's ``connection`` names (a PCID or a
+    name; empty: the environment's): the sandbox pings its webhook; against Cal.com, a
+    signed PING."""
+    ref = form.get("connection") if form is not None else None
+    ref = ref.strip() if isinstance(ref, str) else ""
+    result = await webhookstate.send_ping(ctx.settings, ctx.redis, ref)
+    state = await webhookstate.page_state(ctx.settings, ctx.redis, _page_number(request))
+    status = 400 if result.get("bad_input") else 200
+    return ctx.render(request, session, "webhooks.html", status, ping_result=result, **state)
 
 
 async def connections(
