@@ -332,6 +332,7 @@ def apply_command(
             prune=prune,
             refresh_interval=settings.webhook_secrets_refresh,
             org_id=target.org_id,
+            guard=target.guard(store),
         )
 
     outcomes = _run(operation, scope)

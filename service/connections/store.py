@@ -231,6 +231,10 @@ class ConnectionStore:
         raw = await cast(Awaitable[list[bytes]], self._redis.hkeys(RECORDS_KEY))
         return [pcid.decode() for pcid in raw]
 
+    async def exists(self, pcid: str) -> bool:
+        """Whether the connection ``pcid`` is stored (one ``HEXISTS``, nothing decrypted)."""
+        return bool(await cast(Awaitable[int], self._redis.hexists(RECORDS_KEY, pcid)))
+
     async def get(self, pcid: str, *, tenant: str | None) -> Connection | None:
         """The connection ``pcid`` with its credentials; ``None`` if unknown to ``tenant``.
 

@@ -16,7 +16,7 @@ create or a secret update, ``apply`` waits for every live replica (``propagation
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,14 +93,19 @@ async def apply_webhooks(
     prune: bool = False,
     org_id: int | None = None,
     lock_wait: float = LOCK_WAIT,
+    guard: Callable[[], Awaitable[None]] | None = None,
 ) -> ApplyResult:
     """Plan and execute under the webhooks lock.
 
     Before Cal.com is made to sign with the secret (a new webhook, a secret put right) every
     live intake replica must have loaded it (``propagation``); ``refresh_interval`` is the
-    intake's ``CALHOOKS_WEBHOOK_SECRETS_REFRESH``.
+    intake's ``CALHOOKS_WEBHOOK_SECRETS_REFRESH``. ``guard``, awaited first under the lock,
+    may raise to stop before anything changes (a connection removed meanwhile,
+    ``targets.Target.guard``).
     """
     async with webhooks_lock(store, wait=lock_wait):
+        if guard is not None:
+            await guard()
         secret, created = await store.ensure_current()
         if created:
             logger.info("webhooks.secret_generated", secret_id=secret.id)

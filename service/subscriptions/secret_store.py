@@ -18,6 +18,13 @@ last apply never mix with another organization's:
   last loaded, and when (see ``secret_source``). ``rotate`` waits on it.
 * ``last_apply`` - JSON of the last ``apply``: when, whether it generated a secret (its id),
   and each action done (``create``/``update``/``delete``, webhook id, note); no secret value.
+  A connection's store without it has never been applied: the web process' watcher of new
+  connections (``arrivals``) applies those;
+* ``auto_apply`` - the replica that claimed a new connection's first apply (``SET NX`` with
+  an expiry, ``arrivals``);
+* ``lock`` - the webhooks lock (``lock``).
+
+``purge`` deletes every key of a store (a removed connection's, ``removal``).
 
 Intake replicas read ``version`` (one ``GET``) on each refresh and reload the rest only when
 it moved. Expiry is evaluated when a delivery is verified: nothing has to run for an old
@@ -133,6 +140,7 @@ class WebhookSecretStore:
         self.deployment = deployment
         self.clock = clock
         prefix = keys_prefix(deployment)
+        self.prefix = prefix
         self.secrets_key = prefix + "secrets"
         self.expiry_key = prefix + "expiry"
         self.current_key = prefix + "current"
@@ -140,11 +148,16 @@ class WebhookSecretStore:
         self.lock_key = prefix + "lock"
         self.replicas_key = prefix + "replicas"
         self.last_apply_key = prefix + "last_apply"
+        self.claim_key = prefix + "auto_apply"
         self._opened: dict[str, str] = {}  # id -> value; records are immutable
 
     async def record_apply(self, record: Mapping[str, Any]) -> None:
         """Keep what the last ``apply`` did (the console shows it); no secret value in it."""
         await self.redis.set(self.last_apply_key, json.dumps(record, default=str))
+
+    async def applied(self) -> bool:
+        """Whether an ``apply`` ever completed for this store (one ``EXISTS``)."""
+        return bool(await self.redis.exists(self.last_apply_key))
 
     async def last_apply(self) -> dict[str, Any] | None:
         raw = await self.redis.get(self.last_apply_key)
@@ -290,6 +303,20 @@ class WebhookSecretStore:
             await self._delete(gone)
         return gone
 
+    async def purge(self, *, keep_lock: bool = False) -> int:
+        """Delete every key of this store (secrets, expiries, replicas, last apply, claim,
+        any other under its prefix, and the lock unless ``keep_lock``: its holder releases
+        it); how many were deleted."""
+        pattern = _glob_escape(self.prefix) + "*"
+        lock = self.lock_key.encode()
+        names = [
+            name
+            async for name in self.redis.scan_iter(match=pattern, count=100)
+            if not (keep_lock and name == lock)
+        ]
+        self._opened.clear()
+        return int(await self.redis.delete(*names)) if names else 0
+
     async def _delete(self, ids: Iterable[str]) -> None:
         names = list(ids)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -299,6 +326,11 @@ class WebhookSecretStore:
             await pipe.execute()
         for name in names:
             self._opened.pop(name, None)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _text(value: Any) -> str:

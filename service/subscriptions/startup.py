@@ -20,7 +20,9 @@
   lifespan also checks, every ``REAPPLY_CHECK_EVERY`` seconds, for the re-apply request a
   worker's reconciliation pass leaves when someone changed this deployment's own webhook
   (``service.events.reapply_key``); the replica that takes it (``DEL`` answers 1 to one
-  replica) applies the plan again.
+  replica) applies the plan again;
+* with auto-apply, the webhook of each connection stored while the app runs, within one
+  ``CALHOOKS_WEBHOOK_SECRETS_REFRESH`` and by one replica only (``arrivals``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ from calhooks.service.core.settings import Settings
 from calhooks.service.events import reapply_key
 from calhooks.service.intake.connection_secrets import ConnectionSecrets
 from calhooks.service.intake.secrets import SecretSource
-from calhooks.service.subscriptions.secret_source import StoredSecretsSource, stored_secrets_source
+from calhooks.service.subscriptions.secret_source import (
+    StoredSecretsSource,
+    replica_name,
+    stored_secrets_source,
+)
 from calhooks.service.subscriptions.secret_store import WebhookSecretStore, store_name
 from calhooks.service.subscriptions.targets import ENVIRONMENT, Target
 
@@ -74,6 +80,7 @@ async def auto_apply(
     from calhooks.service.subscriptions.errors import SubscriptionError
     from calhooks.service.subscriptions.report import done_text
     from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
+    from calhooks.service.subscriptions.targets import TargetGoneError
 
     log = logger.bind(deployment=settings.webhook_deployment)
     if target.connection is not None:
@@ -104,7 +111,11 @@ async def auto_apply(
                     refresh_interval=settings.webhook_secrets_refresh,
                     lock_wait=AUTO_APPLY_LOCK_WAIT,
                     org_id=target.org_id,
+                    guard=target.guard(store),
                 )
+        except TargetGoneError as exc:
+            log.info("webhooks.auto_apply_skipped", reason=str(exc))
+            return None
         except (SubscriptionError, ToolError, aioredis.RedisError, OSError) as exc:
             log.warning("webhooks.auto_apply_failed", attempt=attempt + 1, reason=str(exc))
             continue
@@ -178,6 +189,36 @@ async def watch_reapply(
         await apply(settings, redis)
 
 
+async def auto_apply_and_watch(
+    settings: Settings, redis: aioredis.Redis, *, replica: str | None = None
+) -> None:
+    """The start-up apply of every organization, and from then on the first apply of each
+    connection stored later (``arrivals``); runs until cancelled, never raises."""
+    from calhooks.service.subscriptions.arrivals import Arrivals
+    from calhooks.service.subscriptions.errors import SubscriptionError
+
+    async def apply_one(
+        settings: Settings, redis: aioredis.Redis, target: Target
+    ) -> ApplyResult | None:
+        return await auto_apply(settings, redis, target=target)
+
+    try:
+        arrivals = Arrivals(
+            settings,
+            redis,
+            replica=replica or replica_name(),
+            apply=apply_one,
+            concurrency=AUTO_APPLY_CONCURRENCY,
+        )
+    except SubscriptionError as exc:
+        logger.error("webhooks.auto_apply_impossible", reason=str(exc))
+        return
+    await arrivals.seed()  # before the start-up apply lists the connections it applies
+    async with asyncio.TaskGroup() as group:
+        group.create_task(auto_apply_all(settings, redis))
+        group.create_task(arrivals.watch(settings.webhook_secrets_refresh))
+
+
 @dataclass
 class IntakeExtension:
     """Secret sources and a lifespan for the intake app."""
@@ -192,7 +233,10 @@ class IntakeExtension:
         tasks: list[asyncio.Task[Any]] = []
         settings, redis = self.settings, self.redis
         if settings is not None and redis is not None and settings.webhooks_auto_apply:
-            tasks.append(asyncio.create_task(auto_apply_all(settings, redis)))
+            replica = self.sources[0].replica if self.sources else None
+            tasks.append(
+                asyncio.create_task(auto_apply_and_watch(settings, redis, replica=replica))
+            )
             tasks.append(asyncio.create_task(watch_reapply(settings, redis)))
         try:
             yield

@@ -16,7 +16,7 @@ into targets; names are looked up in the ``default`` tenant, PCIDs in any.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -31,6 +31,14 @@ from calhooks.service.subscriptions.secret_store import WebhookSecretStore
 
 class TargetError(DesiredStateError):
     """A connection named on the command line does not exist or cannot have a webhook."""
+
+
+class TargetGoneError(TargetError):
+    """The connection was removed while its webhook was about to be applied."""
+
+
+#: A check run under the webhooks lock before anything changes (``Target.guard``).
+Guard = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,21 @@ class Target:
                 f"{self.label} has no org id: organization webhooks need one (add the"
                 " connection again with --org-id)"
             )
+
+    def guard(self, store: WebhookSecretStore) -> Guard | None:
+        """For a connection, a check that it is still stored, run by ``apply`` once it holds
+        the webhooks lock: an apply that waited for ``calhooks connections remove`` (which
+        holds that lock while it deletes the webhook) must not make the webhook again."""
+        if self.connection is None:
+            return None
+        connections = ConnectionStore(store.redis, store.box)
+        pcid, label = self.connection.info.pcid, self.label
+
+        async def still_stored() -> None:
+            if not await connections.exists(pcid):
+                raise TargetGoneError(f"{label} was removed: no webhook is made for it")
+
+        return still_stored
 
     def store(self, settings: Settings, redis: aioredis.Redis) -> WebhookSecretStore:
         return WebhookSecretStore.from_settings(settings, redis, connection=self.pcid)
