@@ -1,9 +1,12 @@
 """``calhooks connections``: the Cal.com accounts MCP clients pick per call by PCID.
 
 ``add`` stores one (credentials encrypted with ``CALHOOKS_ENCRYPTION_KEY``, in Redis so
-every web replica sees it) and prints its PCID; ``list`` shows them without any secret;
-``remove`` deletes one; ``test`` makes a cheap read-only call with one; ``migrate``
-rewrites connections stored by older versions in the sealed-whole form.
+every web replica sees it), prints its PCID and says how its Cal.com webhook will be made
+(by the web process with ``CALHOOKS_WEBHOOKS_AUTO_APPLY``, else by ``calhooks webhooks
+apply --connection``); ``list`` shows them without any secret; ``remove`` deletes one - its
+own webhook in Cal.com first, then the connection, then its webhook secrets
+(``service.subscriptions.removal``); ``test`` makes a cheap read-only call with one;
+``migrate`` rewrites connections stored by older versions in the sealed-whole form.
 
 Keys never travel in the command line (``ps`` and shell history show it): ``add`` reads an
 API key or client secret from stdin (``-``), from an environment variable
@@ -21,11 +24,13 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from calhooks.service.cli.output import fail, print_json
+from calhooks.service.cli.output import configure_cli_logging, fail, print_json
 from calhooks.service.mcp.tenants import DEFAULT_TENANT, TokenConfigError
 
 if TYPE_CHECKING:
-    from calhooks.service.connections.store import Connection, ConnectionStore
+    from calhooks.service.connections.store import Connection, ConnectionInfo, ConnectionStore
+    from calhooks.service.core.settings import Settings
+    from calhooks.service.subscriptions.removal import Removal
 
 app = typer.Typer(
     help="MCP connections: Cal.com accounts picked per tool call by their PCID.",
@@ -47,6 +52,7 @@ def _run(operation: Callable[[ConnectionStore], Awaitable[T]]) -> T:
     from calhooks.service.connections.store import ConnectionStore, ConnectionStoreError, secret_box
     from calhooks.service.core.redisconn import create_redis
     from calhooks.service.core.settings import get_settings
+    from calhooks.service.subscriptions.errors import SubscriptionError
 
     settings = get_settings()
 
@@ -60,7 +66,7 @@ def _run(operation: Callable[[ConnectionStore], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (ConnectionStoreError, TokenConfigError) as exc:
+    except (ConnectionStoreError, TokenConfigError, SubscriptionError) as exc:
         fail(str(exc))
     except (RedisError, OSError) as exc:
         fail(f"cannot reach Redis: {exc}")
@@ -149,15 +155,39 @@ def add(
     async def operation(store: ConnectionStore) -> Any:
         return await store.add(name, credentials, tenant=tenant, org_id=org_id, base_url=base_url)
 
+    from calhooks.service.core.settings import get_settings
+
     info = _run(operation)
     if json_output:
         print_json(info.to_dict())
-        return
-    typer.echo(info.pcid)
-    typer.echo(
-        f"connection {info.name!r} (tenant {info.tenant}) stored; pass PCID={info.pcid} "
-        "to MCP tool calls; check it with `calhooks connections test`",
-        err=True,
+    else:
+        typer.echo(info.pcid)
+        typer.echo(
+            f"connection {info.name!r} (tenant {info.tenant}) stored; pass PCID={info.pcid} "
+            "to MCP tool calls; check it with `calhooks connections test`",
+            err=True,
+        )
+    typer.echo(webhook_next_step(info, get_settings()), err=True)
+
+
+def webhook_next_step(info: ConnectionInfo, settings: Settings) -> str:
+    """What happens next for a new connection's Cal.com webhook, in one line."""
+    if info.org_id is None:
+        return (
+            "webhook: none, as the connection has no org id (organization webhooks need one):"
+            " add it again with --org-id for its events to reach calhooks"
+        )
+    url = f"{settings.webhook_path.rstrip('/')}/{info.pcid}"
+    if settings.webhooks_auto_apply:
+        return (
+            "webhook: CALHOOKS_WEBHOOKS_AUTO_APPLY is on, so the web process creates it in"
+            f" the organization within {settings.webhook_secrets_refresh:g} s"
+            f" (CALHOOKS_WEBHOOK_SECRETS_REFRESH); its intake URL {url} works now"
+        )
+    ref = info.name if info.tenant == DEFAULT_TENANT else info.pcid
+    return (
+        "webhook: not created yet (CALHOOKS_WEBHOOKS_AUTO_APPLY is off): run"
+        f" `calhooks webhooks apply --connection {ref}`; its intake URL {url} works now"
     )
 
 
@@ -201,19 +231,93 @@ def list_connections(
 def remove(
     ref: Annotated[str, typer.Argument(help="PCID, or name within --tenant.")],
     tenant: TenantOption = DEFAULT_TENANT,
+    keep_webhook: Annotated[
+        bool,
+        typer.Option(
+            "--keep-webhook",
+            help="Leave Cal.com alone (no call is made): the connection's webhook, if any,"
+            " stays and keeps delivering to a URL that refuses everything. Its secrets in"
+            " Redis are deleted all the same.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Remove the connection even when its webhook cannot be deleted (Cal.com"
+            " unreachable, key revoked); that webhook then has to be deleted by hand.",
+        ),
+    ] = False,
 ) -> None:
-    """Delete a connection; MCP calls with its PCID fail from then on."""
+    """Delete a connection, cleanly: first calhooks' own webhook in its organization
+    (deleted with the connection's credentials; webhooks calhooks does not own are left
+    alone), then the connection, then its webhook secrets in Redis. MCP calls with its PCID
+    and deliveries to its intake URL fail from then on.
 
-    async def operation(store: ConnectionStore) -> Connection | None:
+    Deleting the webhook is the default because one left behind keeps sending the
+    organization's bookings to an intake that can only refuse them. When Cal.com cannot be
+    reached the connection is kept and the command exits 1: run it again later, or add
+    --force (or --keep-webhook to not touch Cal.com at all). The webhook is recognised by
+    its mark for CALHOOKS_WEBHOOK_DEPLOYMENT: run this with the web pods' deployment name.
+    """
+    from calhooks.service.calcom.client import CalcomClient
+    from calhooks.service.core.logs import settings_secrets
+    from calhooks.service.core.settings import get_settings
+    from calhooks.service.subscriptions.removal import remove_connection
+    from calhooks.service.subscriptions.targets import Target
+
+    settings = get_settings()
+    configure_cli_logging(settings_secrets(settings))
+
+    async def operation(store: ConnectionStore) -> tuple[Connection, Removal] | None:
         found = await store.find(ref, tenant=tenant)
-        if found is not None:
-            await store.remove(found.info.pcid)
-        return found
+        if found is None:
+            return None
+        target = Target(found)
+        async with CalcomClient.from_settings(settings) as cal:
+            removal = await remove_connection(
+                cal,
+                store,
+                target,
+                target.store(settings, store.redis),
+                keep_webhook=keep_webhook,
+                force=force,
+            )
+        return found, removal
 
-    found = _run(operation)
-    if found is None:
+    outcome = _run(operation)
+    if outcome is None:
         fail(f"no connection {ref!r} (tenant {tenant})")
-    typer.echo(f"removed {found.info.name!r} ({found.info.pcid})")
+    found, removal = outcome
+    info = found.info
+    if removal.webhook_error is not None:
+        url = f"{settings.webhook_path.rstrip('/')}/{info.pcid}"
+        typer.echo(
+            f"warning: its Cal.com webhook could not be deleted ({removal.webhook_error}):"
+            f" delete the webhook delivering to {url} in org {info.org_id} by hand",
+            err=True,
+        )
+    typer.echo(f"removed {info.name!r} ({info.pcid}): " + removal_summary(removal, info))
+
+
+def removal_summary(removal: Removal, info: ConnectionInfo) -> str:
+    """What ``remove`` did, after the connection's name, in one line."""
+    parts = []
+    if removal.webhook_error is not None:
+        parts.append("its Cal.com webhook may remain (--force)")
+    elif removal.deleted:
+        ids = ", ".join(removal.deleted)
+        parts.append(f"deleted its Cal.com webhook {ids} in org {info.org_id}")
+    elif removal.checked:
+        parts.append(f"it had no webhook in org {info.org_id}")
+    elif info.org_id is None:
+        parts.append("no org id, so no webhook to delete")
+    else:
+        parts.append("Cal.com left alone (--keep-webhook)")
+    if removal.foreign_kept:
+        parts.append(f"left the organization's {removal.foreign_kept} other webhook(s) alone")
+    parts.append(f"deleted {removal.keys_deleted} webhook-secret key(s)")
+    return "; ".join(parts)
 
 
 @app.command()

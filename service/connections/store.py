@@ -175,6 +175,10 @@ class ConnectionStore:
         self._remove = redis.register_script(_REMOVE)
         self._rewrite = redis.register_script(_REWRITE)
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
     @classmethod
     def from_settings(cls, settings: Settings, redis: aioredis.Redis) -> ConnectionStore:
         """A store on ``redis`` keyed by ``CALHOOKS_ENCRYPTION_KEY`` (which must be set)."""
