@@ -11,6 +11,9 @@
 * ``rotate`` - a new secret with no delivery rejected;
 * ``ping`` - a test delivery and whether the intake verified it;
 * ``report`` - plans and outcomes as text and JSON;
+* ``targets`` - which organization: the environment's, or a connection's;
+* ``arrivals`` - the first apply of a connection stored while the web process runs;
+* ``removal`` - a connection removed with its webhook and secrets;
 * ``startup`` - what ``calhooks serve`` takes: the secret source, auto-apply;
 * ``errors`` - every error above, under ``SubscriptionError``.
 """
