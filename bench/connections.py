@@ -66,6 +66,7 @@ from calhooks.service.intake.queue import EventQueue, Pacing  # noqa: E402
 from calhooks.service.intake.redispipe import RedisAddress, RedisPipe  # noqa: E402
 from calhooks.service.sandbox import organization_api_key, organization_key_id  # noqa: E402
 from calhooks.service.subscriptions.secret_store import WebhookSecretStore  # noqa: E402
+from tests.counting import most_in_any_window  # noqa: E402
 
 QUEUE = "arq:queue"
 LIMIT = 120
@@ -327,15 +328,6 @@ def per_connection(sent: list[Sent], done: dict[str, tuple[float, float]]) -> st
     )
 
 
-def busiest_window(times: list[float], window: float = 60.0) -> int:
-    ordered, best, first = sorted(times), 0, 0
-    for last, at in enumerate(ordered):
-        while at - ordered[first] >= window:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
-
-
 async def requests(sandbox: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=sandbox + "/_sandbox", timeout=30) as admin:
         records: list[dict[str, Any]] = (await admin.get("/requests")).json()["requests"]
@@ -417,7 +409,7 @@ async def steady(
             by_key.setdefault(r["credential"], []).append(at)
     throttled = Counter(r["credential"] for r in records if r["status"] == 429)
     flood_key = organization_key_id(flooded.org_id)
-    busiest = {key: busiest_window(times) for key, times in by_key.items()}
+    busiest = {key: most_in_any_window(times) for key, times in by_key.items()}
     others_busiest = max((v for k, v in busiest.items() if k != flood_key), default=0)
     print(
         f"         flood: {len(by_key.get(flood_key, []))} of {flood} done in "

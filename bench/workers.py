@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from calhooks.service.events import Event, job_bytes  # noqa: E402
 from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID  # noqa: E402
+from tests.counting import most_in_any_window  # noqa: E402
 
 SECRET = "bench-signing-secret"  # noqa: S105 - the benchmark's own key
 QUEUE = "arq:queue"
@@ -305,15 +306,6 @@ async def drain(
     )
 
 
-def busiest_window(times: list[float], window: float = 60.0) -> int:
-    ordered, best, first = sorted(times), 0, 0
-    for last, at in enumerate(ordered):
-        while at - ordered[first] >= window:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
-
-
 async def rate_limit(redis_server: EmbeddedRedis, workdir: Path, seconds: float) -> None:
     limit = 120
     with cluster(redis_server, workdir) as run:
@@ -331,7 +323,7 @@ async def rate_limit(redis_server: EmbeddedRedis, workdir: Path, seconds: float)
     served = [r for r in api if r["status"] == 200]
     throttled = sum(1 for r in api if r["status"] == 429)
     arrived = [datetime.fromisoformat(r["at"].replace("Z", "+00:00")).timestamp() for r in served]
-    busiest = busiest_window(arrived)
+    busiest = most_in_any_window(arrived)
     print(
         f"limit   4 workers sharing {limit}/min, {seconds:.0f} s with a backlog: "
         f"{len(served)} calls served, at most {busiest} in any 60 s "

@@ -11,6 +11,7 @@ from calhooks.service.calcom.client import Credentials
 from calhooks.service.core.embedded_redis import EmbeddedRedis
 from calhooks.workers.ratelimit import TICKET, SharedRateLimit, advertised_limit, bucket_name
 from calhooks.workers.retries import Defer
+from tests.counting import most_in_any_window
 
 
 class FakeSleep:
@@ -29,16 +30,6 @@ async def grant_times(limiter: SharedRateLimit, count: int) -> list[float]:
         await limiter.acquire()
     log = await limiter.redis.zrange(limiter.log_key, 0, -1, withscores=True)
     return [score for _, score in log]
-
-
-def most_in_any_window(times: list[float], window: float = 60.0) -> int:
-    ordered = sorted(times)
-    best, start = 0, 0
-    for end, at in enumerate(ordered):
-        while at - ordered[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def test_workers_sharing_a_bucket_never_exceed_the_limit_in_any_minute(
