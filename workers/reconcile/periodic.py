@@ -210,12 +210,23 @@ async def every_period(
                     name=f"calhooks-reconcile-{target.org}",
                 )
                 running[target.org] = task
-                task.add_done_callback(lambda _, org=target.org: running.pop(org, None))
+                task.add_done_callback(_forget(running, target.org))
             await asyncio.sleep(check * (0.5 + random.random()))  # noqa: S311 (jitter)
     finally:
         for task in list(running.values()):
             task.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
+
+
+def _forget(
+    running: dict[records.Org, asyncio.Task[None]], org: records.Org
+) -> Callable[[asyncio.Task[None]], None]:
+    """A done callback: ``org``'s pass no longer runs."""
+
+    def done(_: asyncio.Task[None]) -> None:
+        running.pop(org, None)
+
+    return done
 
 
 async def _one(
@@ -229,9 +240,7 @@ async def _one(
         )
         return
     try:
-        await run_locked(
-            make(target, calls), lock_ttl=max(MIN_LOCK_TTL, 2 * period), holder=holder
-        )
+        await run_locked(make(target, calls), lock_ttl=max(MIN_LOCK_TTL, 2 * period), holder=holder)
     except Busy:
         metrics.PASSES.labels("busy").inc()
         logger.info("reconcile.busy", org=target.org)
@@ -252,7 +261,8 @@ def reconciler_for(
     settings: Settings, redis: aioredis.Redis, target: Target, calls: int | None
 ) -> Reconciler:
     """The reconciler of one usable target, with ``calls`` as its budget."""
-    assert target.client is not None and target.org_id is not None
+    assert target.client is not None
+    assert target.org_id is not None
     return Reconciler(
         redis,
         target.client,
