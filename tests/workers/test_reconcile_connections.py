@@ -297,6 +297,7 @@ async def test_a_connection_that_cannot_be_used_is_skipped_and_the_others_go_on(
 async def test_the_walk_runs_no_more_passes_at_once_than_its_limit(
     deployment: Deployment,
 ) -> None:
+    """Four organizations, two passes at once: the other two start when a pass ends."""
     d = deployment
     running: set[records.Org] = set()
     most = 0
@@ -327,14 +328,15 @@ async def test_the_walk_runs_no_more_passes_at_once_than_its_limit(
 
     worker = asyncio.create_task(
         periodic.every_period(
-            d.redis, find, make, period=3600, per_key=None, check_every=0.01, concurrency=2
+            d.redis, find, make, period=3600, per_key=None, check_every=3600, concurrency=2
         )
     )
     try:
         await eventually(lambda: len(running) == 2, what="two passes running")
-        for _ in range(20):  # more checks go by: no third pass starts
+        for _ in range(20):  # no third pass starts
             await asyncio.sleep(0.01)
         assert len(running) == 2
+        # The walk goes on as soon as passes end, not at its next check (an hour away).
         release.set()
 
         async def all_passed() -> bool:

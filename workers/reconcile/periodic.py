@@ -8,9 +8,10 @@ shared rate limit. A connection that cannot be used (removed meanwhile, no org i
 cannot be decrypted) is skipped with a logged reason (``reconcile.skipped``); the others go on.
 
 Every worker runs ``every_period``. Each check it walks the organizations, starting where its
-last walk stopped, and starts at most ``concurrency`` passes at once (``CONCURRENT_PASSES``):
-with hundreds of connections their passes spread over checks and periods. A pass needs two
-keys of its organization (``records.key_prefix``):
+last walk stopped, and runs at most ``concurrency`` passes at once (``CONCURRENT_PASSES``); a
+walk the limit stopped goes on as soon as a pass ends. With hundreds of connections their
+passes spread over the checks, the workers and, beyond what they get through, periods. A
+pass needs two keys of its organization (``records.key_prefix``):
 
 * ``due`` - ``SET NX PX <period>``: the first worker to set it owns this period's pass, the
   others find it set and wait for the next period;
@@ -33,6 +34,7 @@ use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -172,9 +174,12 @@ async def every_period(
     - until cancelled."""
     check = check_every if check_every is not None else min(15.0, period / 4)
     running: dict[records.Org, asyncio.Task[None]] = {}
+    #: Set when a pass ends: a walk stopped by the limit goes on at once.
+    ended = asyncio.Event()
     offset = 0
     try:
         while True:
+            full = False
             try:
                 found = await find()
             except asyncio.CancelledError:
@@ -187,6 +192,7 @@ async def every_period(
             offset = offset % len(found) if found else 0
             for target in [*found[offset:], *found[:offset]]:
                 if len(running) >= concurrency:
+                    full = True
                     break
                 offset += 1
                 if target.org in running:
@@ -210,8 +216,14 @@ async def every_period(
                     name=f"calhooks-reconcile-{target.org}",
                 )
                 running[target.org] = task
-                task.add_done_callback(_forget(running, target.org))
-            await asyncio.sleep(check * (0.5 + random.random()))  # noqa: S311 (jitter)
+                task.add_done_callback(_forget(running, target.org, ended))
+            pause = check * (0.5 + random.random())  # noqa: S311 (jitter)
+            ended.clear()
+            if full:  # organizations wait for a free slot: go on as soon as a pass ends
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), pause)
+            else:
+                await asyncio.sleep(pause)
     finally:
         for task in list(running.values()):
             task.cancel()
@@ -219,12 +231,13 @@ async def every_period(
 
 
 def _forget(
-    running: dict[records.Org, asyncio.Task[None]], org: records.Org
+    running: dict[records.Org, asyncio.Task[None]], org: records.Org, ended: asyncio.Event
 ) -> Callable[[asyncio.Task[None]], None]:
     """A done callback: ``org``'s pass no longer runs."""
 
     def done(_: asyncio.Task[None]) -> None:
         running.pop(org, None)
+        ended.set()
 
     return done
 
