@@ -269,7 +269,7 @@ async def test_a_connection_that_cannot_be_used_is_skipped_and_the_others_go_on(
         )
     )
     try:
-        usable = [SANDBOX_ORG_ID, d.acme.pcid, d.globex.pcid, d.labs.pcid]
+        usable: list[records.Org] = [SANDBOX_ORG_ID, d.acme.pcid, d.globex.pcid, d.labs.pcid]
 
         async def all_passed() -> bool:
             for org in usable:
