@@ -22,6 +22,7 @@ from calhooks.service.calcom.client import CalcomClient, Credentials
 from calhooks.service.connections.store import RECORDS_KEY, ConnectionInfo, ConnectionStore
 from calhooks.service.core.secretbox import SecretBox, generate_key
 from calhooks.service.core.settings import Settings
+from calhooks.service.events import Event, reapply_key
 from calhooks.service.sandbox.seed import (
     MANAGED_API_KEY,
     MANAGED_ORG_ID,
@@ -350,3 +351,32 @@ async def test_the_walk_runs_no_more_passes_at_once_than_its_limit(
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
     assert most == 2
+
+
+async def test_a_change_of_a_connection_s_own_webhook_asks_for_a_reapply(
+    deployment: Deployment,
+) -> None:
+    """A connection's webhook carries ``<deployment>.<pcid>`` (subscriptions.ownership): its
+    change asks the web process to re-apply the plans (every organization's); the
+    environment's mark seen in a connection's org is not that connection's webhook."""
+    d = deployment
+    request = reapply_key("test")
+    await d.run(d.globex.pcid)
+
+    async def create(mark: str) -> list[Event]:
+        async with d.sandbox.client() as cal:
+            globex = cal.with_credentials(Credentials(api_key=SECOND_API_KEY), org_id=SECOND_ORG_ID)
+            await globex.call(
+                "cal_organizations_webhooks_controller_create_organization_webhook",
+                active=True,
+                subscriberUrl=f"https://hooks.example.com/webhooks/cal/x?calhooks={mark}",
+                triggers=["BOOKING_CREATED"],
+            )
+        return (await d.run(d.globex.pcid)).events
+
+    [other] = await create("test")
+    assert other.trigger == triggers.WEBHOOK_CHANGED
+    assert other.connection == d.globex.pcid
+    assert await d.redis.get(request) is None
+    [own] = await create(f"test.{d.globex.pcid}")
+    assert await d.redis.get(request) == own.id.encode()

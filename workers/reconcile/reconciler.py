@@ -335,12 +335,17 @@ class Reconciler:
             await pipe.execute()
 
     def _own_webhook_changed(self, event: Event) -> bool:
-        """Whether ``event`` is a change of this deployment's own webhook (before or after
-        carries its ownership mark): the web process is then asked to re-apply the plan."""
+        """Whether ``event`` is a change of this deployment's own webhook in this organization
+        (before or after carries its ownership mark): the web process is then asked to
+        re-apply the plans (of every organization)."""
         if event.trigger != triggers.WEBHOOK_CHANGED or self.deployment is None:
             return False
+        # A connection's webhook is marked ``<deployment>.<pcid>`` (subscriptions.ownership).
+        mark = (
+            self.deployment if self.connection is None else f"{self.deployment}.{self.connection}"
+        )
         return any(
-            owner_of(str(side.get("subscriberUrl", ""))) == self.deployment
+            owner_of(str(side.get("subscriberUrl", ""))) == mark
             for side in (event.payload.get("before"), event.payload.get("after"))
             if isinstance(side, Mapping)
         )
