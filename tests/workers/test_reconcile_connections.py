@@ -2,7 +2,8 @@
 connection (the sandbox's Acme, Globex and Acme Labs over real HTTP, the suite's real Redis).
 
 Each organization has its own snapshot and records (a connection's keyed by its PCID, the
-environment's exactly as before), its events carry its connection, its missed bookings are
+environment's exactly as before), its events carry its connection (and run its rules with
+its credentials), its missed bookings are
 checked against its own booking records, its key's budget is split between the
 organizations using that key, and a connection that cannot be used is skipped while the
 others go on."""
@@ -33,9 +34,16 @@ from calhooks.service.sandbox.seed import (
 )
 from calhooks.workers import keys
 from calhooks.workers.clients import Organizations
+from calhooks.workers.deadletter import DeadLetterQueue
+from calhooks.workers.eventlog import EventLog
+from calhooks.workers.jobs import Processor
+from calhooks.workers.ledger import Ledger
+from calhooks.workers.ordering import BookingOrder
 from calhooks.workers.ratelimit import SharedRateLimit
 from calhooks.workers.reconcile import periodic, records, triggers
 from calhooks.workers.reconcile.reconciler import Reconciler, RunReport
+from calhooks.workers.retries import RetryPolicy
+from calhooks.workers.rules import parse_rules
 from tests.sandbox.server import RunningSandbox
 from tests.waiting import eventually
 from tests.workers.test_reconcile import queued
@@ -380,3 +388,50 @@ async def test_a_change_of_a_connection_s_own_webhook_asks_for_a_reapply(
     assert await d.redis.get(request) is None
     [own] = await create(f"test.{d.globex.pcid}")
     assert await d.redis.get(request) == own.id.encode()
+
+
+RULES = """
+rules:
+  - name: globex-newcomers
+    on: calhooks.USER_CREATED
+    connections: [globex]
+    steps:
+      - tool: cal_organizations_users_controller_get_organizations_users
+        with: {emails: ["${{ payload.after.email }}"]}
+  - name: acme-newcomers
+    on: calhooks.USER_CREATED
+    connections: [acme]
+    steps:
+      - log: "never for globex"
+"""
+
+
+async def test_a_connection_s_recovered_event_runs_its_rules_with_its_credentials(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    await d.run(d.globex.pcid)
+    async with d.sandbox.client() as cal:
+        globex = cal.with_credentials(Credentials(api_key=SECOND_API_KEY), org_id=SECOND_ORG_ID)
+        await globex.call(CREATE_USER, email="recovered@globex.example")
+    await d.run(d.globex.pcid)
+    [event] = [e for e in await queued(d.redis) if e.trigger == triggers.USER_CREATED]
+    rules = parse_rules(RULES, env={"org_id": SANDBOX_ORG_ID})
+    processor = Processor(
+        rules=lambda: rules,
+        client=d.organizations.environment.client,
+        ledger=Ledger(d.redis, ttl=600),
+        dead_letters=DeadLetterQueue(d.redis),
+        eventlog=EventLog(d.redis, ttl=600),
+        order=BookingOrder(d.redis, wait=0.0, lock_wait=0.05),
+        policy=RetryPolicy(3, 10.0, 100.0),
+        job_timeout=30,
+        worker_name="test-worker",
+        organizations=d.organizations,
+    )
+    before = len(d.sandbox.requests(LIST_USERS))
+    assert await processor.process(event) == {"rules": {"globex-newcomers": "done"}}
+    [call] = d.sandbox.requests(LIST_USERS)[before:]
+    assert call.credential == GLOBEX_KEY_ID
+    assert call.path == f"/v2/organizations/{SECOND_ORG_ID}/users"
+    assert dict(call.query)["emails"] == "recovered@globex.example"
