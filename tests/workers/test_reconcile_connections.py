@@ -435,3 +435,30 @@ async def test_a_connection_s_recovered_event_runs_its_rules_with_its_credential
     assert call.credential == GLOBEX_KEY_ID
     assert call.path == f"/v2/organizations/{SECOND_ORG_ID}/users"
     assert dict(call.query)["emails"] == "recovered@globex.example"
+
+
+async def test_the_walk_stops_when_cancelled_even_if_an_await_swallowed_it(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A worker's shutdown cancels the loop; something inside that eats the CancelledError
+    (as ``asyncio.wait_for`` may in Python 3.11) must not keep it running."""
+    entered = asyncio.Event()
+
+    async def find() -> list[periodic.Target]:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # swallowed, as a buggy await would
+            return []
+        return []
+
+    def make(target: periodic.Target, calls: int | None) -> Reconciler:
+        raise AssertionError("no organization to reconcile")
+
+    worker = asyncio.create_task(
+        periodic.every_period(redis_client, find, make, period=3600, per_key=None, check_every=0.01)
+    )
+    await entered.wait()
+    worker.cancel()
+    await eventually(worker.done, what="the loop to stop")
+    assert worker.cancelled()

@@ -179,6 +179,7 @@ async def every_period(
     offset = 0
     try:
         while True:
+            _stop_if_cancelled()
             full = False
             try:
                 found = await find()
@@ -191,6 +192,7 @@ async def every_period(
             budgets = share_budgets(found, per_key)
             offset = offset % len(found) if found else 0
             for target in [*found[offset:], *found[:offset]]:
+                _stop_if_cancelled()
                 if len(running) >= concurrency:
                     full = True
                     break
@@ -228,6 +230,15 @@ async def every_period(
         for task in list(running.values()):
             task.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
+
+
+def _stop_if_cancelled() -> None:
+    """Stop the loop if its task was asked to stop, even when an await swallowed the
+    ``CancelledError`` (``asyncio.wait_for`` does in Python 3.11 when its waiter finished
+    at the same moment): a worker's shutdown must always end it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _forget(
