@@ -41,6 +41,7 @@ RulesFile.modified_at
 EventView.unmatched
 Section.secret_age
 PassRecord.duplicates
+PassRecord.organization
 Status.total_passes
 Status.lock_left
 Status.due_in

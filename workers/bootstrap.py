@@ -10,7 +10,7 @@ On startup the worker builds its ``Runtime``: the environment organization's Cal
 and the connections' (``workers.clients``: each behind its key's shared rate limit and the
 call metrics), the rules, the ledger, dead-letter queue, event log and booking order on the
 worker's own Redis connection, the probe server and the periodic reconciliation of the
-environment's organization (``workers.reconcile.periodic``).
+environment's organization and every connection (``workers.reconcile.periodic``).
 """
 
 from __future__ import annotations
@@ -341,10 +341,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime.janitor = asyncio.create_task(
         _trim_dead_letters(dead_letters), name="calhooks-dlq-trim"
     )
-    if settings.reconcile_period > 0 and settings.org_id is not None:
+    if settings.reconcile_period > 0 and (settings.org_id is not None or store is not None):
         from calhooks.workers.reconcile import periodic
 
-        runtime.reconciler = periodic.start(settings, redis, client, holder=name)
+        runtime.reconciler = periodic.start(settings, redis, organizations, holder=name)
     if settings.worker_http_port:
         runtime.probes = _probe_routes(runtime, ctx)
         await runtime.probes.start()

@@ -1,8 +1,10 @@
 """The reconciliation page: the workers' last passes, the lock, the snapshot, recent events.
 
 Reads reconciliation's records (``calhooks.workers.reconcile.records``, never its runtime):
-the pass history (when, how long, who, entities seen per kind, events queued per trigger,
-calls spent against the budget), whether a pass holds the lock and who, the snapshot's size
+the pass history of every organization (``records.read_all_passes``: which organization -
+the environment's or a connection -, when, how long, who, entities seen per kind, events
+queued per trigger, calls spent against the budget) and, for the environment's organization,
+whether a pass holds the lock and who, the snapshot's size
 per kind, when the current period ends, and the events recent passes queued, each with its
 outcome from the recent-events index and a link to its page. ``run_now`` (operators only)
 asks the workers for a pass at once (``records.request_run``): the next worker to check
@@ -34,7 +36,10 @@ EVENTS_SHOWN = 50
 def _off_reason(ctx: Context) -> str | None:
     """Why this deployment's workers run no pass (from the settings the console shares)."""
     if ctx.settings.org_id is None:
-        return "CALHOOKS_ORG_ID is not set: there is no organization to reconcile."
+        return (
+            "CALHOOKS_ORG_ID is not set: the environment's organization is not reconciled"
+            " (the connections' passes, if any, are listed below)."
+        )
     if ctx.settings.reconcile_period <= 0:
         return (
             "CALHOOKS_RECONCILE_PERIOD is 0: the workers run no pass "
@@ -66,6 +71,7 @@ async def page(ctx: Context, request: Request, session: Session, _: FormData | N
         "notice": request.query_params.get("notice"),
         "state": None,
         "outcomes": {},
+        "passes": await records.read_all_passes(ctx.redis, PASSES_SHOWN),
     }
     if org_id is not None:
         state = await records.read_status(
@@ -73,6 +79,8 @@ async def page(ctx: Context, request: Request, session: Session, _: FormData | N
         )
         values["state"] = state
         values["outcomes"] = await _outcomes(ctx, [e.id for e in state.events])
+        if not values["passes"]:  # a history written before connections: this org's only
+            values["passes"] = state.passes
     return ctx.render(request, session, "reconciliation.html", **values)
 
 

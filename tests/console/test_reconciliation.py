@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from calhooks.service.app import create_app
 from calhooks.service.core.embedded_redis import EmbeddedRedis
+from calhooks.service.sandbox.seed import SECOND_API_KEY, SECOND_ORG_ID
 from calhooks.workers.reconcile import periodic, records, triggers
 from calhooks.workers.reconcile.reconciler import Reconciler, RunReport
 from tests.console.conftest import OPERATOR, READER, console_settings, csrf_of, sign_in
@@ -129,3 +130,47 @@ def test_without_an_organization_the_page_says_reconciliation_is_off(
     asked = client.post("/console/reconciliation/run", data={"csrf": csrf_of(page.text)})
     assert "No pass was requested" in asked.text
     assert sync_redis.keys("calhooks:reconcile:*") == []
+
+
+def connection_pass(sandbox: RunningSandbox, url: str, pcid: str) -> RunReport:
+    """A pass of a connection to Globex (its own key and records), as a worker runs it."""
+
+    async def run() -> RunReport:
+        client = aioredis.Redis.from_url(url)
+        try:
+            reconciler = Reconciler(
+                client, sandbox.client(SECOND_API_KEY, SECOND_ORG_ID), org_id=SECOND_ORG_ID,
+                queue_name="arq:queue", dedupe_window=60, connection=pcid, name="globex",
+            )  # fmt: skip
+            return await periodic.run_locked(reconciler, holder="worker-3")
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def test_each_pass_names_its_organization(
+    org_client: TestClient, sandbox: RunningSandbox, redis_server: EmbeddedRedis
+) -> None:
+    two_passes(sandbox, redis_server.url)
+    connection_pass(sandbox, redis_server.url, "pcid-globex")
+    sign_in(org_client, READER)
+    html = org_client.get(PAGE).text
+    assert '<th scope="col">Organization</th>' in html
+    rows = html.split('<caption class="sr-only">The last reconciliation passes')[1]
+    assert rows.index("<td>globex (pcid-globex)</td>") < rows.index(
+        "<td>environment (org 1)</td>"
+    )  # newest first
+    assert rows.count("<td>environment (org 1)</td>") == 2
+    assert "<tr><td>users</td><td>4</td></tr>" in html  # the environment's own snapshot
+
+
+def test_without_an_environment_organization_the_connections_passes_show(
+    client: TestClient, sandbox: RunningSandbox, redis_server: EmbeddedRedis
+) -> None:
+    connection_pass(sandbox, redis_server.url, "pcid-globex")
+    sign_in(client, READER)
+    html = client.get(PAGE).text
+    assert "CALHOOKS_ORG_ID is not set" in html
+    assert "<td>globex (pcid-globex)</td>" in html
+    assert "<code>worker-3</code>" in html

@@ -273,13 +273,20 @@ async def test_workers_take_turns_one_pass_per_period(
 ) -> None:
     log: list[tuple[str, int]] = []
 
-    def make() -> Reconciler:
+    async def find() -> list[periodic.Target]:
+        return [periodic.Target(1, None, 1)]
+
+    def make(target: periodic.Target, calls: int | None) -> Reconciler:
         return Recording(
             log, redis_client, sandbox.client(), org_id=1, queue_name=QUEUE, dedupe_window=60
         )
 
     workers = [
-        asyncio.create_task(periodic.every_period(make, period=0.2, check_every=0.01))
+        asyncio.create_task(
+            periodic.every_period(
+                redis_client, find, make, period=0.2, per_key=None, check_every=0.01
+            )
+        )
         for _ in range(3)
     ]
     try:

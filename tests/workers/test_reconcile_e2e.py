@@ -3,7 +3,8 @@ with a 1-second reconciliation period. A time-off booking whose deliveries never
 still gets its OOO entry, exactly once, and loses it when cancelled; a delivered booking is
 not recovered a second time; a rule on ``event.source == "reconcile"`` runs for the
 recovered booking only; calhooks' own webhook, edited in Cal.com, is re-applied by the web
-process (docs/reconciliation.md)."""
+process (docs/reconciliation.md); a connection's organization is reconciled with its own key
+and records."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from calhooks.service.calcom.client import Credentials
+from calhooks.service.connections.store import ConnectionStore
 from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port
-from calhooks.service.core.secretbox import generate_key
+from calhooks.service.core.secretbox import SecretBox, generate_key
 from calhooks.service.events import reapply_key
 from calhooks.service.sandbox import SANDBOX_ORG_ID
+from calhooks.service.sandbox.seed import SECOND_API_KEY, SECOND_ORG_ID
+from calhooks.workers.eventlog import EventLog
 from calhooks.workers.reconcile import records, triggers
 from calhooks.workers.redistyped import hget
 from tests.sandbox.server import RunningSandbox
@@ -243,3 +248,73 @@ async def test_someone_editing_the_own_webhook_gets_it_re_applied(
     await more_passes(redis_client, 3)
     assert sandbox.store.webhooks[webhook.id].active
     assert [w.id for w in sandbox.store.webhooks.values()] == [webhook.id]
+
+
+async def test_a_worker_reconciles_each_connection_with_its_own_key_and_records(
+    sandbox: RunningSandbox,
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    processes: list[Process],
+) -> None:
+    """A `calhooks worker` reconciles the environment's org and a Globex connection: a user
+    made in Globex behind calhooks' back becomes a processed ``calhooks.USER_CREATED`` of
+    that connection; a connection without an org id is skipped, with its reason logged."""
+    key = generate_key()
+    store = ConnectionStore(redis_client, SecretBox(key))
+    globex = await store.add(
+        "globex", Credentials(api_key=SECOND_API_KEY), org_id=SECOND_ORG_ID, base_url=sandbox.url
+    )
+    orphan = await store.add("orphan", Credentials(api_key=SECOND_API_KEY))
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        "rules:\n  - name: newcomers\n    on: [calhooks.USER_CREATED]\n"
+        "    connections: [globex]\n    steps:\n      - log: new\n"
+    )
+    env = environment(
+        redis_server.url,
+        sandbox.url,
+        rules_file,
+        reconcile_period=1,
+        reconcile_grace=0,
+        worker_rate_limit_per_minute=1200,
+        reconcile_rate_share=0.5,
+        encryption_key=key,
+    )
+    worker = start_worker("w1", env, tmp_path)
+    processes.append(worker)
+    globex_state = records.state_key(globex.pcid)
+
+    async def baselines() -> bool:
+        env_done = await hget(redis_client, STATE, "users:baseline") == b"1"
+        return env_done and await hget(redis_client, globex_state, "users:baseline") == b"1"
+
+    await eventually(baselines, what="the baselines of both organizations")
+    async with sandbox.client(SECOND_API_KEY, SECOND_ORG_ID) as cal:
+        await cal.call(
+            "cal_organizations_users_controller_create_organization_user",
+            email="e2e-newcomer@globex.example",
+        )
+
+    async def recovered() -> records.QueuedEvent | None:
+        status = await records.read_status(redis_client, globex.pcid)
+        found = [e for e in status.events if e.trigger == triggers.USER_CREATED]
+        return found[0] if found else None
+
+    event = await eventually(recovered, what="globex's calhooks.USER_CREATED")
+    ran = EventLog(redis_client, ttl=600)
+
+    async def done() -> list[dict[str, Any]] | None:
+        log = await ran.read(event.id)
+        finished = [r for r in log if r.get("kind") == "rule" and r.get("outcome") == "done"]
+        return log if finished else None
+
+    log = await eventually(done, what="the recovered event's rule")
+    assert {r.get("connection") for r in log if "connection" in r} == {globex.pcid}
+    # The environment's organization saw nothing of it; the orphan is skipped, not listed.
+    assert (await records.read_status(redis_client, SANDBOX_ORG_ID)).events == []
+    assert await redis_client.exists(records.state_key(orphan.pcid)) == 0
+    skipped = [line for line in log_lines(worker) if line.get("event") == "reconcile.skipped"]
+    assert skipped
+    assert "has no org id" in skipped[0]["reason"]
+    assert SECOND_API_KEY not in worker.output()

@@ -112,11 +112,16 @@ async def test_the_lock_names_the_pass_holding_it(
 async def test_a_pass_asked_for_now_runs_at_once_then_the_period_restarts(
     sandbox: RunningSandbox, redis_client: aioredis.Redis
 ) -> None:
-    def make() -> Reconciler:
+    async def find() -> list[periodic.Target]:
+        return [periodic.Target(1, None, 1)]
+
+    def make(target: periodic.Target, calls: int | None) -> Reconciler:
         return reconciler(sandbox, redis_client)
 
     worker = asyncio.create_task(
-        periodic.every_period(make, period=3600, check_every=0.01, holder="worker-b")
+        periodic.every_period(
+            redis_client, find, make, period=3600, per_key=None, check_every=0.01, holder="worker-b"
+        )
     )
     try:
 

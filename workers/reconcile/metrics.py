@@ -1,7 +1,7 @@
 """Reconciliation's Prometheus metrics, in the worker's registry (served on its ``/metrics``).
 
 * ``calhooks_reconcile_passes_total{outcome}`` - passes ``done``, ``busy`` (another held the
-  lock), ``failed`` (Redis or Cal.com away);
+  lock), ``failed`` (Redis or Cal.com away), ``skipped`` (a connection that cannot be used);
 * ``calhooks_reconcile_calls_total`` - list calls spent;
 * ``calhooks_reconcile_entities{kind}`` - entities in the last complete listing of each kind;
 * ``calhooks_reconcile_events_total{trigger}`` - events queued (not counting duplicates).

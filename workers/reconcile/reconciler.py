@@ -79,7 +79,13 @@ def _decode(raw: Mapping[Any, Any]) -> dict[str, dict[str, Any]]:
     return {(k.decode() if isinstance(k, bytes) else str(k)): json.loads(v) for k, v in raw.items()}
 
 
-def _make_event(trigger: str, payload: dict[str, Any], observed: float, *id_parts: Any) -> Event:
+def _make_event(
+    trigger: str,
+    payload: dict[str, Any],
+    observed: float,
+    connection: str | None,
+    *id_parts: Any,
+) -> Event:
     created = _iso(observed)
     return Event(
         id=change_id("reconcile", trigger, *id_parts),
@@ -88,6 +94,7 @@ def _make_event(trigger: str, payload: dict[str, Any], observed: float, *id_part
         payload=payload,
         raw={"triggerEvent": trigger, "createdAt": created, "payload": payload},
         received_at=observed,
+        connection=connection,
         source=triggers.SOURCE,
     )
 
@@ -107,10 +114,17 @@ class Reconciler:
         grace: float = 0.0,
         kinds: Sequence[Kind] = KINDS,
         deployment: str | None = None,
+        connection: str | None = None,
+        name: str | None = None,
     ) -> None:
         self.redis = redis
         self.client = client
         self.org_id = org_id
+        #: The connection's PCID (``None``: the environment's organization) and its name.
+        self.connection = connection
+        #: The organization's records (``records.Org``): a connection's are keyed by its PCID.
+        self.org: records.Org = connection if connection is not None else org_id
+        self.label = records.organization_label(self.org, name)
         self.budget = budget
         self.grace = grace
         self.kinds = tuple(kinds)
@@ -141,6 +155,7 @@ class Reconciler:
         logger.info(
             "reconcile.done",
             org=self.org_id,
+            connection=self.connection,
             calls=report.calls,
             complete=report.complete,
             baselined=report.baselined,
@@ -164,7 +179,7 @@ class Reconciler:
         """Add the pass and the events it queued to the history the console reads."""
         await records.add_events(
             self.redis,
-            self.org_id,
+            self.org,
             (
                 records.QueuedEvent(
                     event.id, event.trigger, records.subject_of(event.payload), event.received_at
@@ -174,7 +189,7 @@ class Reconciler:
         )
         await records.add_pass(
             self.redis,
-            self.org_id,
+            self.org,
             records.PassRecord(
                 started=round(started, 3),
                 duration=round(time.monotonic() - clock, 3),
@@ -189,13 +204,15 @@ class Reconciler:
                 baselined=list(report.baselined),
                 pending=report.pending,
                 error=None if error is None else f"{type(error).__name__}: {str(error)[:200]}",
+                organization=self.label,
+                connection=self.connection,
             ),
         )
 
     async def _pass(self, report: RunReport, *, dry_run: bool) -> None:
         state = {
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in (await self.redis.hgetall(records.state_key(self.org_id))).items()  # type: ignore[misc]
+            for k, v in (await self.redis.hgetall(records.state_key(self.org))).items()  # type: ignore[misc]
         }
         names = [kind.name for kind in self.kinds]
         start = names.index(state["turn"]) if state.get("turn") in names else 0
@@ -205,7 +222,7 @@ class Reconciler:
             if listed is None:
                 report.pending = kind.name
                 if not dry_run:
-                    await self.redis.hset(records.state_key(self.org_id), "turn", kind.name)  # type: ignore[misc]
+                    await self.redis.hset(records.state_key(self.org), "turn", kind.name)  # type: ignore[misc]
                 break
             report.seen[kind.name] = len(listed)
             await self._settle(kind, listed, state, report, dry_run=dry_run)
@@ -215,13 +232,13 @@ class Reconciler:
                 report.seen[derived.name] = len(entries)
                 await self._settle(derived, entries, state, report, dry_run=dry_run)
         if not dry_run:
-            await self.redis.hincrby(records.state_key(self.org_id), "passes", 1)  # type: ignore[misc]
+            await self.redis.hincrby(records.state_key(self.org), "passes", 1)  # type: ignore[misc]
 
     async def _list(
         self, kind: Kind, state: dict[str, str], report: RunReport, *, dry_run: bool
     ) -> dict[str, dict[str, Any]] | None:
         """The kind's complete listing, or ``None`` when the budget ran out first."""
-        staging = records.staging_key(self.org_id, kind.name)
+        staging = records.staging_key(self.org, kind.name)
         skip = 0 if dry_run else int(state.get(f"{kind.name}:skip", 0))
         gathered: dict[str, dict[str, Any]] = {}
         if skip == 0 and not dry_run:
@@ -235,7 +252,7 @@ class Reconciler:
             if left is not None and left < need:
                 if not dry_run:
                     await self.redis.hset(
-                        records.state_key(self.org_id), f"{kind.name}:skip", str(skip)
+                        records.state_key(self.org), f"{kind.name}:skip", str(skip)
                     )  # type: ignore[misc]
                 return None
             if kind.details and left is not None:
@@ -261,7 +278,7 @@ class Reconciler:
                 break
         if dry_run or not skip:
             return gathered
-        await self.redis.hdel(records.state_key(self.org_id), f"{kind.name}:skip")  # type: ignore[misc]
+        await self.redis.hdel(records.state_key(self.org), f"{kind.name}:skip")  # type: ignore[misc]
         return _decode(await self.redis.hgetall(staging))  # type: ignore[misc]
 
     async def _settle(
@@ -274,7 +291,7 @@ class Reconciler:
         dry_run: bool,
     ) -> None:
         """Diff a complete listing against the snapshot; queue its events; keep it."""
-        snapshot_key = records.snapshot_key(self.org_id, kind.name)
+        snapshot_key = records.snapshot_key(self.org, kind.name)
         before = _decode(await self.redis.hgetall(snapshot_key))  # type: ignore[misc]
         observed = time.time()
         baseline = state.get(f"{kind.name}:baseline") == "1"
@@ -303,22 +320,32 @@ class Reconciler:
             if self._own_webhook_changed(event):
                 assert self.deployment is not None
                 await self.redis.set(reapply_key(self.deployment), event.id)
-                logger.info("reconcile.reapply_requested", org=self.org_id, event_id=event.id)
-        staging = records.staging_key(self.org_id, kind.name)
+                logger.info(
+                    "reconcile.reapply_requested",
+                    org=self.org_id,
+                    connection=self.connection,
+                    event_id=event.id,
+                )
+        staging = records.staging_key(self.org, kind.name)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(snapshot_key, staging)
             if after:
                 pipe.hset(snapshot_key, mapping={k: _dumps(v) for k, v in after.items()})
-            pipe.hset(records.state_key(self.org_id), f"{kind.name}:baseline", "1")
+            pipe.hset(records.state_key(self.org), f"{kind.name}:baseline", "1")
             await pipe.execute()
 
     def _own_webhook_changed(self, event: Event) -> bool:
-        """Whether ``event`` is a change of this deployment's own webhook (before or after
-        carries its ownership mark): the web process is then asked to re-apply the plan."""
+        """Whether ``event`` is a change of this deployment's own webhook in this organization
+        (before or after carries its ownership mark): the web process is then asked to
+        re-apply the plans (of every organization)."""
         if event.trigger != triggers.WEBHOOK_CHANGED or self.deployment is None:
             return False
+        # A connection's webhook is marked ``<deployment>.<pcid>`` (subscriptions.ownership).
+        mark = (
+            self.deployment if self.connection is None else f"{self.deployment}.{self.connection}"
+        )
         return any(
-            owner_of(str(side.get("subscriberUrl", ""))) == self.deployment
+            owner_of(str(side.get("subscriberUrl", ""))) == mark
             for side in (event.payload.get("before"), event.payload.get("after"))
             if isinstance(side, Mapping)
         )
@@ -380,7 +407,9 @@ class Reconciler:
                 payload["change"] = (
                     "created" if old is None else "deleted" if new is None else "updated"
                 )
-            events.append(_make_event(trigger, payload, observed, self.org_id, key, old, new))
+            events.append(
+                _make_event(trigger, payload, observed, self.connection, self.org, key, old, new)
+            )
         return events
 
     async def _missed_bookings(
@@ -394,7 +423,7 @@ class Reconciler:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for uid in changed:
-                pipe.hmget(keys.booking(uid), ["created", "ended"])
+                pipe.hmget(keys.booking(uid, self.connection), ["created", "ended"])
             records = await pipe.execute()
         events = []
         for uid, (created, ended) in zip(changed, records, strict=True):
@@ -412,5 +441,7 @@ class Reconciler:
             payload["source"] = triggers.SOURCE
             payload["observedAt"] = _iso(observed)
             state = after[uid].get("status"), after[uid].get("startTime")
-            events.append(_make_event(trigger, payload, observed, self.org_id, uid, *state))
+            events.append(
+                _make_event(trigger, payload, observed, self.connection, self.org, uid, *state)
+            )
         return events

@@ -1,6 +1,9 @@
 """Reconciliation's records in Redis: key names, the pass history, recent events, run requests.
 
-Everything lives under ``calhooks:reconcile:<org>:`` (``key_prefix``). The reconciler and the
+Each organization has its own keys (``key_prefix``): the environment's organization
+(``CALHOOKS_ORG_ID``, an ``int``) under ``calhooks:reconcile:<org id>:`` as always, a
+connection (its PCID, a ``str``) under ``calhooks:conn:<pcid>:reconcile:`` - two connections
+of one org id never share a snapshot, a lock or a history. The reconciler and the
 periodic pass write; the console reads (``read_status``) and asks for a pass
 (``request_run``) through this module only - it imports nothing of reconciliation's runtime
 (the import contracts in ``pyproject.toml``). Keys:
@@ -15,6 +18,10 @@ periodic pass write; the console reads (``read_status``) and asks for a pass
   trigger, what it is about, when), duplicates not counted;
 * ``run`` (string, ``RUN_REQUEST_TTL``): a pass asked for now (by the console's operator);
   the next worker to check takes it (``GETDEL``) and runs a pass at once.
+
+Across organizations: ``calhooks:reconcile:passes`` (``ALL_PASSES_KEY``, list, newest first,
+``PASSES_KEPT`` kept) holds every organization's passes, each naming its organization, for the
+console.
 """
 
 from __future__ import annotations
@@ -39,40 +46,57 @@ EVENTS_KEPT = 200
 RUN_REQUEST_TTL = 3600
 
 
-def key_prefix(org_id: int) -> str:
-    return f"{PREFIX}reconcile:{org_id}:"
+#: An organization: the environment's org id (``int``) or a connection's PCID (``str``).
+Org = int | str
+#: Every organization's passes, newest first.
+ALL_PASSES_KEY = f"{PREFIX}reconcile:passes"
 
 
-def state_key(org_id: int) -> str:
-    return key_prefix(org_id) + "state"
+def key_prefix(org: Org) -> str:
+    """Where an organization's keys live (see the module docstring)."""
+    if isinstance(org, str):
+        return f"{PREFIX}conn:{org}:reconcile:"
+    return f"{PREFIX}reconcile:{org}:"
 
 
-def snapshot_key(org_id: int, kind: str) -> str:
-    return key_prefix(org_id) + f"snap:{kind}"
+def organization_label(org: Org, name: str | None = None) -> str:
+    """How the history names an organization: ``environment (org 1)`` or a connection's
+    name and PCID."""
+    if isinstance(org, str):
+        return f"{name or org} ({org})"
+    return f"environment (org {org})"
 
 
-def staging_key(org_id: int, kind: str) -> str:
-    return key_prefix(org_id) + f"next:{kind}"
+def state_key(org: Org) -> str:
+    return key_prefix(org) + "state"
 
 
-def lock_key(org_id: int) -> str:
-    return key_prefix(org_id) + "lock"
+def snapshot_key(org: Org, kind: str) -> str:
+    return key_prefix(org) + f"snap:{kind}"
 
 
-def due_key(org_id: int) -> str:
-    return key_prefix(org_id) + "due"
+def staging_key(org: Org, kind: str) -> str:
+    return key_prefix(org) + f"next:{kind}"
 
 
-def passes_key(org_id: int) -> str:
-    return key_prefix(org_id) + "passes"
+def lock_key(org: Org) -> str:
+    return key_prefix(org) + "lock"
 
 
-def events_key(org_id: int) -> str:
-    return key_prefix(org_id) + "events"
+def due_key(org: Org) -> str:
+    return key_prefix(org) + "due"
 
 
-def run_key(org_id: int) -> str:
-    return key_prefix(org_id) + "run"
+def passes_key(org: Org) -> str:
+    return key_prefix(org) + "passes"
+
+
+def events_key(org: Org) -> str:
+    return key_prefix(org) + "events"
+
+
+def run_key(org: Org) -> str:
+    return key_prefix(org) + "run"
 
 
 def this_process() -> str:
@@ -115,6 +139,10 @@ class PassRecord:
     #: The kind whose listing continues next pass (the budget ran out).
     pending: str | None = None
     error: str | None = None
+    #: The organization (``organization_label``); ``""`` in records older than connections.
+    organization: str = ""
+    #: The connection's PCID (``None``: the environment's organization).
+    connection: str | None = None
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> PassRecord | None:
@@ -136,31 +164,40 @@ class QueuedEvent:
     at: float
 
 
-async def add_pass(redis: aioredis.Redis, org_id: int, record: PassRecord) -> None:
+async def add_pass(redis: aioredis.Redis, org: Org, record: PassRecord) -> None:
+    """Keep a pass in its organization's history and in the one across organizations."""
+    item = json.dumps(asdict(record), separators=(",", ":"))
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(passes_key(org_id), json.dumps(asdict(record), separators=(",", ":")))
-        pipe.ltrim(passes_key(org_id), 0, PASSES_KEPT - 1)
+        for key in (passes_key(org), ALL_PASSES_KEY):
+            pipe.lpush(key, item)
+            pipe.ltrim(key, 0, PASSES_KEPT - 1)
         await pipe.execute()
 
 
-async def add_events(redis: aioredis.Redis, org_id: int, events: Iterable[QueuedEvent]) -> None:
+async def read_all_passes(redis: aioredis.Redis, count: int = 20) -> list[PassRecord]:
+    """The last ``count`` passes of every organization, newest first."""
+    raw = await redis.lrange(ALL_PASSES_KEY, 0, count - 1)  # type: ignore[misc]
+    return [r for r in map(PassRecord.from_json, raw) if r is not None]
+
+
+async def add_events(redis: aioredis.Redis, org: Org, events: Iterable[QueuedEvent]) -> None:
     items = [json.dumps(asdict(e), separators=(",", ":")) for e in events]
     if not items:
         return
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(events_key(org_id), *items)
-        pipe.ltrim(events_key(org_id), 0, EVENTS_KEPT - 1)
+        pipe.lpush(events_key(org), *items)
+        pipe.ltrim(events_key(org), 0, EVENTS_KEPT - 1)
         await pipe.execute()
 
 
-async def request_run(redis: aioredis.Redis, org_id: int, who: str) -> None:
+async def request_run(redis: aioredis.Redis, org: Org, who: str) -> None:
     """Ask the workers for a pass now (kept ``RUN_REQUEST_TTL`` for a worker to take it)."""
-    await redis.set(run_key(org_id), who, ex=RUN_REQUEST_TTL)
+    await redis.set(run_key(org), who, ex=RUN_REQUEST_TTL)
 
 
-async def take_run_request(redis: aioredis.Redis, org_id: int) -> str | None:
+async def take_run_request(redis: aioredis.Redis, org: Org) -> str | None:
     """Who asked for a pass now, taking the request (one worker gets it); ``None``: nobody."""
-    value = await redis.getdel(run_key(org_id))
+    value = await redis.getdel(run_key(org))
     if value is None:
         return None
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
@@ -170,7 +207,7 @@ async def take_run_request(redis: aioredis.Redis, org_id: int) -> str | None:
 class Status:
     """Reconciliation's state for one organization, as the console shows it."""
 
-    org_id: int
+    org_id: Org
     passes: list[PassRecord]
     total_passes: int
     #: Who holds the lock (a pass is running), and for how long at most (seconds).
@@ -192,7 +229,7 @@ def _text(value: Any) -> str:
 
 
 async def read_status(
-    redis: aioredis.Redis, org_id: int, *, passes: int = 20, events: int = 50
+    redis: aioredis.Redis, org_id: Org, *, passes: int = 20, events: int = 50
 ) -> Status:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.lrange(passes_key(org_id), 0, passes - 1)
