@@ -258,9 +258,7 @@ def _check_prerequisites() -> None:
 
 
 def _desired(settings: Settings, target: Target) -> DesiredFactory:
-    from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
-
-    return target.desired(settings, load_rule_triggers(settings))
+    return target.desired(settings, target.rule_triggers(settings))
 
 
 def _echo(lines: list[str]) -> None:

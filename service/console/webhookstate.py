@@ -36,7 +36,6 @@ from calhooks.service.subscriptions.apply import plan_current
 from calhooks.service.subscriptions.errors import PingError, SubscriptionError
 from calhooks.service.subscriptions.plan import CreateWebhook, Plan, plan_webhooks
 from calhooks.service.subscriptions.remote import list_webhooks
-from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
 from calhooks.service.subscriptions.targets import (
     ENVIRONMENT,
     Target,
@@ -103,7 +102,7 @@ async def _section(
         if snapshot.current is not None:
             section.secret_id = snapshot.current.id
             section.secret_age = age_text(now - snapshot.current.created_at)
-        desired = target.desired(settings, load_rule_triggers(settings))
+        desired = target.desired(settings, target.rule_triggers(settings))
         section.url = desired(None).subscriber_url
         plan = await plan_current(target.client(cal), store, desired, org_id=target.org_id)
         section.plan = report.plan_lines(plan, show_secret=False)
@@ -192,7 +191,7 @@ async def send_ping(settings: Settings, redis: aioredis.Redis, ref: str) -> dict
         target.check()
         store = target.store(settings, redis)
         snapshot = await store.snapshot()
-        desired = target.desired(settings, load_rule_triggers(settings))(snapshot.current)
+        desired = target.desired(settings, target.rule_triggers(settings))(snapshot.current)
         async with CalcomClient.from_settings(settings) as base:
             cal = target.client(base)
             webhook = plan_webhooks(desired, await list_webhooks(cal, target.org_id)).kept

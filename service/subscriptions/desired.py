@@ -93,8 +93,10 @@ def desired_problems(settings: Settings, rule_triggers: Iterable[str] | None) ->
             )
         else:
             problems.append(
-                f"no triggers to subscribe to: the rules in CALHOOKS_RULES_FILE"
-                f" {settings.rules_file} use none and CALHOOKS_WEBHOOK_EXTRA_TRIGGERS is empty"
+                f"no triggers to subscribe to: no rule in CALHOOKS_RULES_FILE"
+                f" {settings.rules_file} reacts to a Cal.com trigger for this organization"
+                " (a rule's connections:/tenants: may leave it out) and"
+                " CALHOOKS_WEBHOOK_EXTRA_TRIGGERS is empty"
             )
     return problems
 

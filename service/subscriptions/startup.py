@@ -79,7 +79,6 @@ async def auto_apply(
     from calhooks.service.subscriptions.apply import apply_webhooks
     from calhooks.service.subscriptions.errors import SubscriptionError
     from calhooks.service.subscriptions.report import done_text
-    from calhooks.service.subscriptions.rule_triggers import load_rule_triggers
     from calhooks.service.subscriptions.targets import TargetGoneError
 
     log = logger.bind(deployment=settings.webhook_deployment)
@@ -95,7 +94,7 @@ async def auto_apply(
     try:
         target.check()
         store = target.store(settings, redis)
-        desired_for = target.desired(settings, load_rule_triggers(settings))
+        desired_for = target.desired(settings, target.rule_triggers(settings))
     except SubscriptionError as exc:
         log.error("webhooks.auto_apply_impossible", reason=str(exc))
         return None

@@ -96,6 +96,18 @@ class Target:
     def desired(self, settings: Settings, rule_triggers: Iterable[str]) -> DesiredFactory:
         return desired_factory(settings, rule_triggers, self.pcid)
 
+    def rule_triggers(self, settings: Settings) -> tuple[str, ...]:
+        """The triggers of the rules that run for this organization (a rule's ``connections:``
+        and ``tenants:`` applied): what its webhook subscribes to."""
+        from calhooks.service.subscriptions.rule_triggers import (
+            connection_rule_triggers,
+            load_rule_triggers,
+        )
+
+        if self.connection is None:
+            return load_rule_triggers(settings, every=False)
+        return connection_rule_triggers(settings, self.connection)
+
     def client(self, cal: CalcomClient) -> CalcomClient:
         """``cal`` itself for the environment's organization; for a connection, a client with
         the connection's credentials, org id and base URL sharing ``cal``'s pool and policy."""

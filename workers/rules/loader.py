@@ -56,7 +56,7 @@ from calhooks.workers.rules.model import (
     Template,
 )
 from calhooks.workers.rules.ruleset import RuleSet
-from calhooks.workers.rules.scope import ORG_ID, Audience, ConnectionEnv
+from calhooks.workers.rules.scope import ALL, ORG_ID, AllOrigins, Audience, ConnectionEnv, Origin
 from calhooks.workers.rules.templates import TemplateSyntaxError, split_template, whole_expression
 from calhooks.workers.rules.yamlsource import MAX_FILE_BYTES, Node, YamlProblem, decode, parse_yaml
 
@@ -753,14 +753,20 @@ def load_rules_from_settings(settings: Settings) -> RuleSet | None:
     return load_rules(settings.rules_file, env=rules_env(settings))
 
 
-def rule_triggers(settings: Settings) -> tuple[str, ...]:
+def rule_triggers(settings: Settings, origin: Origin | AllOrigins | None = ALL) -> tuple[str, ...]:
     """The triggers the rules in ``CALHOOKS_RULES_FILE`` react to, sorted (none without one).
 
     What webhook subscriptions need of the rules: it loads and checks the file (``RulesError``
     if bad) and imports nothing of the worker runtime. Reconciliation's ``calhooks.*`` triggers
-    are left out: Cal.com has no webhook for them.
+    are left out: Cal.com has no webhook for them. With ``origin`` (a connection, or ``None``
+    for the environment's organization), only the rules that run for it count: a rule for
+    ``connections: [globex]`` does not subscribe Acme's webhook to its triggers.
     """
     rules = load_rules_from_settings(settings)
     if rules is None:
         return ()
-    return tuple(sorted(t for t in rules.triggers if not t.startswith(RECONCILE_PREFIX)))
+    chosen = [
+        rule for rule in rules if isinstance(origin, AllOrigins) or rule.audience.includes(origin)
+    ]
+    triggers = {trigger for rule in chosen for trigger in rule.triggers}
+    return tuple(sorted(t for t in triggers if not t.startswith(RECONCILE_PREFIX)))

@@ -48,6 +48,18 @@ class Origin:
         return ref in (self.pcid, self.name)
 
 
+class AllOrigins:
+    """``ALL``: every organization at once (``rule_triggers`` of the whole file)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ALL"
+
+
+ALL = AllOrigins()
+
+
 @dataclass(frozen=True, slots=True)
 class Audience:
     """The organizations a rule runs for (empty: all of them)."""
