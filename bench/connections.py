@@ -40,7 +40,6 @@ import hmac
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +66,7 @@ from calhooks.service.intake.redispipe import RedisAddress, RedisPipe  # noqa: E
 from calhooks.service.sandbox import organization_api_key, organization_key_id  # noqa: E402
 from calhooks.service.subscriptions.secret_store import WebhookSecretStore  # noqa: E402
 from tests.counting import most_in_any_window  # noqa: E402
+from tests.workers.processes import Process, start, stop_all  # noqa: E402
 
 QUEUE = "arq:queue"
 LIMIT = 120
@@ -79,17 +79,6 @@ rules:
         with:
           emails: ["${{ payload.attendees[0].email }}"]
 """
-
-
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @dataclass
@@ -113,7 +102,7 @@ class Deployment:
         self.workdir = workdir
         self.orgs_count = orgs
         self.workers_count = workers
-        self.procs: list[Proc] = []
+        self.procs: list[Process] = []
         self.key = generate_key()
         self.port = free_port()
         rules = workdir / "rules.yaml"
@@ -141,26 +130,13 @@ class Deployment:
         self.orgs: list[Org] = []
         self.sandbox_url = ""
 
-    def start(self, name: str, args: list[str], env: dict[str, str], port: int, ready: str) -> Proc:
-        log = (self.workdir / f"{name}.log").open("wb")
-        command = [sys.executable, "-m", "calhooks.service", *args]
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=log
-        )
-        proc = Proc(name, process, port)
+    def start(
+        self, name: str, args: list[str], env: dict[str, str], port: int, ready: str
+    ) -> Process:
+        proc = start(name, args, {**self.env, **env}, self.workdir, port)
         self.procs.append(proc)
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}")
-            try:
-                if httpx.get(proc.url + ready, timeout=2).status_code == 200:
-                    return proc
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not become ready")
-            time.sleep(0.05)
+        proc.wait_ready(ready, timeout=60)
+        return proc
 
     async def up(self) -> None:
         port = free_port()
@@ -220,15 +196,7 @@ class Deployment:
             self.start(f"w{n}", ["worker"], env, port, "/readyz")
 
     def down(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.process.poll() is None:
-                proc.process.terminate()
-        for proc in self.procs:
-            try:
-                proc.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.process.kill()
-        self.procs.clear()
+        stop_all(self.procs, timeout=60)
 
 
 def booking(org: Org, n: int, tag: str) -> bytes:

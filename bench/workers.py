@@ -41,7 +41,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from calhooks.service.core.embedded_redis import EmbeddedRedis, free_port  # noq
 from calhooks.service.events import Event, job_bytes  # noqa: E402
 from calhooks.service.sandbox import SANDBOX_API_KEY, SANDBOX_ORG_ID  # noqa: E402
 from tests.counting import most_in_any_window  # noqa: E402
+from tests.workers.processes import Process, start, stop_all  # noqa: E402
 
 SECRET = "bench-signing-secret"  # noqa: S105 - the benchmark's own key
 QUEUE = "arq:queue"
@@ -77,39 +77,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def wait_http(proc: Proc, path: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.process.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}")
-        try:
-            if httpx.get(proc.url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.name} did not become ready")
-        time.sleep(0.05)
-
-
 class Cluster:
     """Starts calhooks processes with one environment; stops them all on exit."""
 
     def __init__(self, redis_url: str, workdir: Path) -> None:
         self.redis_url = redis_url
         self.workdir = workdir
-        self.procs: list[Proc] = []
+        self.procs: list[Process] = []
         rules = workdir / "rules.yaml"
         rules.write_text(RULES)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CALHOOKS_")}
@@ -126,45 +100,35 @@ class Cluster:
             }
         )
 
-    def start(self, name: str, args: list[str], env: dict[str, str], ready: str) -> Proc:
+    def start(self, name: str, args: list[str], env: dict[str, str], ready: str) -> Process:
         port = free_port()
-        command = [sys.executable, "-m", "calhooks.service", *args]
+        command = list(args)
         if args[0] in ("sandbox", "serve"):
             command += ["--port", str(port)]
         full_env = {**self.env, **env}
         if args[0] == "worker":
             full_env["CALHOOKS_WORKER_HTTP_PORT"] = str(port)
             full_env["CALHOOKS_WORKER_NAME"] = name
-        log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=log)
-        proc = Proc(name, process, port)
+        proc = start(name, command, full_env, self.workdir, port)
         self.procs.append(proc)
-        wait_http(proc, ready)
+        proc.wait_ready(ready)
         return proc
 
-    def sandbox(self, *args: str) -> Proc:
+    def sandbox(self, *args: str) -> Process:
         return self.start(
             "sandbox", ["sandbox", "--log-level", "warning", *args], {}, "/_sandbox/state"
         )
 
-    def worker(self, name: str, sandbox: Proc, **settings: Any) -> Proc:
+    def worker(self, name: str, sandbox: Process, **settings: Any) -> Process:
         env = {"CALHOOKS_API_URL": sandbox.url}
         env.update({f"CALHOOKS_{k.upper()}": str(v) for k, v in settings.items()})
         return self.start(name, ["worker"], env, "/readyz")
 
-    def intake(self) -> Proc:
+    def intake(self) -> Process:
         return self.start("intake", ["serve"], {}, "/readyz")
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.process.poll() is None:
-                proc.process.terminate()
-        for proc in self.procs:
-            try:
-                proc.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.process.kill()
-        self.procs.clear()
+        stop_all(self.procs, timeout=30)
 
 
 @contextmanager
@@ -215,7 +179,7 @@ async def enqueue(redis: aioredis.Redis, bodies: list[dict[str, Any]]) -> None:
         await pipe.execute()
 
 
-def processed(workers: list[Proc]) -> int:
+def processed(workers: list[Process]) -> int:
     total = 0
     for worker in workers:
         text = httpx.get(worker.url + "/metrics", timeout=5).text

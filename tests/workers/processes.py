@@ -42,8 +42,8 @@ class Process:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5)
 
-    def wait_ready(self, path: str = "/readyz") -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
+    def wait_ready(self, path: str = "/readyz", timeout: float = STARTUP_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.output()}")
@@ -67,6 +67,20 @@ class Process:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
+
+
+def stop_all(processes: list[Process], timeout: float = 60.0) -> None:
+    """SIGTERM every one still running (last started first), then wait for each; one that
+    outlives ``timeout`` is killed. For the benches, which must not fail on the way out."""
+    for process in reversed(processes):
+        if process.process.poll() is None:
+            process.process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    processes.clear()
 
 
 def environment(
