@@ -70,14 +70,16 @@ from tests.workers.processes import Process, start, stop_all  # noqa: E402
 
 QUEUE = "arq:queue"
 LIMIT = 120
-RULES = """\
+#: The one call each event's rule makes (what counts an event as done in the request log).
+RULE_TOOL = "cal_organizations_users_controller_get_organizations_users"
+RULES = f"""\
 rules:
   - name: bench-lookup
     on: [BOOKING_CREATED]
     steps:
-      - tool: cal_organizations_users_controller_get_organizations_users
+      - tool: {RULE_TOOL}
         with:
-          emails: ["${{ payload.attendees[0].email }}"]
+          emails: ["${{{{ payload.attendees[0].email }}}}"]
 """
 
 
@@ -377,10 +379,17 @@ async def steady(
             by_key.setdefault(r["credential"], []).append(at)
     throttled = Counter(r["credential"] for r in records if r["status"] == 429)
     flood_key = organization_key_id(flooded.org_id)
+    # The flood's events done: its rule's calls (the key's other calls, such as the webhook
+    # apply's, count toward its limit below but are not events).
+    flood_done = sum(
+        1
+        for r in records
+        if r["status"] == 200 and r["credential"] == flood_key and r["tool"] == RULE_TOOL
+    )
     busiest = {key: most_in_any_window(times) for key, times in by_key.items()}
     others_busiest = max((v for k, v in busiest.items() if k != flood_key), default=0)
     print(
-        f"         flood: {len(by_key.get(flood_key, []))} of {flood} done in "
+        f"         flood: {flood_done} of {flood} done in "
         f"{time.time() - started:.0f} s; most calls in any 60 s: flooded key "
         f"{busiest.get(flood_key, 0)}, any other key {others_busiest} (limit {LIMIT}); "
         f"429s: {sum(throttled.values())}"
